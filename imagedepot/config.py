@@ -1,0 +1,83 @@
+"""Settings from the environment and flags; reading them does no I/O beyond `os.environ`.
+
+Every knob has an embedded default so that `imagedepot serve` runs on a fresh
+machine with SQLite and `./data`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PLATFORMS = ("linux/amd64",)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    registry_port: int = 5050
+    database_url: str | None = None
+    admin_token: str | None = None
+    secret_key: str | None = None
+    platforms: tuple[str, ...] = DEFAULT_PLATFORMS
+    insecure_registries: tuple[str, ...] = ()
+    """Registries (host[:port]) reached over plain HTTP or with TLS unverified, beyond loopback."""
+    mirrors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Registry host -> mirror endpoints tried first, e.g. docker.io -> (mirror.internal:5000,)."""
+    parallel_blobs: int = 6
+    max_retries: int = 4
+    retry_base_delay: float = 0.5
+    worker_poll_seconds: float = 1.0
+    lease_seconds: float = 30.0
+    run_worker: bool = True
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'imagedepot.db'}"
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (value or "").split(",") if item.strip())
+
+
+def parse_mirrors(value: str | None) -> dict[str, tuple[str, ...]]:
+    """`docker.io=mirror.a:5000|mirror.b,quay.io=q.internal` -> {docker.io: (mirror.a:5000, mirror.b), …}."""
+    mirrors: dict[str, tuple[str, ...]] = {}
+    for entry in _split(value):
+        registry, _, endpoints = entry.partition("=")
+        if not endpoints:
+            raise ValueError(f"IMAGEDEPOT_MIRRORS entry {entry!r} must be REGISTRY=ENDPOINT[|ENDPOINT]")
+        mirrors[registry.strip()] = tuple(e.strip() for e in endpoints.split("|") if e.strip())
+    return mirrors
+
+
+def from_env(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Settings from `IMAGEDEPOT_*` variables; keyword overrides (from CLI flags) win when not None."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    if "IMAGEDEPOT_DATA_DIR" in env:
+        values["data_dir"] = Path(env["IMAGEDEPOT_DATA_DIR"])
+    for key, name in (("database_url", "DATABASE_URL"), ("admin_token", "ADMIN_TOKEN"),
+                      ("secret_key", "SECRET_KEY")):
+        if env.get(f"IMAGEDEPOT_{name}"):
+            values[key] = env[f"IMAGEDEPOT_{name}"]
+    if "IMAGEDEPOT_PLATFORMS" in env:
+        values["platforms"] = _split(env["IMAGEDEPOT_PLATFORMS"]) or DEFAULT_PLATFORMS
+    if "IMAGEDEPOT_INSECURE_REGISTRIES" in env:
+        values["insecure_registries"] = _split(env["IMAGEDEPOT_INSECURE_REGISTRIES"])
+    if "IMAGEDEPOT_MIRRORS" in env:
+        values["mirrors"] = parse_mirrors(env["IMAGEDEPOT_MIRRORS"])
+    for key, name, kind in (("parallel_blobs", "PARALLEL_BLOBS", int),
+                            ("max_retries", "MAX_RETRIES", int),
+                            ("retry_base_delay", "RETRY_BASE_DELAY", float),
+                            ("lease_seconds", "LEASE_SECONDS", float)):
+        if env.get(f"IMAGEDEPOT_{name}"):
+            values[key] = kind(env[f"IMAGEDEPOT_{name}"])
+    for key, value in overrides.items():
+        if value is not None:
+            values[key] = Path(str(value)) if key == "data_dir" else value
+    return Settings(**values)  # type: ignore[arg-type]

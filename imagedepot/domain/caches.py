@@ -1,0 +1,221 @@
+"""The ImageCache aggregate: a frozen set of container images, spelled `ImageCache` by CCE and
+`ImageSnapshot` by CCI.
+
+Everything a dialect may say about a cache is here: the spec the user asked for,
+the status the worker reached, and the rules that move it between phases. The
+dialects only translate names and shapes.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from imagedepot.domain.errors import Conflict, InvalidInput
+from imagedepot.domain.references import parse_reference
+
+NAME_RE = re.compile(r"^[a-z](?:[-a-z0-9]*[a-z0-9])?$")
+NAME_MAX = 128
+IMAGES_MIN, IMAGES_MAX = 1, 20
+SIZE_GIB_MIN, SIZE_GIB_MAX, SIZE_GIB_DEFAULT = 20, 400, 20
+RETENTION_MIN, RETENTION_MAX = 0, 10000
+TIMEOUT_MIN, TIMEOUT_MAX, TIMEOUT_DEFAULT = 30, 10080, 1440
+SECRET_REF_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?:[a-z0-9](?:[-.a-z0-9]*[a-z0-9])?$")
+GIB = 1024**3
+
+
+class CacheStatus(enum.StrEnum):
+    CREATING = "Creating"
+    AVAILABLE = "Available"
+    UNAVAILABLE = "Unavailable"
+    FAILED = "Failed"
+    DELETING = "Deleting"
+
+
+class FailureReason(enum.StrEnum):
+    """Why a build failed; the message names the image and tells the details."""
+
+    NOT_FOUND = "ImageNotFound"
+    UNAUTHORIZED = "Unauthorized"
+    SIZE_EXCEEDED = "SizeBudgetExceeded"
+    TIMEOUT = "Timeout"
+    UPSTREAM = "UpstreamError"
+    CORRUPT = "DigestMismatch"
+    EXPIRED = "Expired"
+
+
+@dataclass(frozen=True)
+class RegistryAccess:
+    """How to reach one registry: the CCI `registries[]` entry, also used for server settings."""
+
+    server: str
+    plain_http: bool = False
+    insecure_skip_verify: bool = False
+    pull_secret: str | None = None
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    name: str
+    images: tuple[str, ...]
+    size_gib: int = SIZE_GIB_DEFAULT
+    retention_days: int = 0
+    cluster: str | None = None
+    pull_secrets: tuple[str, ...] = ()
+    registries: tuple[RegistryAccess, ...] = ()
+    timeout_minutes: int = TIMEOUT_DEFAULT
+
+    def validate(self, *, max_images: int = IMAGES_MAX, field_names: FieldNames | None = None) -> None:
+        """Raise InvalidInput naming the first field (in the caller's spelling) that breaks a rule."""
+        names = field_names or FieldNames()
+        if not isinstance(self.name, str) or not 1 <= len(self.name) <= NAME_MAX:
+            raise InvalidInput(f"{names.name} must be 1-{NAME_MAX} characters", field=names.name)
+        if not NAME_RE.match(self.name):
+            raise InvalidInput(
+                f"{names.name} {self.name!r} must start with a lowercase letter, contain only "
+                "lowercase letters, digits and '-', and not end with '-'",
+                field=names.name,
+            )
+        if not IMAGES_MIN <= len(self.images) <= max_images:
+            raise InvalidInput(
+                f"{names.images} must list {IMAGES_MIN} to {max_images} images, got {len(self.images)}",
+                field=names.images,
+            )
+        seen: set[str] = set()
+        for index, image in enumerate(self.images):
+            where = f"{names.images}[{index}]"
+            try:
+                normalised = str(parse_reference(image))
+            except InvalidInput as error:
+                raise InvalidInput(f"{where}: {error.message}", field=where) from None
+            if normalised in seen:
+                raise InvalidInput(f"{where}: {image!r} is listed twice", field=where)
+            seen.add(normalised)
+        _check_range(names.size_gib, self.size_gib, SIZE_GIB_MIN, SIZE_GIB_MAX)
+        _check_range(names.retention_days, self.retention_days, RETENTION_MIN, RETENTION_MAX)
+        _check_range(names.timeout_minutes, self.timeout_minutes, TIMEOUT_MIN, TIMEOUT_MAX)
+        for index, secret in enumerate(self.pull_secrets):
+            where = f"{names.pull_secrets}[{index}]"
+            if not isinstance(secret, str) or not SECRET_REF_RE.match(secret):
+                raise InvalidInput(f"{where} must be 'namespace:name', got {secret!r}", field=where)
+
+
+@dataclass(frozen=True)
+class FieldNames:
+    """The caller's spelling of each spec field, so that errors name what the user wrote."""
+
+    name: str = "name"
+    images: str = "images"
+    size_gib: str = "image_cache_size"
+    retention_days: str = "retention_days"
+    timeout_minutes: str = "timeout_minutes"
+    pull_secrets: str = "building_config.image_pull_secrets"
+
+
+def _check_range(field_name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{field_name} must be an integer", field=field_name)
+    if not low <= value <= high:
+        raise InvalidInput(f"{field_name} must be between {low} and {high}, got {value}", field=field_name)
+
+
+@dataclass(frozen=True)
+class ImageProgress:
+    """What the build knows of one image: resolved digest, total size and bytes pulled so far."""
+
+    image: str
+    digest: str | None = None
+    size_bytes: int = 0
+    pulled_bytes: int = 0
+    done: bool = False
+
+
+@dataclass
+class ImageCache:
+    id: str
+    project_id: str
+    spec: CacheSpec
+    created_at: datetime
+    updated_at: datetime
+    status: CacheStatus = CacheStatus.CREATING
+    reason: str | None = None
+    message: str | None = None
+    images: list[ImageProgress] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    resource_version: int = 1
+    generation: int = 1
+    deletion_requested_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+    @classmethod
+    def new(cls, project_id: str, spec: CacheSpec, now: datetime) -> ImageCache:
+        return cls(
+            id=str(uuid.uuid4()),
+            project_id=project_id,
+            spec=spec,
+            created_at=now,
+            updated_at=now,
+            images=[ImageProgress(image=image) for image in spec.images],
+        )
+
+    @property
+    def expires_at(self) -> datetime | None:
+        if self.spec.retention_days == 0:
+            return None
+        return self.created_at + timedelta(days=self.spec.retention_days)
+
+    def is_expired(self, now: datetime) -> bool:
+        expiry = self.expires_at
+        return expiry is not None and now >= expiry
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(image.size_bytes for image in self.images)
+
+    def touch(self, now: datetime) -> None:
+        self.updated_at = now
+        self.resource_version += 1
+
+    def record_progress(self, images: list[ImageProgress], now: datetime) -> None:
+        if self.status is not CacheStatus.CREATING:
+            raise Conflict(f"cache {self.spec.name} is {self.status}, not building")
+        self.images = list(images)
+        self.touch(now)
+
+    def mark_available(self, images: list[ImageProgress], now: datetime) -> None:
+        if self.status is not CacheStatus.CREATING:
+            raise Conflict(f"cache {self.spec.name} is {self.status}, not building")
+        self.images = [replace(image, done=True, pulled_bytes=image.size_bytes) for image in images]
+        self.status = CacheStatus.AVAILABLE
+        self.reason = None
+        self.message = None
+        self.touch(now)
+
+    def mark_failed(self, reason: FailureReason, message: str, now: datetime) -> None:
+        if self.status is not CacheStatus.CREATING:
+            raise Conflict(f"cache {self.spec.name} is {self.status}, not building")
+        self.status = CacheStatus.FAILED
+        self.reason = reason.value
+        self.message = message
+        self.touch(now)
+
+    def mark_unavailable(self, reason: FailureReason, message: str, now: datetime) -> None:
+        if self.status is CacheStatus.DELETING:
+            return
+        self.status = CacheStatus.UNAVAILABLE
+        self.reason = reason.value
+        self.message = message
+        self.touch(now)
+
+    def request_deletion(self, now: datetime) -> bool:
+        """Move to Deleting; False when it already was (a repeated delete changes nothing)."""
+        if self.status is CacheStatus.DELETING:
+            return False
+        self.status = CacheStatus.DELETING
+        self.deletion_requested_at = now
+        self.touch(now)
+        return True

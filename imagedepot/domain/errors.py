@@ -1,0 +1,36 @@
+"""Errors the core raises; each dialect maps them to its own status codes and error bodies.
+
+They live in the domain so that services and dialects agree on meaning without
+importing each other.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every error a caller can be told about."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidInput(DomainError):
+    """The request is malformed or a field is out of range (HTTP 400)."""
+
+
+class NotFound(DomainError):
+    """The object does not exist, or belongs to another project (HTTP 404)."""
+
+
+class Conflict(DomainError):
+    """The request collides with the current state (HTTP 409)."""
+
+
+class Unauthenticated(DomainError):
+    """No credential, or one that is not valid (HTTP 401)."""
+
+
+class Forbidden(DomainError):
+    """The credential is valid but may not do this (HTTP 403)."""

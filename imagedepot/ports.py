@@ -1,0 +1,272 @@
+"""The small interfaces the use cases need from the outside world.
+
+Services depend on these Protocols only; `bootstrap` picks the adapters. Each
+port is as narrow as its callers need, so that every backend can pass the same
+contract tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+from imagedepot.domain.caches import CacheStatus, ImageCache
+from imagedepot.domain.identity import Credential, Project
+from imagedepot.domain.references import ImageReference
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+# --- metadata -------------------------------------------------------------------------------
+
+
+class CacheRepository(Protocol):
+    def add(self, cache: ImageCache) -> None:
+        """Insert; raises Conflict when the project already has a cache of that name."""
+
+    def get(self, cache_id: str, project_id: str | None = None) -> ImageCache | None:
+        """One cache by id; with `project_id`, only if it belongs to that project."""
+
+    def list(self, project_id: str, name: str | None = None) -> list[ImageCache]:
+        """The project's caches, oldest first; `name` is an exact match."""
+
+    def save(self, cache: ImageCache, expected_version: int) -> bool:
+        """Write `cache` if its stored resource_version is still `expected_version`.
+
+        False (nothing written) when another writer got there first or the row is gone.
+        """
+
+    def remove(self, cache_id: str) -> bool:
+        """Delete the row; False when it was already gone."""
+
+    def claim(
+        self, statuses: tuple[CacheStatus, ...], holder: str, now: datetime, lease_until: datetime,
+        dead_holders: tuple[str, ...] = (),
+    ) -> ImageCache | None:
+        """Lease one cache in one of `statuses` whose lease is free, expired, or held by a dead holder."""
+
+    def renew(self, cache_id: str, holder: str, lease_until: datetime) -> bool:
+        """Extend a lease we hold; False when we lost it."""
+
+    def release(self, cache_id: str, holder: str) -> None:
+        """Give up a lease we hold."""
+
+    def lease_holders(self) -> list[str]:
+        """Every holder that currently has a lease (alive or not)."""
+
+    def expired(self, now: datetime) -> list[ImageCache]:
+        """Available or Failed caches whose retention has run out."""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    digest: str
+    size: int
+    media_type: str
+
+
+class BlobRefRepository(Protocol):
+    def add_refs(self, owner_id: str, blobs: list[BlobInfo]) -> None:
+        """Record that `owner_id` uses these blobs (idempotent)."""
+
+    def refs_of(self, owner_id: str) -> list[BlobInfo]:
+        """The blobs `owner_id` uses."""
+
+    def drop_refs(self, owner_id: str) -> None:
+        """Forget every reference held by `owner_id`."""
+
+    def referenced(self, digests: list[str]) -> set[str]:
+        """Which of `digests` at least one owner still uses."""
+
+    def all_referenced(self) -> set[str]:
+        """Every digest that some owner uses."""
+
+
+class IdentityRepository(Protocol):
+    def add_project(self, project: Project) -> None: ...
+
+    def project_by_name(self, name: str) -> Project | None: ...
+
+    def project_by_id(self, project_id: str) -> Project | None: ...
+
+    def add_credential(self, credential: Credential) -> None: ...
+
+    def credential_by_token_hash(self, token_sha256: str) -> Credential | None: ...
+
+
+@dataclass(frozen=True)
+class StoredSecret:
+    project_id: str
+    namespace: str
+    name: str
+    type: str
+    ciphertext: bytes
+    created_at: datetime
+
+
+class SecretRepository(Protocol):
+    def put(self, secret: StoredSecret) -> None:
+        """Insert or replace the secret `namespace/name` of the project."""
+
+    def get(self, project_id: str, namespace: str, name: str) -> StoredSecret | None: ...
+
+    def list(self, project_id: str, namespace: str | None = None) -> list[StoredSecret]: ...
+
+    def delete(self, project_id: str, namespace: str, name: str) -> bool: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction: everything done through it commits together when the block ends cleanly."""
+
+    caches: CacheRepository
+    blob_refs: BlobRefRepository
+    identity: IdentityRepository
+    secrets: SecretRepository
+
+
+class MetadataStore(Protocol):
+    def transaction(self) -> AbstractContextManager[UnitOfWork]:
+        """A unit of work; committed on clean exit, rolled back on an exception."""
+
+    def close(self) -> None: ...
+
+
+# --- blobs ----------------------------------------------------------------------------------
+
+
+class BlobWriter(Protocol):
+    """A blob being written: bytes go to a temp file and become visible only once verified."""
+
+    @property
+    def written(self) -> int:
+        """Bytes accepted so far (where a resumed download continues)."""
+
+    def write(self, chunk: bytes) -> None:
+        """Append; raises BlobCorrupt as soon as more bytes arrive than expected."""
+
+    def reset(self) -> None:
+        """Throw away what was written, to start over."""
+
+    def commit(self) -> None:
+        """Verify size and sha256, fsync, rename into place; BlobCorrupt when they don't match."""
+
+    def abort(self) -> None:
+        """Remove the temp file; safe to call after commit."""
+
+
+class BlobCorrupt(Exception):
+    """Bytes whose size or digest do not match what was promised."""
+
+
+class BlobStore(Protocol):
+    def has(self, digest: str) -> bool: ...
+
+    def size(self, digest: str) -> int | None: ...
+
+    def path(self, digest: str) -> Path:
+        """Where the committed blob lives, for zero-copy serving."""
+
+    def open(self, digest: str) -> AbstractContextManager[Iterator[bytes]]:
+        """Stream a committed blob's bytes in chunks."""
+
+    def writer(self, digest: str, size: int | None) -> BlobWriter:
+        """A writer that commits only bytes whose sha256 is `digest` (and length `size`, if known)."""
+
+    def put_bytes(self, digest: str, data: bytes) -> None:
+        """Store a small blob (a manifest) held in memory, with the same verification."""
+
+    def read_bytes(self, digest: str, limit: int) -> bytes:
+        """Read a small committed blob whole (a manifest); raises BlobCorrupt past `limit`."""
+
+    def delete(self, digest: str) -> None: ...
+
+    def digests(self) -> Iterator[str]:
+        """Every committed blob."""
+
+    def verify(self, digest: str) -> bool:
+        """Re-hash a committed blob: True when its bytes still match its name."""
+
+    def reuse_guard(self) -> AbstractContextManager[None]:
+        """Held while a builder decides to reuse blobs, so garbage collection cannot remove them."""
+
+    def collect_guard(self) -> AbstractContextManager[None]:
+        """Held by garbage collection while it removes blobs; excludes every reuse_guard."""
+
+    def clean_temporary(self) -> int:
+        """Remove temp files left by writers that died; the count removed."""
+
+
+# --- registries -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegistryCredentials:
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Transport:
+    """How to talk to one registry host, decided by the service from settings and the spec."""
+
+    endpoint: str
+    """Host (and port) to connect to: the image's registry, or a mirror of it."""
+    plain_http: bool = False
+    verify_tls: bool = True
+    credentials: RegistryCredentials | None = None
+
+
+@dataclass(frozen=True)
+class FetchedManifest:
+    body: bytes
+    media_type: str
+    digest: str
+
+
+class RegistryError(Exception):
+    """A registry call failed; `kind` is one of not_found, unauthorized, upstream, corrupt, unreachable."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+ProgressCallback = Callable[[int], None]
+
+
+class RegistryClient(Protocol):
+    async def fetch_manifest(
+        self, transport: Transport, image: ImageReference, reference: str
+    ) -> FetchedManifest:
+        """GET a manifest by tag or digest; a digest reference is verified against the bytes."""
+
+    async def fetch_blob(
+        self,
+        transport: Transport,
+        image: ImageReference,
+        digest: str,
+        writer: BlobWriter,
+        on_progress: ProgressCallback,
+    ) -> None:
+        """Stream a blob into `writer` (resuming or restarting on broken connections), then commit it."""
+
+    async def close(self) -> None: ...
+
+
+class SecretBox(Protocol):
+    """Symmetric encryption of secret data at rest."""
+
+    def encrypt(self, plaintext: bytes) -> bytes: ...
+
+    def decrypt(self, ciphertext: bytes) -> bytes: ...
+
+
