@@ -7,6 +7,8 @@ contract tests.
 
 from __future__ import annotations
 
+import builtins
+
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -59,10 +61,10 @@ class CacheRepository(Protocol):
     def release(self, cache_id: str, holder: str) -> None:
         """Give up a lease we hold."""
 
-    def lease_holders(self) -> list[str]:
+    def lease_holders(self) -> builtins.list[str]:
         """Every holder that currently has a lease (alive or not)."""
 
-    def expired(self, now: datetime) -> list[ImageCache]:
+    def expired(self, now: datetime) -> builtins.list[ImageCache]:
         """Available or Failed caches whose retention has run out."""
 
 
@@ -118,7 +120,9 @@ class SecretRepository(Protocol):
 
     def get(self, project_id: str, namespace: str, name: str) -> StoredSecret | None: ...
 
-    def list(self, project_id: str, namespace: str | None = None) -> list[StoredSecret]: ...
+    def list(
+        self, project_id: str, namespace: str | None = None
+    ) -> builtins.list[StoredSecret]: ...
 
     def delete(self, project_id: str, namespace: str, name: str) -> bool: ...
 

@@ -1,0 +1,1 @@
+"""Blob store backends: where verified, content-addressed bytes live."""

@@ -1,0 +1,203 @@
+"""The filesystem blob store: `ROOT/sha256/<2 hex>/<64 hex>`, holding exactly the bytes whose sha256 is the name.
+
+A writer streams into `ROOT/tmp/`, hashing as it goes; only `commit()` — size and
+digest checked, data fsync'd — renames the file into place, so a reader never
+sees a partial or unverified blob. A lock file lets garbage collection exclude
+builders that are deciding to reuse blobs, across threads and processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from imagedepot.domain.references import DIGEST_RE
+from imagedepot.ports import BlobCorrupt
+
+CHUNK = 1 << 20
+STALE_TEMP_SECONDS = 24 * 3600
+
+
+class FilesystemBlobWriter:
+    def __init__(self, store: FilesystemBlobStore, digest: str, size: int | None) -> None:
+        self._store = store
+        self._digest = digest
+        self._size = size
+        self._temp = store.temp_dir / f"{os.getpid()}-{secrets.token_hex(8)}"
+        self._file = open(self._temp, "xb", buffering=CHUNK)  # noqa: SIM115 - lives until commit/abort
+        self._hash = hashlib.sha256()
+        self._written = 0
+        self._closed = False
+
+    @property
+    def written(self) -> int:
+        return self._written
+
+    def write(self, chunk: bytes) -> None:
+        if self._size is not None and self._written + len(chunk) > self._size:
+            raise BlobCorrupt(
+                f"blob {self._digest} is longer than its declared {self._size} bytes"
+            )
+        self._file.write(chunk)
+        self._hash.update(chunk)
+        self._written += len(chunk)
+
+    def reset(self) -> None:
+        self._file.seek(0)
+        self._file.truncate()
+        self._hash = hashlib.sha256()
+        self._written = 0
+
+    def commit(self) -> None:
+        if self._size is not None and self._written != self._size:
+            raise BlobCorrupt(
+                f"blob {self._digest} has {self._written} bytes, expected {self._size}"
+            )
+        actual = "sha256:" + self._hash.hexdigest()
+        if actual != self._digest:
+            raise BlobCorrupt(f"blob {self._digest} has digest {actual}")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._closed = True
+        final = self._store.path(self._digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._temp, final)
+        _fsync_dir(final.parent)
+
+    def abort(self) -> None:
+        if not self._closed:
+            self._file.close()
+            self._closed = True
+        with contextlib.suppress(FileNotFoundError):
+            self._temp.unlink()
+
+
+class FilesystemBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.temp_dir = root / "tmp"
+        self._lock_path = root / ".gc.lock"
+        (root / "sha256").mkdir(parents=True, exist_ok=True)
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_path.touch(exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        if not DIGEST_RE.match(digest):
+            raise ValueError(f"not a sha256 digest: {digest!r}")
+        hex_part = digest.removeprefix("sha256:")
+        return self.root / "sha256" / hex_part[:2] / hex_part
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: str) -> int | None:
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    @contextlib.contextmanager
+    def open(self, digest: str) -> Iterator[Iterator[bytes]]:
+        with self.path(digest).open("rb") as file:
+            yield iter(lambda: file.read(CHUNK), b"")
+
+    def writer(self, digest: str, size: int | None) -> FilesystemBlobWriter:
+        self.path(digest)  # refuse a malformed digest before creating anything
+        return FilesystemBlobWriter(self, digest, size)
+
+    def put_bytes(self, digest: str, data: bytes) -> None:
+        writer = self.writer(digest, len(data))
+        try:
+            writer.write(data)
+            writer.commit()
+        finally:
+            writer.abort()
+
+    def read_bytes(self, digest: str, limit: int) -> bytes:
+        with self.path(digest).open("rb") as file:
+            data = file.read(limit + 1)
+        if len(data) > limit:
+            raise BlobCorrupt(f"blob {digest} is larger than {limit} bytes")
+        return data
+
+    def delete(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(digest).unlink()
+
+    def digests(self) -> Iterator[str]:
+        for path in (self.root / "sha256").glob("*/*"):
+            if path.is_file() and len(path.name) == 64:
+                yield "sha256:" + path.name
+
+    def verify(self, digest: str) -> bool:
+        hasher = hashlib.sha256()
+        try:
+            with self.open(digest) as chunks:
+                for chunk in chunks:
+                    hasher.update(chunk)
+        except FileNotFoundError:
+            return False
+        return "sha256:" + hasher.hexdigest() == digest
+
+    @contextlib.contextmanager
+    def reuse_guard(self) -> Iterator[None]:
+        with self._flock(fcntl.LOCK_SH):
+            yield
+
+    @contextlib.contextmanager
+    def collect_guard(self) -> Iterator[None]:
+        with self._flock(fcntl.LOCK_EX):
+            yield
+
+    @contextlib.contextmanager
+    def _flock(self, mode: int) -> Iterator[None]:
+        with self._lock_path.open("rb") as handle:
+            fcntl.flock(handle.fileno(), mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def clean_temporary(self) -> int:
+        """Remove temp files of writers whose process is gone, or that are a day old."""
+        removed = 0
+        now = time.time()
+        for temp in self.temp_dir.iterdir():
+            pid_text = temp.name.split("-", 1)[0]
+            alive = pid_text.isdigit() and _process_alive(int(pid_text))
+            try:
+                stale = now - temp.stat().st_mtime > STALE_TEMP_SECONDS
+            except FileNotFoundError:
+                continue
+            if not alive or stale:
+                with contextlib.suppress(FileNotFoundError):
+                    temp.unlink()
+                    removed += 1
+        return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

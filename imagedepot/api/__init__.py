@@ -1,0 +1,1 @@
+"""HTTP entry points: one module per API dialect, mounted together by `app`."""

@@ -1,0 +1,71 @@
+"""The ASGI applications: the API port (every dialect, plus `/healthz`) and the registry port.
+
+Unknown paths on the API port answer JSON, never HTML, since every client here
+parses error bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imagedepot.api import cce, oci
+from imagedepot.api.context import ApiContext
+
+log = logging.getLogger(__name__)
+
+
+class RequestIdMiddleware:
+    """Every response carries `X-Request-Id` (CCE clients read it from errors)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+async def healthz(_: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def http_error(_: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    return cce.error_response(error.status_code, str(error.detail))
+
+
+async def internal_error(_: Request, error: Exception) -> Response:
+    log.exception("unhandled error", exc_info=error)
+    return cce.error_response(500, "internal error; see the server log")
+
+
+def api_app(context: ApiContext) -> Starlette:
+    routes = [Route("/healthz", healthz, methods=["GET"]), *cce.routes(context)]
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: http_error, Exception: internal_error},
+    )
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def registry_app() -> Starlette:
+    return Starlette(routes=oci.routes())

@@ -1,0 +1,180 @@
+"""The one composition root: settings -> stores and clients -> services -> apps and worker.
+
+Nothing else constructs an adapter, so swapping SQLite for PostgreSQL or the
+filesystem for another blob backend is a change here only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from imagedepot.adapters.blobs.filesystem import FilesystemBlobStore
+from imagedepot.adapters.clock import SystemClock
+from imagedepot.adapters.db.store import SqlMetadataStore
+from imagedepot.adapters.registry.client import AiohttpRegistryClient
+from imagedepot.adapters.secretbox import FernetSecretBox, load_or_create_key
+from imagedepot.api.app import api_app, registry_app
+from imagedepot.api.context import ApiContext
+from imagedepot.config import Settings
+from imagedepot.services.blobs import BlobService
+from imagedepot.services.building import BlobFetcher, BuildPolicy, CacheBuilder
+from imagedepot.services.caches import CacheService
+from imagedepot.services.identity import IdentityService
+from imagedepot.services.secrets import SecretService
+from imagedepot.worker.loop import WorkerLoop, new_holder_id
+from imagedepot.worker.reconciler import Reconciler
+
+log = logging.getLogger("imagedepot")
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+@dataclass
+class Core:
+    """Everything that does not need an event loop: stores and synchronous services."""
+
+    settings: Settings
+    store: SqlMetadataStore
+    blobs: FilesystemBlobStore
+    clock: SystemClock
+    identity: IdentityService
+    caches: CacheService
+    secrets: SecretService
+    blob_service: BlobService
+    admin_token_path: Path | None
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to `serve`, which runs several of them."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def admin_token(settings: Settings) -> tuple[str, Path | None]:
+    """IMAGEDEPOT_ADMIN_TOKEN, else the token stored in the data dir (made on first start)."""
+    if settings.admin_token:
+        return settings.admin_token, None
+    path = settings.data_dir / ADMIN_TOKEN_FILE
+    if not path.exists():
+        temp = path.with_suffix(".tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write("idp_admin_" + secrets.token_urlsafe(32) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    return path.read_text().strip(), path
+
+
+def open_core(settings: Settings) -> Core:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = SqlMetadataStore(settings.resolved_database_url)
+    blobs = FilesystemBlobStore(settings.data_dir / "blobs")
+    clock = SystemClock()
+    token, token_path = admin_token(settings)
+    box = FernetSecretBox(load_or_create_key(settings.data_dir, settings.secret_key))
+    return Core(
+        settings=settings,
+        store=store,
+        blobs=blobs,
+        clock=clock,
+        identity=IdentityService(store, clock, token),
+        caches=CacheService(store, clock),
+        secrets=SecretService(store, box, clock),
+        blob_service=BlobService(store, blobs),
+        admin_token_path=token_path,
+    )
+
+
+def build_policy(settings: Settings) -> BuildPolicy:
+    return BuildPolicy(
+        platforms=settings.platforms,
+        insecure_registries=settings.insecure_registries,
+        mirrors=settings.mirrors,
+        parallel_blobs=settings.parallel_blobs,
+    )
+
+
+def worker_for(core: Core, registry: AiohttpRegistryClient) -> WorkerLoop:
+    settings = core.settings
+    policy = build_policy(settings)
+    loop = WorkerLoop(
+        core.store,
+        core.blobs,
+        core.clock,
+        holder=new_holder_id(),
+        lease_seconds=settings.lease_seconds,
+        poll_seconds=settings.worker_poll_seconds,
+    )
+    fetcher = BlobFetcher(core.blobs, registry, settings.parallel_blobs)
+    builder = CacheBuilder(core.store, core.blobs, registry, fetcher, policy)
+    loop.reconciler = Reconciler(
+        core.store, core.clock, builder, core.blob_service, core.secrets, policy, loop.renew_lease
+    )
+    return loop
+
+
+def new_registry_client(settings: Settings) -> AiohttpRegistryClient:
+    return AiohttpRegistryClient(
+        max_retries=settings.max_retries, retry_base_delay=settings.retry_base_delay
+    )
+
+
+async def serve(settings: Settings, *, with_api: bool = True) -> None:
+    """Run the API port, the registry port and the worker in one process until SIGINT/SIGTERM."""
+    core = await asyncio.to_thread(open_core, settings)
+    if core.admin_token_path is not None:
+        log.warning("admin token is in %s", core.admin_token_path)
+    registry = new_registry_client(settings)
+    worker = worker_for(core, registry) if settings.run_worker else None
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    def notify_worker() -> None:
+        if worker is not None:
+            loop.call_soon_threadsafe(worker.wake)
+
+    servers: list[uvicorn.Server] = []
+    if with_api:
+        context = ApiContext(core.identity, core.caches, notify_worker)
+        for app, port in ((api_app(context), settings.port), (registry_app(), settings.registry_port)):
+            config = uvicorn.Config(
+                app, host=settings.host, port=port, log_level="warning", access_log=False,
+                lifespan="off",
+            )
+            servers.append(_EmbeddedServer(config))
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    if worker is not None:
+        tasks.append(asyncio.create_task(worker.run(stop)))
+    log.info("imagedepot serving API on %s:%s, registry on %s:%s", settings.host, settings.port,
+             settings.host, settings.registry_port)
+    try:
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        stop.set()
+        for server in servers:
+            server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await registry.close()
+        core.close()

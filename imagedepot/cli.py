@@ -1,0 +1,289 @@
+"""The `imagedepot` command: the server, the offline admin commands that work on a data dir,
+and API commands (`caches …`) that talk to a running server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from imagedepot import bootstrap, config
+from imagedepot.domain.errors import DomainError
+from imagedepot.domain.identity import Role
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+TERMINAL = {"Available", "Failed", "Unavailable"}
+
+
+def _settings(data_dir: str | None, **overrides: Any) -> config.Settings:
+    return config.from_env(data_dir=data_dir, **overrides)
+
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False), default=None,
+    help="Data directory (default ./data or IMAGEDEPOT_DATA_DIR).",
+)
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+def main(verbose: bool) -> None:
+    """imagedepot: image caches and VM images behind the cloud APIs you already script against."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@click.option("--host", default=None, help="Listen address (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="API port (default 8080).")
+@click.option("--registry-port", type=int, default=None, help="OCI registry port (default 5050).")
+@data_dir_option
+@click.option("--no-worker", is_flag=True, help="Serve the APIs only; run `imagedepot worker` apart.")
+def serve(host: str | None, port: int | None, registry_port: int | None, data_dir: str | None,
+          no_worker: bool) -> None:
+    """Run the API port, the OCI registry port and the build worker in one process."""
+    settings = _settings(data_dir, host=host, port=port, registry_port=registry_port,
+                         run_worker=False if no_worker else None)
+    asyncio.run(bootstrap.serve(settings))
+
+
+@main.command()
+@data_dir_option
+def worker(data_dir: str | None) -> None:
+    """Run only the build worker (for a deployment with several processes)."""
+    asyncio.run(bootstrap.serve(_settings(data_dir), with_api=False))
+
+
+@main.group()
+def credentials() -> None:
+    """Project credentials (works directly on the data dir)."""
+
+
+@credentials.command("create")
+@data_dir_option
+@click.option("--project", required=True, help="Project name; created when missing.")
+@click.option("--role", type=click.Choice([r.value for r in Role]), default=Role.MEMBER.value)
+@click.option("--json", "as_json", is_flag=True, help="Print {project_id, token} as JSON.")
+def credentials_create(data_dir: str | None, project: str, role: str, as_json: bool) -> None:
+    """Create a token for PROJECT with ROLE; the token is shown only now."""
+    core = _open(data_dir)
+    try:
+        issued = core.identity.issue_token(project, Role(role))
+    finally:
+        core.close()
+    if as_json:
+        click.echo(json.dumps({"project_id": issued.project_id, "token": issued.token}))
+    else:
+        click.echo(f"project {issued.project_name} ({issued.project_id}), role {issued.role}")
+        click.echo(f"token: {issued.token}")
+
+
+@main.group()
+def secrets() -> None:
+    """Registry pull secrets (works directly on the data dir); stored encrypted."""
+
+
+@secrets.command("create-docker-registry")
+@data_dir_option
+@click.option("--project", required=True)
+@click.option("--namespace", default="default", show_default=True)
+@click.option("--name", required=True)
+@click.option("--docker-server", required=True)
+@click.option("--docker-username", required=True)
+@click.option("--docker-password", default=None,
+              help="Password; read from IMAGEDEPOT_DOCKER_PASSWORD or prompted when omitted.")
+def secrets_create(data_dir: str | None, project: str, namespace: str, name: str,
+                   docker_server: str, docker_username: str, docker_password: str | None) -> None:
+    """Create or replace the secret NAMESPACE:NAME that `image_pull_secrets` can name."""
+    password = docker_password or os.environ.get("IMAGEDEPOT_DOCKER_PASSWORD") or click.prompt(
+        "password", hide_input=True
+    )
+    core = _open(data_dir)
+    try:
+        project_row = core.identity.ensure_project(project)
+        summary = core.secrets.put_docker_registry(
+            project_row.id, namespace, name, docker_server, docker_username, password
+        )
+    finally:
+        core.close()
+    click.echo(f"secret {summary.namespace}:{summary.name} ({summary.type}) for {', '.join(summary.servers)}")
+
+
+@main.command()
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True)
+def fsck(data_dir: str | None, as_json: bool) -> None:
+    """Re-hash every blob and report damage; exit 1 when any blob is damaged or missing."""
+    core = _open(data_dir)
+    try:
+        report = core.blob_service.fsck()
+    finally:
+        core.close()
+    if as_json:
+        click.echo(json.dumps({"checked": report.checked, "damaged": report.damaged,
+                               "missing": report.missing, "unreferenced": report.unreferenced}))
+    else:
+        click.echo(f"checked {report.checked} blobs")
+        for label, digests in (("damaged", report.damaged), ("missing", report.missing),
+                               ("unreferenced", report.unreferenced)):
+            for digest in digests:
+                click.echo(f"{label}: {digest}")
+    sys.exit(0 if report.healthy else 1)
+
+
+@main.command()
+@data_dir_option
+def gc(data_dir: str | None) -> None:
+    """Remove blobs that no cache references."""
+    core = _open(data_dir)
+    try:
+        removed = core.blob_service.collect()
+    finally:
+        core.close()
+    click.echo(f"removed {len(removed)} unreferenced blobs")
+
+
+def _open(data_dir: str | None) -> bootstrap.Core:
+    try:
+        return bootstrap.open_core(_settings(data_dir))
+    except DomainError as error:
+        raise click.ClickException(error.message) from None
+
+
+# --- API commands ---------------------------------------------------------------------------
+
+server_option = click.option("--server", envvar="IMAGEDEPOT_SERVER", default=DEFAULT_SERVER,
+                             show_default=True, help="API URL (or IMAGEDEPOT_SERVER).")
+token_option = click.option("--token", envvar="IMAGEDEPOT_TOKEN", default=None,
+                            help="Token (or IMAGEDEPOT_TOKEN).")
+
+
+class Api:
+    def __init__(self, server: str, token: str | None) -> None:
+        if not token:
+            raise click.UsageError("a token is needed: --token or IMAGEDEPOT_TOKEN")
+        self._client = httpx.Client(base_url=server, headers={"X-Auth-Token": token}, timeout=30)
+
+    def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
+        try:
+            response = self._client.request(method, path, json=body)
+        except httpx.HTTPError as error:
+            raise click.ClickException(f"cannot reach the server: {error}") from None
+        if response.status_code not in ok:
+            try:
+                message = response.json().get("error_msg", response.text)
+            except ValueError:
+                message = response.text
+            raise click.ClickException(f"{response.status_code}: {message}")
+        return response.json() if response.content else None
+
+
+@main.group()
+def caches() -> None:
+    """Image caches on a running server (the CCE v5 API)."""
+
+
+@caches.command("create")
+@server_option
+@token_option
+@click.argument("name")
+@click.option("--image", "images", multiple=True, required=True, help="Image reference (repeat).")
+@click.option("--size", type=int, default=20, show_default=True, help="Size budget in GiB.")
+@click.option("--retention-days", type=int, default=0, show_default=True)
+@click.option("--pull-secret", "pull_secrets", multiple=True, help="namespace:name (repeat).")
+@click.option("--wait", is_flag=True, help="Wait for Available or Failed, showing progress.")
+def caches_create(server: str, token: str | None, name: str, images: tuple[str, ...], size: int,
+                  retention_days: int, pull_secrets: tuple[str, ...], wait: bool) -> None:
+    """Create the cache NAME of the given images."""
+    api = Api(server, token)
+    body = {"name": name, "images": list(images), "image_cache_size": size,
+            "retention_days": retention_days,
+            "building_config": {"image_pull_secrets": list(pull_secrets)}}
+    cache = api.call("POST", "/v5/imagecaches", body, ok=(201,))["image_cache"]
+    click.echo(f"{cache['id']} {cache['name']} {cache['status']}")
+    if wait:
+        _wait_built(api, cache["id"])
+
+
+@caches.command("list")
+@server_option
+@token_option
+@click.option("--name", default=None, help="Exact name.")
+@click.option("--json", "as_json", is_flag=True)
+def caches_list(server: str, token: str | None, name: str | None, as_json: bool) -> None:
+    """List the project's caches."""
+    path = "/v5/imagecaches" + (f"?name={name}" if name else "")
+    items = Api(server, token).call("GET", path)["image_caches"]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for item in items:
+        click.echo(f"{item['id']}  {item['name']:<30} {item['status']:<10} {len(item['images'])} images")
+
+
+@caches.command("get")
+@server_option
+@token_option
+@click.argument("cache_id")
+def caches_get(server: str, token: str | None, cache_id: str) -> None:
+    """Show one cache, with per-image digests and sizes."""
+    api = Api(server, token)
+    cache = api.call("GET", f"/v5/imagecaches/{cache_id}")["image_cache"]
+    cache["progress"] = api.call("GET", f"/v5/imagecaches/{cache_id}/progress")["images"]
+    click.echo(json.dumps(cache, indent=2))
+
+
+@caches.command("delete")
+@server_option
+@token_option
+@click.argument("cache_id")
+@click.option("--wait", is_flag=True, help="Wait until the cache is gone.")
+def caches_delete(server: str, token: str | None, cache_id: str, wait: bool) -> None:
+    """Delete a cache (its blobs are released once no other cache uses them)."""
+    api = Api(server, token)
+    cache = api.call("DELETE", f"/v5/imagecaches/{cache_id}", ok=(202,))["image_cache"]
+    click.echo(f"{cache['id']} {cache['status']}")
+    while wait:
+        try:
+            api.call("GET", f"/v5/imagecaches/{cache_id}")
+        except click.ClickException as error:
+            if str(error.message).startswith("404"):
+                click.echo(f"{cache_id} deleted")
+                return
+            raise
+        time.sleep(0.5)
+
+
+def _wait_built(api: Api, cache_id: str) -> None:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), transient=False) as bars:
+        tasks: dict[str, Any] = {}
+        while True:
+            state = api.call("GET", f"/v5/imagecaches/{cache_id}/progress")
+            for image in state["images"]:
+                total = image["size_bytes"] or None
+                if image["image"] not in tasks:
+                    tasks[image["image"]] = bars.add_task(image["image"], total=total)
+                bars.update(tasks[image["image"]], completed=image["pulled_bytes"], total=total)
+            if state["status"] in TERMINAL:
+                break
+            time.sleep(0.5)
+    if state["status"] != "Available":
+        raise click.ClickException(f"cache {cache_id} is {state['status']}: {state['message']}")
+    click.echo(f"{cache_id} Available")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

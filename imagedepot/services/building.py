@@ -1,0 +1,320 @@
+"""Building a cache: resolve every image to manifests and blobs, check the size budget,
+record what the cache will hold, and fetch only what the store lacks.
+
+References are recorded *before* bytes are written, under the store's reuse
+guard, so garbage collection can never remove a blob a build is about to rely
+on. Blobs are fetched in parallel with a bound, and a blob that two builds need
+at once is fetched once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from imagedepot.domain.caches import GIB, FailureReason, ImageCache, ImageProgress
+from imagedepot.domain.manifests import (
+    Descriptor,
+    ManifestError,
+    parse_manifest,
+    select_platforms,
+)
+from imagedepot.domain.references import ImageReference, is_loopback_host, parse_reference
+from imagedepot.ports import (
+    BlobInfo,
+    BlobStore,
+    FetchedManifest,
+    MetadataStore,
+    RegistryClient,
+    RegistryCredentials,
+    RegistryError,
+    Transport,
+)
+
+CredentialsLookup = Callable[[str], RegistryCredentials | None]
+"""Registry host -> the login the cache's pull secrets hold for it."""
+Checkpoint = Callable[[list[ImageProgress]], Awaitable[bool]]
+"""Persist progress and keep the lease; False means stop (the cache is being deleted)."""
+
+_KIND_TO_REASON = {
+    "not_found": FailureReason.NOT_FOUND,
+    "unauthorized": FailureReason.UNAUTHORIZED,
+    "corrupt": FailureReason.CORRUPT,
+    "upstream": FailureReason.UPSTREAM,
+    "unreachable": FailureReason.UPSTREAM,
+}
+
+
+@dataclass(frozen=True)
+class BuildPolicy:
+    platforms: tuple[str, ...] = ("linux/amd64",)
+    insecure_registries: tuple[str, ...] = ()
+    mirrors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    parallel_blobs: int = 6
+    progress_interval: float = 1.0
+
+
+class BuildFailed(Exception):
+    def __init__(self, reason: FailureReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class BuildStopped(Exception):
+    """The cache stopped wanting a build (it is being deleted)."""
+
+
+@dataclass
+class _ResolvedImage:
+    text: str
+    reference: ImageReference
+    transport: Transport
+    top_digest: str
+    manifests: list[FetchedManifest]
+    blobs: list[Descriptor]
+
+    def digests(self) -> dict[str, int]:
+        sizes = {m.digest: len(m.body) for m in self.manifests}
+        sizes.update({b.digest: b.size for b in self.blobs})
+        return sizes
+
+
+class BlobFetcher:
+    """Fetches blobs into the store, one download per digest however many builds want it."""
+
+    def __init__(self, blobs: BlobStore, registry: RegistryClient, parallel: int) -> None:
+        self._blobs = blobs
+        self._registry = registry
+        self._slots = asyncio.Semaphore(parallel)
+        self._inflight: dict[str, asyncio.Future[None]] = {}
+
+    async def ensure(
+        self,
+        transport: Transport,
+        image: ImageReference,
+        blob: Descriptor,
+        on_progress: Callable[[int], None],
+    ) -> None:
+        if self._blobs.has(blob.digest):
+            on_progress(blob.size)
+            return
+        pending = self._inflight.get(blob.digest)
+        if pending is None:
+            pending = asyncio.ensure_future(self._download(transport, image, blob, on_progress))
+            self._inflight[blob.digest] = pending
+            pending.add_done_callback(lambda done: self._forget(blob.digest, done))
+            await asyncio.shield(pending)
+        else:
+            await asyncio.shield(pending)
+            on_progress(blob.size)
+
+    def _forget(self, digest: str, done: asyncio.Future[None]) -> None:
+        self._inflight.pop(digest, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here so a download nobody awaits any more logs nothing
+
+    async def _download(
+        self,
+        transport: Transport,
+        image: ImageReference,
+        blob: Descriptor,
+        on_progress: Callable[[int], None],
+    ) -> None:
+        async with self._slots:
+            writer = self._blobs.writer(blob.digest, blob.size)
+            try:
+                await self._registry.fetch_blob(transport, image, blob.digest, writer, on_progress)
+            finally:
+                writer.abort()
+
+
+class CacheBuilder:
+    def __init__(
+        self,
+        store: MetadataStore,
+        blobs: BlobStore,
+        registry: RegistryClient,
+        fetcher: BlobFetcher,
+        policy: BuildPolicy,
+    ) -> None:
+        self._store = store
+        self._blobs = blobs
+        self._registry = registry
+        self._fetcher = fetcher
+        self._policy = policy
+
+    async def build(
+        self, cache: ImageCache, credentials: CredentialsLookup, checkpoint: Checkpoint
+    ) -> list[ImageProgress]:
+        """Pull every image of `cache` into the store; the per-image digests and sizes.
+
+        Raises BuildFailed with the reason and a message naming the image, or
+        BuildStopped when a checkpoint says the cache no longer wants building.
+        """
+        resolved = [await self._resolve(text, cache, credentials) for text in cache.spec.images]
+        self._check_budget(cache, resolved)
+        await asyncio.to_thread(self._record_references, cache.id, resolved)
+        await asyncio.to_thread(self._store_manifests, resolved)
+
+        done: dict[str, int] = {}
+
+        def progress() -> list[ImageProgress]:
+            return [
+                ImageProgress(
+                    image=image.text,
+                    digest=image.top_digest,
+                    size_bytes=sum(image.digests().values()),
+                    pulled_bytes=sum(min(done.get(d, 0), s) for d, s in image.digests().items()),
+                )
+                for image in resolved
+            ]
+
+        for image in resolved:
+            for manifest in image.manifests:
+                done[manifest.digest] = len(manifest.body)
+
+        def tracker(digest: str) -> Callable[[int], None]:
+            def add(count: int) -> None:
+                done[digest] = max(0, done.get(digest, 0) + count)
+
+            return add
+
+        downloads: dict[str, Awaitable[None]] = {}
+        for image in resolved:
+            for blob in image.blobs:
+                if blob.digest not in downloads:
+                    downloads[blob.digest] = self._fetch(image, blob, tracker(blob.digest))
+        work = asyncio.ensure_future(asyncio.gather(*downloads.values()))
+        try:
+            while True:
+                finished, _ = await asyncio.wait({work}, timeout=self._policy.progress_interval)
+                if finished:
+                    work.result()
+                    break
+                if not await checkpoint(progress()):
+                    raise BuildStopped(cache.id)
+        finally:
+            if not work.done():
+                work.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await work
+        return progress()
+
+    async def _fetch(
+        self, image: _ResolvedImage, blob: Descriptor, on_progress: Callable[[int], None]
+    ) -> None:
+        try:
+            await self._fetcher.ensure(image.transport, image.reference, blob, on_progress)
+        except RegistryError as error:
+            raise _failure(image.text, error) from None
+
+    async def _resolve(
+        self, text: str, cache: ImageCache, credentials: CredentialsLookup
+    ) -> _ResolvedImage:
+        reference = parse_reference(text)
+        top, transport = await self._first_manifest(text, reference, cache, credentials)
+        manifests = [top]
+        try:
+            parsed = parse_manifest(top.body, top.media_type)
+            if parsed.is_index:
+                chosen = select_platforms(parsed, self._policy.platforms)
+                if not chosen:
+                    wanted = ", ".join(self._policy.platforms)
+                    raise BuildFailed(
+                        FailureReason.NOT_FOUND,
+                        f"image {text}: no manifest for platform {wanted} in its index",
+                    )
+                blobs: list[Descriptor] = []
+                for child in chosen:
+                    fetched = await self._manifest(text, transport, reference, child.digest)
+                    manifests.append(fetched)
+                    blobs.extend(parse_manifest(fetched.body, fetched.media_type).children)
+            else:
+                blobs = list(parsed.children)
+        except ManifestError as error:
+            raise BuildFailed(FailureReason.UPSTREAM, f"image {text}: {error}") from None
+        return _ResolvedImage(text, reference, transport, top.digest, manifests, blobs)
+
+    async def _first_manifest(
+        self, text: str, reference: ImageReference, cache: ImageCache, credentials: CredentialsLookup
+    ) -> tuple[FetchedManifest, Transport]:
+        """Try the mirrors of the image's registry, then the registry itself (TLS first, then
+        plain HTTP where that is allowed), and keep the first that answers."""
+        candidates = self._transports(reference.registry, cache, credentials)
+        last_error: RegistryError | None = None
+        for transport in candidates:
+            try:
+                return await self._registry.fetch_manifest(
+                    transport, reference, reference.reference
+                ), transport
+            except RegistryError as error:
+                last_error = error
+                if error.kind == "corrupt":
+                    break
+        assert last_error is not None
+        raise _failure(text, last_error)
+
+    async def _manifest(
+        self, text: str, transport: Transport, reference: ImageReference, digest: str
+    ) -> FetchedManifest:
+        try:
+            return await self._registry.fetch_manifest(transport, reference, digest)
+        except RegistryError as error:
+            raise _failure(text, error) from None
+
+    def _transports(
+        self, registry: str, cache: ImageCache, credentials: CredentialsLookup
+    ) -> list[Transport]:
+        login = credentials(registry)
+        access = {entry.server: entry for entry in cache.spec.registries}.get(registry)
+        transports: list[Transport] = []
+        for endpoint in (*self._policy.mirrors.get(registry, ()), registry):
+            creds = login if endpoint == registry else credentials(endpoint)
+            if endpoint == registry and access is not None and access.plain_http:
+                transports.append(Transport(endpoint, plain_http=True, credentials=creds))
+                continue
+            relaxed = is_loopback_host(endpoint) or endpoint in self._policy.insecure_registries
+            skip_verify = relaxed or (access is not None and access.insecure_skip_verify)
+            transports.append(Transport(endpoint, verify_tls=not skip_verify, credentials=creds))
+            if relaxed:
+                transports.append(Transport(endpoint, plain_http=True, credentials=creds))
+        return transports
+
+    def _check_budget(self, cache: ImageCache, resolved: list[_ResolvedImage]) -> None:
+        sizes: dict[str, int] = {}
+        for image in resolved:
+            sizes.update(image.digests())
+        total = sum(sizes.values())
+        budget = cache.spec.size_gib * GIB
+        if total > budget:
+            largest = max(resolved, key=lambda image: sum(image.digests().values()))
+            raise BuildFailed(
+                FailureReason.SIZE_EXCEEDED,
+                f"size budget exceeded: the images need {total / GIB:.2f} GiB, the cache allows "
+                f"{cache.spec.size_gib} GiB (largest: image {largest.text}, "
+                f"{sum(largest.digests().values()) / GIB:.2f} GiB)",
+            )
+
+    def _record_references(self, cache_id: str, resolved: list[_ResolvedImage]) -> None:
+        infos: dict[str, BlobInfo] = {}
+        for image in resolved:
+            for manifest in image.manifests:
+                infos[manifest.digest] = BlobInfo(manifest.digest, len(manifest.body), manifest.media_type)
+            for blob in image.blobs:
+                infos.setdefault(blob.digest, BlobInfo(blob.digest, blob.size, blob.media_type))
+        with self._blobs.reuse_guard(), self._store.transaction() as uow:
+            uow.blob_refs.add_refs(cache_id, list(infos.values()))
+
+    def _store_manifests(self, resolved: list[_ResolvedImage]) -> None:
+        for image in resolved:
+            for manifest in image.manifests:
+                if not self._blobs.has(manifest.digest):
+                    self._blobs.put_bytes(manifest.digest, manifest.body)
+
+
+def _failure(image: str, error: RegistryError) -> BuildFailed:
+    return BuildFailed(_KIND_TO_REASON.get(error.kind, FailureReason.UPSTREAM), f"image {image}: {error.message}")
+

@@ -1,0 +1,62 @@
+"""Image cache use cases shared by every dialect: create, read, list, request deletion.
+
+Building and deleting happen in the worker; these calls only record intent, so
+every request returns at once and is safe to retry.
+"""
+
+from __future__ import annotations
+
+from imagedepot.domain.caches import CacheSpec, FieldNames, ImageCache
+from imagedepot.domain.errors import Conflict, NotFound
+from imagedepot.domain.identity import Principal
+from imagedepot.ports import Clock, MetadataStore
+
+SAVE_ATTEMPTS = 5
+
+
+class CacheService:
+    def __init__(self, store: MetadataStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def create(
+        self,
+        principal: Principal,
+        spec: CacheSpec,
+        *,
+        max_images: int | None = None,
+        field_names: FieldNames | None = None,
+    ) -> ImageCache:
+        if max_images is None:
+            spec.validate(field_names=field_names)
+        else:
+            spec.validate(max_images=max_images, field_names=field_names)
+        cache = ImageCache.new(principal.project_id, spec, self._clock.now())
+        with self._store.transaction() as uow:
+            uow.caches.add(cache)
+        return cache
+
+    def get(self, principal: Principal, cache_id: str) -> ImageCache:
+        with self._store.transaction() as uow:
+            cache = uow.caches.get(cache_id, principal.project_id)
+        if cache is None:
+            raise NotFound(f"image cache {cache_id} not found")
+        return cache
+
+    def list(self, principal: Principal, name: str | None = None) -> list[ImageCache]:
+        with self._store.transaction() as uow:
+            return uow.caches.list(principal.project_id, name)
+
+    def request_deletion(self, principal: Principal, cache_id: str) -> ImageCache:
+        """Mark the cache Deleting (idempotent); the worker releases its blobs and removes it."""
+        for _ in range(SAVE_ATTEMPTS):
+            with self._store.transaction() as uow:
+                cache = uow.caches.get(cache_id, principal.project_id)
+                if cache is None:
+                    raise NotFound(f"image cache {cache_id} not found")
+                read_version = cache.resource_version
+                if not cache.request_deletion(self._clock.now()):
+                    return cache
+                if uow.caches.save(cache, read_version):
+                    return cache
+        raise Conflict(f"image cache {cache_id} is changing too fast; retry the deletion")

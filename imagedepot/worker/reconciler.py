@@ -1,0 +1,119 @@
+"""Drives one cache to where its status says it should go, idempotently.
+
+`Creating` builds (resuming after a crash: blobs already stored are kept),
+`Deleting` releases the cache's blobs and removes it. Every write re-reads the
+cache and saves with its resource version, so an API call that lands meanwhile
+(a deletion during a build) always wins cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from imagedepot.domain.caches import CacheStatus, FailureReason, ImageCache, ImageProgress
+from imagedepot.domain.references import parse_reference
+from imagedepot.ports import Clock, MetadataStore, RegistryCredentials
+from imagedepot.services.blobs import BlobService
+from imagedepot.services.building import BuildFailed, BuildPolicy, BuildStopped, CacheBuilder
+from imagedepot.services.secrets import SecretService
+
+log = logging.getLogger(__name__)
+SAVE_ATTEMPTS = 10
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: MetadataStore,
+        clock: Clock,
+        builder: CacheBuilder,
+        blob_service: BlobService,
+        secrets: SecretService,
+        policy: BuildPolicy,
+        renew_lease: Callable[[str], bool],
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._builder = builder
+        self._blob_service = blob_service
+        self._secrets = secrets
+        self._policy = policy
+        self._renew_lease = renew_lease
+
+    async def reconcile(self, cache: ImageCache) -> None:
+        if cache.status is CacheStatus.DELETING:
+            await asyncio.to_thread(self.delete, cache.id)
+        elif cache.status is CacheStatus.CREATING:
+            await self.build(cache)
+
+    async def build(self, cache: ImageCache) -> None:
+        logins = await asyncio.to_thread(self._logins, cache)
+
+        async def checkpoint(images: list[ImageProgress]) -> bool:
+            return await asyncio.to_thread(self._checkpoint, cache.id, images)
+
+        log.info("building cache %s (%s)", cache.spec.name, cache.id)
+        try:
+            images = await asyncio.wait_for(
+                self._builder.build(cache, logins.get, checkpoint),
+                timeout=cache.spec.timeout_minutes * 60,
+            )
+        except BuildStopped:
+            log.info("cache %s stopped building", cache.id)
+            return
+        except BuildFailed as failure:
+            await asyncio.to_thread(self._fail, cache.id, failure.reason, failure.message)
+            return
+        except TimeoutError:
+            message = f"build did not finish within {cache.spec.timeout_minutes} minutes"
+            await asyncio.to_thread(self._fail, cache.id, FailureReason.TIMEOUT, message)
+            return
+        await asyncio.to_thread(self._update, cache.id, lambda c: c.mark_available(images, self._clock.now()))
+        log.info("cache %s is available", cache.id)
+
+    def delete(self, cache_id: str) -> None:
+        with self._store.transaction() as uow:
+            released = [info.digest for info in uow.blob_refs.refs_of(cache_id)]
+            uow.blob_refs.drop_refs(cache_id)
+            uow.caches.remove(cache_id)
+        removed = self._blob_service.collect(released)
+        log.info("cache %s deleted; %d blobs released, %d removed", cache_id, len(released), len(removed))
+
+    def _logins(self, cache: ImageCache) -> dict[str, RegistryCredentials | None]:
+        secret_refs = cache.spec.pull_secrets + tuple(
+            entry.pull_secret for entry in cache.spec.registries if entry.pull_secret
+        )
+        hosts: set[str] = set()
+        for image in cache.spec.images:
+            registry = parse_reference(image).registry
+            hosts.add(registry)
+            hosts.update(self._policy.mirrors.get(registry, ()))
+        return {host: self._secrets.credentials_for(cache.project_id, secret_refs, host) for host in hosts}
+
+    def _checkpoint(self, cache_id: str, images: list[ImageProgress]) -> bool:
+        if not self._renew_lease(cache_id):
+            return False
+        return self._update(cache_id, lambda c: c.record_progress(images, self._clock.now()))
+
+    def _fail(self, cache_id: str, reason: FailureReason, message: str) -> None:
+        log.warning("cache %s failed: %s", cache_id, message)
+        if self._update(cache_id, lambda c: c.mark_failed(reason, message, self._clock.now())):
+            with self._store.transaction() as uow:
+                released = [info.digest for info in uow.blob_refs.refs_of(cache_id)]
+                uow.blob_refs.drop_refs(cache_id)
+            self._blob_service.collect(released)
+
+    def _update(self, cache_id: str, change: Callable[[ImageCache], None]) -> bool:
+        """Apply `change` to the latest copy while the cache is still Creating; False once it is not."""
+        for _ in range(SAVE_ATTEMPTS):
+            with self._store.transaction() as uow:
+                cache = uow.caches.get(cache_id)
+                if cache is None or cache.status is not CacheStatus.CREATING:
+                    return False
+                read_version = cache.resource_version
+                change(cache)
+                if uow.caches.save(cache, read_version):
+                    return True
+        return False
