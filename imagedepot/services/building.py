@@ -38,12 +38,12 @@ CredentialsLookup = Callable[[str], RegistryCredentials | None]
 Checkpoint = Callable[[list[ImageProgress]], Awaitable[bool]]
 """Persist progress and keep the lease; False means stop (the cache is being deleted)."""
 
-_KIND_TO_REASON = {
-    "not_found": FailureReason.NOT_FOUND,
-    "unauthorized": FailureReason.UNAUTHORIZED,
-    "corrupt": FailureReason.CORRUPT,
-    "upstream": FailureReason.UPSTREAM,
-    "unreachable": FailureReason.UPSTREAM,
+_KIND_TO_CAUSE = {
+    "not_found": (FailureReason.NOT_FOUND, "not found"),
+    "unauthorized": (FailureReason.UNAUTHORIZED, "unauthorized"),
+    "corrupt": (FailureReason.CORRUPT, "digest mismatch"),
+    "upstream": (FailureReason.UPSTREAM, "upstream error"),
+    "unreachable": (FailureReason.UPSTREAM, "registry unreachable"),
 }
 
 
@@ -316,5 +316,6 @@ class CacheBuilder:
 
 
 def _failure(image: str, error: RegistryError) -> BuildFailed:
-    return BuildFailed(_KIND_TO_REASON.get(error.kind, FailureReason.UPSTREAM), f"image {image}: {error.message}")
+    reason, cause = _KIND_TO_CAUSE.get(error.kind, _KIND_TO_CAUSE["upstream"])
+    return BuildFailed(reason, f"image {image}: {cause}: {error.message}")
 
