@@ -65,7 +65,7 @@ class CacheRepository(Protocol):
         """Every holder that currently has a lease (alive or not)."""
 
     def expired(self, now: datetime) -> builtins.list[ImageCache]:
-        """Available or Failed caches whose retention has run out."""
+        """Available, Failed or Unavailable caches whose retention has run out."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,644 @@
+"""`SqlMetadataStore`: the MetadataStore port on SQLAlchemy Core, for SQLite and PostgreSQL.
+
+One code path serves both backends; where they differ (transaction start on SQLite, row locks
+and the psycopg driver on PostgreSQL, upserts) the difference is kept in this module. Opening a
+store brings its schema to the newest Alembic revision.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Insert,
+    RowMapping,
+    create_engine,
+    delete,
+    event,
+    false,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
+
+from imagedepot.adapters.db import tables
+from imagedepot.domain.caches import (
+    CacheSpec,
+    CacheStatus,
+    ImageCache,
+    ImageProgress,
+    RegistryAccess,
+)
+from imagedepot.domain.errors import Conflict
+from imagedepot.domain.identity import Credential, Project, Role
+from imagedepot.ports import (
+    BlobInfo,
+    BlobRefRepository,
+    CacheRepository,
+    IdentityRepository,
+    SecretRepository,
+    StoredSecret,
+)
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from imagedepot.ports import MetadataStore
+
+MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+EXPIRABLE: Final = (CacheStatus.AVAILABLE, CacheStatus.FAILED, CacheStatus.UNAVAILABLE)
+
+# Read by the SQLite "begin" hook: which BEGIN this connection's next transaction uses.
+_SQLITE_BEGIN_OPTION: Final = "imagedepot_sqlite_begin"
+_SQLITE_BEGIN: Final = {"immediate": "BEGIN IMMEDIATE", "deferred": "BEGIN DEFERRED"}
+# Any fixed number: serialises schema upgrades of processes starting at the same time.
+_PG_MIGRATION_LOCK: Final = 0x1D_DE_90_7D
+_IN_CHUNK: Final = 500
+_CLAIM_ATTEMPTS: Final = 5
+
+
+# --- engine -------------------------------------------------------------------------------
+
+
+def database_url(url: str | URL) -> URL:
+    """Parse `url`; a bare `postgresql://` (or `postgres://`) gets the psycopg 3 driver."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _sqlite_in_memory(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+
+
+def _on_sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    assert isinstance(dbapi_connection, sqlite3.Connection)
+    # Take BEGIN away from the sqlite3 module (which would defer it to the first write) so the
+    # "begin" hook can start write transactions with BEGIN IMMEDIATE: the write lock is then
+    # taken up front, where busy_timeout waits for it, instead of failing mid-transaction.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS:d}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+    finally:
+        cursor.close()
+
+
+def _on_sqlite_begin(connection: Connection) -> None:
+    mode = connection.get_execution_options().get(_SQLITE_BEGIN_OPTION, "immediate")
+    connection.exec_driver_sql(_SQLITE_BEGIN[mode])
+
+
+def create_engine_for(url: str | URL) -> Engine:
+    """An engine configured for how the store uses it (threads, WAL, driver)."""
+    parsed = database_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if _sqlite_in_memory(parsed):
+            # One shared connection, or every checkout would see its own empty database.
+            engine = create_engine(
+                parsed, poolclass=StaticPool, connect_args={"check_same_thread": False}
+            )
+        else:
+            assert parsed.database is not None
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(
+                parsed,
+                poolclass=QueuePool,
+                pool_size=8,
+                max_overflow=24,
+                pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+                connect_args={"check_same_thread": False},
+            )
+        event.listen(engine, "connect", _on_sqlite_connect)
+        event.listen(engine, "begin", _on_sqlite_begin)
+        return engine
+    if backend == "postgresql":
+        return create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=24)
+    raise ValueError(f"unsupported database {parsed.drivername!r}: use sqlite:/// or postgresql://")
+
+
+# --- migrations ---------------------------------------------------------------------------
+
+
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    # Config values go through configparser interpolation, where '%' is special.
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring the schema to the newest revision in one transaction; a no-op when already there."""
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+            )
+        command.upgrade(_alembic_config(connection), "head")
+
+
+def migrate(url: str) -> None:
+    """Upgrade the database at `url` to the newest schema (what opening a store does)."""
+    engine = create_engine_for(url)
+    try:
+        upgrade_schema(engine)
+    finally:
+        engine.dispose()
+
+
+# --- mapping ------------------------------------------------------------------------------
+
+
+def spec_to_json(spec: CacheSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "images": list(spec.images),
+        "size_gib": spec.size_gib,
+        "retention_days": spec.retention_days,
+        "cluster": spec.cluster,
+        "pull_secrets": list(spec.pull_secrets),
+        "registries": [asdict(registry) for registry in spec.registries],
+        "timeout_minutes": spec.timeout_minutes,
+    }
+
+
+def spec_from_json(data: Mapping[str, Any]) -> CacheSpec:
+    defaults = CacheSpec(name="", images=())
+    return CacheSpec(
+        name=data["name"],
+        images=tuple(data["images"]),
+        size_gib=data.get("size_gib", defaults.size_gib),
+        retention_days=data.get("retention_days", defaults.retention_days),
+        cluster=data.get("cluster"),
+        pull_secrets=tuple(data.get("pull_secrets", ())),
+        registries=tuple(
+            RegistryAccess(
+                server=entry["server"],
+                plain_http=entry.get("plain_http", False),
+                insecure_skip_verify=entry.get("insecure_skip_verify", False),
+                pull_secret=entry.get("pull_secret"),
+            )
+            for entry in data.get("registries", ())
+        ),
+        timeout_minutes=data.get("timeout_minutes", defaults.timeout_minutes),
+    )
+
+
+def _progress_from_json(data: Mapping[str, Any]) -> ImageProgress:
+    return ImageProgress(
+        image=data["image"],
+        digest=data.get("digest"),
+        size_bytes=data.get("size_bytes", 0),
+        pulled_bytes=data.get("pulled_bytes", 0),
+        done=data.get("done", False),
+    )
+
+
+def _cache_values(cache: ImageCache) -> dict[str, Any]:
+    """Every stored column of `cache` except the lease, which belongs to the store."""
+    return {
+        "id": cache.id,
+        "project_id": cache.project_id,
+        "name": cache.spec.name,
+        "spec": spec_to_json(cache.spec),
+        "status": cache.status.value,
+        "reason": cache.reason,
+        "message": cache.message,
+        "images": [asdict(image) for image in cache.images],
+        "labels": dict(cache.labels),
+        "annotations": dict(cache.annotations),
+        "resource_version": cache.resource_version,
+        "generation": cache.generation,
+        "created_at": cache.created_at,
+        "updated_at": cache.updated_at,
+        "deletion_requested_at": cache.deletion_requested_at,
+        "last_used_at": cache.last_used_at,
+        "expires_at": cache.expires_at,
+    }
+
+
+def _cache_from_row(row: RowMapping) -> ImageCache:
+    return ImageCache(
+        id=row["id"],
+        project_id=row["project_id"],
+        spec=spec_from_json(row["spec"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        status=CacheStatus(row["status"]),
+        reason=row["reason"],
+        message=row["message"],
+        images=[_progress_from_json(image) for image in row["images"]],
+        labels=dict(row["labels"]),
+        annotations=dict(row["annotations"]),
+        resource_version=row["resource_version"],
+        generation=row["generation"],
+        deletion_requested_at=row["deletion_requested_at"],
+        last_used_at=row["last_used_at"],
+    )
+
+
+def _chunks(items: builtins.list[str]) -> Iterator[builtins.list[str]]:
+    for start in range(0, len(items), _IN_CHUNK):
+        yield items[start : start + _IN_CHUNK]
+
+
+def _upsert(connection: Connection, table: Any) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT support."""
+    if connection.dialect.name == "postgresql":
+        return postgresql_insert(table)
+    return sqlite_insert(table)
+
+
+def _insert_or_conflict(connection: Connection, statement: Insert, message: str) -> None:
+    # A failed INSERT aborts a whole PostgreSQL transaction; inside a savepoint only the
+    # savepoint is lost and the caller's unit of work stays usable.
+    try:
+        with connection.begin_nested():
+            connection.execute(statement)
+    except IntegrityError:
+        raise Conflict(message) from None
+
+
+# --- repositories -------------------------------------------------------------------------
+
+_CACHE_COLUMNS = [
+    column for column in tables.caches.c if column.name not in ("lease_holder", "lease_until")
+]
+
+
+class SqlCacheRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def add(self, cache: ImageCache) -> None:
+        c = tables.caches.c
+        taken = self._connection.execute(
+            select(c.id).where(c.project_id == cache.project_id, c.name == cache.spec.name)
+        ).first()
+        message = f"an image cache named {cache.spec.name!r} already exists"
+        if taken is not None:
+            raise Conflict(message, field="name")
+        _insert_or_conflict(
+            self._connection, tables.caches.insert().values(_cache_values(cache)), message
+        )
+
+    def get(self, cache_id: str, project_id: str | None = None) -> ImageCache | None:
+        c = tables.caches.c
+        query = select(*_CACHE_COLUMNS).where(c.id == cache_id)
+        if project_id is not None:
+            query = query.where(c.project_id == project_id)
+        row = self._connection.execute(query).mappings().first()
+        return None if row is None else _cache_from_row(row)
+
+    def list(self, project_id: str, name: str | None = None) -> builtins.list[ImageCache]:
+        c = tables.caches.c
+        query = select(*_CACHE_COLUMNS).where(c.project_id == project_id)
+        if name is not None:
+            query = query.where(c.name == name)
+        rows = self._connection.execute(query.order_by(c.created_at, c.id)).mappings()
+        return [_cache_from_row(row) for row in rows]
+
+    def save(self, cache: ImageCache, expected_version: int) -> bool:
+        c = tables.caches.c
+        values = _cache_values(cache)
+        del values["id"]
+        result = self._connection.execute(
+            update(tables.caches)
+            .where(c.id == cache.id, c.resource_version == expected_version)
+            .values(values)
+        )
+        return result.rowcount == 1
+
+    def remove(self, cache_id: str) -> bool:
+        c = tables.caches.c
+        result = self._connection.execute(delete(tables.caches).where(c.id == cache_id))
+        return result.rowcount == 1
+
+    def claim(
+        self,
+        statuses: tuple[CacheStatus, ...],
+        holder: str,
+        now: datetime,
+        lease_until: datetime,
+        dead_holders: tuple[str, ...] = (),
+    ) -> ImageCache | None:
+        if not statuses:
+            return None
+        c = tables.caches.c
+        claimable: builtins.list[ColumnElement[bool]] = [
+            c.status.in_([status.value for status in statuses]),
+            or_(
+                c.lease_holder.is_(None),
+                c.lease_until.is_(None),
+                c.lease_until < now,
+                c.lease_holder.in_(dead_holders) if dead_holders else false(),
+            ),
+        ]
+        for _ in range(_CLAIM_ATTEMPTS):
+            # PostgreSQL: lock the candidate and pass over rows another claimer has locked.
+            # SQLite ignores FOR UPDATE; its write transaction already excludes other writers.
+            candidate = self._connection.execute(
+                select(c.id)
+                .where(*claimable)
+                .order_by(c.updated_at, c.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).scalar()
+            if candidate is None:
+                return None
+            # The same conditions again: the update only wins if the lease is still free.
+            result = self._connection.execute(
+                update(tables.caches)
+                .where(c.id == candidate, *claimable)
+                .values(lease_holder=holder, lease_until=lease_until)
+            )
+            if result.rowcount == 1:
+                return self.get(candidate)
+        return None
+
+    def renew(self, cache_id: str, holder: str, lease_until: datetime) -> bool:
+        c = tables.caches.c
+        result = self._connection.execute(
+            update(tables.caches)
+            .where(c.id == cache_id, c.lease_holder == holder)
+            .values(lease_until=lease_until)
+        )
+        return result.rowcount == 1
+
+    def release(self, cache_id: str, holder: str) -> None:
+        c = tables.caches.c
+        self._connection.execute(
+            update(tables.caches)
+            .where(c.id == cache_id, c.lease_holder == holder)
+            .values(lease_holder=None, lease_until=None)
+        )
+
+    def lease_holders(self) -> builtins.list[str]:
+        c = tables.caches.c
+        query = (
+            select(c.lease_holder)
+            .where(c.lease_holder.is_not(None))
+            .distinct()
+            .order_by(c.lease_holder)
+        )
+        return [holder for holder in self._connection.execute(query).scalars() if holder]
+
+    def expired(self, now: datetime) -> builtins.list[ImageCache]:
+        c = tables.caches.c
+        query = (
+            select(*_CACHE_COLUMNS)
+            .where(
+                c.expires_at.is_not(None),
+                c.expires_at <= now,
+                c.status.in_([status.value for status in EXPIRABLE]),
+            )
+            .order_by(c.expires_at, c.id)
+        )
+        return [_cache_from_row(row) for row in self._connection.execute(query).mappings()]
+
+
+class SqlBlobRefRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def add_refs(self, owner_id: str, blobs: builtins.list[BlobInfo]) -> None:
+        unique = {blob.digest: blob for blob in blobs}
+        if not unique:
+            return
+        rows = [
+            {"owner_id": owner_id, "digest": b.digest, "size": b.size, "media_type": b.media_type}
+            for b in unique.values()
+        ]
+        statement = _upsert(self._connection, tables.blob_refs).on_conflict_do_nothing(
+            index_elements=["owner_id", "digest"]
+        )
+        self._connection.execute(statement, rows)
+
+    def refs_of(self, owner_id: str) -> builtins.list[BlobInfo]:
+        c = tables.blob_refs.c
+        rows = self._connection.execute(
+            select(c.digest, c.size, c.media_type).where(c.owner_id == owner_id).order_by(c.digest)
+        )
+        return [BlobInfo(digest=r.digest, size=r.size, media_type=r.media_type) for r in rows]
+
+    def drop_refs(self, owner_id: str) -> None:
+        c = tables.blob_refs.c
+        self._connection.execute(delete(tables.blob_refs).where(c.owner_id == owner_id))
+
+    def referenced(self, digests: builtins.list[str]) -> set[str]:
+        c = tables.blob_refs.c
+        found: set[str] = set()
+        for chunk in _chunks(sorted(set(digests))):
+            query = select(c.digest).where(c.digest.in_(chunk)).distinct()
+            found.update(self._connection.execute(query).scalars())
+        return found
+
+    def all_referenced(self) -> set[str]:
+        c = tables.blob_refs.c
+        return set(self._connection.execute(select(c.digest).distinct()).scalars())
+
+
+def _project_from_row(row: RowMapping) -> Project:
+    return Project(id=row["id"], name=row["name"], created_at=row["created_at"])
+
+
+class SqlIdentityRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def add_project(self, project: Project) -> None:
+        statement = tables.projects.insert().values(
+            id=project.id, name=project.name, created_at=project.created_at
+        )
+        _insert_or_conflict(
+            self._connection, statement, f"a project named {project.name!r} already exists"
+        )
+
+    def project_by_name(self, name: str) -> Project | None:
+        c = tables.projects.c
+        row = self._connection.execute(select(tables.projects).where(c.name == name))
+        found = row.mappings().first()
+        return None if found is None else _project_from_row(found)
+
+    def project_by_id(self, project_id: str) -> Project | None:
+        c = tables.projects.c
+        row = self._connection.execute(select(tables.projects).where(c.id == project_id))
+        found = row.mappings().first()
+        return None if found is None else _project_from_row(found)
+
+    def add_credential(self, credential: Credential) -> None:
+        statement = tables.credentials.insert().values(
+            id=credential.id,
+            project_id=credential.project_id,
+            role=credential.role.value,
+            token_sha256=credential.token_sha256,
+            created_at=credential.created_at,
+            expires_at=credential.expires_at,
+        )
+        _insert_or_conflict(
+            self._connection, statement, "the credential clashes with an existing one"
+        )
+
+    def credential_by_token_hash(self, token_sha256: str) -> Credential | None:
+        c = tables.credentials.c
+        query = select(tables.credentials).where(c.token_sha256 == token_sha256)
+        row = self._connection.execute(query).mappings().first()
+        if row is None:
+            return None
+        return Credential(
+            id=row["id"],
+            project_id=row["project_id"],
+            role=Role(row["role"]),
+            token_sha256=row["token_sha256"],
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+        )
+
+
+def _secret_from_row(row: RowMapping) -> StoredSecret:
+    return StoredSecret(
+        project_id=row["project_id"],
+        namespace=row["namespace"],
+        name=row["name"],
+        type=row["type"],
+        ciphertext=bytes(row["ciphertext"]),
+        created_at=row["created_at"],
+    )
+
+
+class SqlSecretRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def put(self, secret: StoredSecret) -> None:
+        values = {
+            "project_id": secret.project_id,
+            "namespace": secret.namespace,
+            "name": secret.name,
+            "type": secret.type,
+            "ciphertext": secret.ciphertext,
+            "created_at": secret.created_at,
+        }
+        insert = _upsert(self._connection, tables.secrets).values(values)
+        statement = insert.on_conflict_do_update(
+            index_elements=["project_id", "namespace", "name"],
+            set_={
+                "type": insert.excluded.type,
+                "ciphertext": insert.excluded.ciphertext,
+                "created_at": insert.excluded.created_at,
+            },
+        )
+        self._connection.execute(statement)
+
+    def get(self, project_id: str, namespace: str, name: str) -> StoredSecret | None:
+        c = tables.secrets.c
+        query = select(tables.secrets).where(
+            c.project_id == project_id, c.namespace == namespace, c.name == name
+        )
+        row = self._connection.execute(query).mappings().first()
+        return None if row is None else _secret_from_row(row)
+
+    def list(self, project_id: str, namespace: str | None = None) -> builtins.list[StoredSecret]:
+        c = tables.secrets.c
+        query = select(tables.secrets).where(c.project_id == project_id)
+        if namespace is not None:
+            query = query.where(c.namespace == namespace)
+        rows = self._connection.execute(query.order_by(c.namespace, c.name)).mappings()
+        return [_secret_from_row(row) for row in rows]
+
+    def delete(self, project_id: str, namespace: str, name: str) -> bool:
+        c = tables.secrets.c
+        result = self._connection.execute(
+            delete(tables.secrets).where(
+                c.project_id == project_id, c.namespace == namespace, c.name == name
+            )
+        )
+        return result.rowcount == 1
+
+
+# --- store --------------------------------------------------------------------------------
+
+
+class SqlUnitOfWork:
+    """The repositories of one transaction, all sharing its connection."""
+
+    caches: CacheRepository
+    blob_refs: BlobRefRepository
+    identity: IdentityRepository
+    secrets: SecretRepository
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.caches = SqlCacheRepository(connection)
+        self.blob_refs = SqlBlobRefRepository(connection)
+        self.identity = SqlIdentityRepository(connection)
+        self.secrets = SqlSecretRepository(connection)
+
+
+class SqlMetadataStore:
+    """MetadataStore on SQLite (`sqlite:///path`) or PostgreSQL (`postgresql://…`).
+
+    Opening it upgrades the schema unless `upgrade=False`.
+    """
+
+    def __init__(self, url: str, *, upgrade: bool = True) -> None:
+        self.url = database_url(url)
+        self.engine = create_engine_for(self.url)
+        self._sqlite = self.engine.dialect.name == "sqlite"
+        # A shared in-memory SQLite connection cannot hold two transactions at once.
+        self._serial: AbstractContextManager[Any] = (
+            threading.RLock() if self._sqlite and _sqlite_in_memory(self.url) else nullcontext()
+        )
+        try:
+            if upgrade:
+                upgrade_schema(self.engine)
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    @contextmanager
+    def transaction(self, *, read_only: bool = False) -> Iterator[SqlUnitOfWork]:
+        """A unit of work; `read_only` lets SQLite readers run beside a writer (WAL)."""
+        with self._serial, self.engine.connect() as connection:
+            options: dict[str, Any] = {}
+            if read_only:
+                if self._sqlite:
+                    options[_SQLITE_BEGIN_OPTION] = "deferred"
+                else:
+                    options["postgresql_readonly"] = True
+            if options:
+                connection.execution_options(**options)
+            with connection.begin():
+                yield SqlUnitOfWork(connection)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+if TYPE_CHECKING:
+    _conforms: type[MetadataStore] = SqlMetadataStore

@@ -1,0 +1,146 @@
+"""The metadata schema as SQLAlchemy Core tables, shared by SQLite and PostgreSQL.
+
+The store queries through these objects; the Alembic migrations create the same shape, and a
+contract test compares the two so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend.
+
+    SQLite keeps no zone, so values are stored as naive UTC text (which also makes its string
+    comparisons agree with time order); PostgreSQL stores timestamptz.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                f"naive datetime {value!r}: the store only accepts timezone-aware times"
+            )
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _json() -> TypeEngine[Any]:
+    return JSON().with_variant(JSONB(), "postgresql")
+
+
+metadata = MetaData()
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("name", name="uq_projects_name"),
+)
+
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column(
+        "project_id",
+        String(64),
+        ForeignKey("projects.id", name="fk_credentials_project_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("role", String(16), nullable=False),
+    Column("token_sha256", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=True),
+    Index("ix_credentials_project_id", "project_id"),
+    Index("ix_credentials_token_sha256", "token_sha256", unique=True),
+)
+
+caches = Table(
+    "caches",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("spec", _json(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", String(64), nullable=True),
+    Column("message", Text(), nullable=True),
+    Column("images", _json(), nullable=False),
+    Column("labels", _json(), nullable=False),
+    Column("annotations", _json(), nullable=False),
+    Column("resource_version", Integer(), nullable=False),
+    Column("generation", Integer(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("deletion_requested_at", UTCDateTime(), nullable=True),
+    Column("last_used_at", UTCDateTime(), nullable=True),
+    Column("expires_at", UTCDateTime(), nullable=True),
+    Column("lease_holder", String(255), nullable=True),
+    Column("lease_until", UTCDateTime(), nullable=True),
+    UniqueConstraint("project_id", "name", name="uq_caches_project_id_name"),
+    # Serves both "the project's caches" and their created_at, id order without a sort.
+    Index("ix_caches_project_id_created_at", "project_id", "created_at", "id"),
+    Index("ix_caches_status_updated_at", "status", "updated_at"),
+    Index("ix_caches_expires_at", "expires_at"),
+)
+
+blob_refs = Table(
+    "blob_refs",
+    metadata,
+    Column("owner_id", String(128), nullable=False),
+    Column("digest", String(255), nullable=False),
+    Column("size", BigInteger(), nullable=False),
+    Column("media_type", String(255), nullable=False),
+    PrimaryKeyConstraint("owner_id", "digest", name="pk_blob_refs"),
+    Index("ix_blob_refs_digest", "digest"),
+)
+
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("project_id", String(64), nullable=False),
+    Column("namespace", String(253), nullable=False),
+    Column("name", String(253), nullable=False),
+    Column("type", String(255), nullable=False),
+    Column("ciphertext", LargeBinary(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("project_id", "namespace", "name", name="pk_secrets"),
+)
