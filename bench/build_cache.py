@@ -28,9 +28,9 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.images import make_layer, push_image  # noqa: E402
-from tests.support.registry import RegistryServer  # noqa: E402
-from tests.support.service import Service, wait_for_status  # noqa: E402
+from tests.support.images import make_layer, push_image
+from tests.support.registry import RegistryServer
+from tests.support.service import Service, wait_for_status
 
 MB = 1024 * 1024
 
@@ -39,8 +39,14 @@ def skopeo_copy(registry: RegistryServer, refs: list[str], layout: Path) -> floa
     started = time.perf_counter()
     for ref in refs:
         subprocess.run(
-            ["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-             f"docker://{registry.endpoint}/{ref}", f"oci:{layout}:{ref.replace('/', '-')}"],
+            [
+                "skopeo",
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+                f"docker://{registry.endpoint}/{ref}",
+                f"oci:{layout}:{ref.replace('/', '-')}",
+            ],
             check=True,
         )
     return time.perf_counter() - started
@@ -74,10 +80,14 @@ def imagedepot_build(registry: RegistryServer, refs: list[str]) -> float:
         token = service.credential("bench", "admin")
         with service.client(token) as client:
             started = time.perf_counter()
-            created = client.post("/v5/imagecaches", json={
-                "name": "bench", "images": [f"{registry.endpoint}/{ref}" for ref in refs],
-                "image_cache_size": 400,
-            })
+            created = client.post(
+                "/v5/imagecaches",
+                json={
+                    "name": "bench",
+                    "images": [f"{registry.endpoint}/{ref}" for ref in refs],
+                    "image_cache_size": 400,
+                },
+            )
             assert created.status_code == 201, created.text
             cache_id = created.json()["image_cache"]["id"]
             final = wait_for_status(client, cache_id, {"Available", "Failed"}, timeout=600)
@@ -100,13 +110,16 @@ def main() -> None:
     with RegistryServer() as registry:
         refs, blobs = [], {}
         for index in range(args.images):
-            layers = [base, make_layer(args.layer_mb * MB, seed=100 + 2 * index),
-                      make_layer(args.layer_mb // 2 * MB, seed=101 + 2 * index)]
+            layers = [
+                base,
+                make_layer(args.layer_mb * MB, seed=100 + 2 * index),
+                make_layer(args.layer_mb // 2 * MB, seed=101 + 2 * index),
+            ]
             pushed = push_image(registry.url, f"bench/app{index}", "v1", layers)
             refs.append(f"bench/app{index}:v1")
             for digest in pushed.blob_digests:
                 blobs.setdefault(digest, f"bench/app{index}")
-        total_mb = (args.base_mb + args.images * (args.layer_mb + args.layer_mb // 2))
+        total_mb = args.base_mb + args.images * (args.layer_mb + args.layer_mb // 2)
         print(f"{args.images} images, {len(blobs)} unique blobs, ~{total_mb} MB unique", flush=True)
 
         results: dict[str, list[float]] = {"skopeo": [], "raw": [], "imagedepot": []}
@@ -116,8 +129,11 @@ def main() -> None:
                 results["skopeo"].append(skopeo_copy(registry, refs, work / "layout"))
                 results["raw"].append(raw_limit(registry, blobs, work / "raw"))
                 results["imagedepot"].append(imagedepot_build(registry, refs))
-            print(f"round {round_number + 1}: " + ", ".join(
-                f"{name} {times[-1]:.2f}s" for name, times in results.items()), flush=True)
+            print(
+                f"round {round_number + 1}: "
+                + ", ".join(f"{name} {times[-1]:.2f}s" for name, times in results.items()),
+                flush=True,
+            )
 
     best = {name: min(times) for name, times in results.items()}
     median = {name: statistics.median(times) for name, times in results.items()}

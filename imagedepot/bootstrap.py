@@ -35,7 +35,7 @@ from imagedepot.worker.loop import WorkerLoop, new_holder_id
 from imagedepot.worker.reconciler import Reconciler
 
 log = logging.getLogger("imagedepot")
-ADMIN_TOKEN_FILE = "admin-token"
+ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
 
 
 @dataclass
@@ -153,17 +153,29 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
     servers: list[uvicorn.Server] = []
     if with_api:
         context = ApiContext(core.identity, core.caches, notify_worker)
-        for app, port in ((api_app(context), settings.port), (registry_app(), settings.registry_port)):
+        for app, port in (
+            (api_app(context), settings.port),
+            (registry_app(), settings.registry_port),
+        ):
             config = uvicorn.Config(
-                app, host=settings.host, port=port, log_level="warning", access_log=False,
+                app,
+                host=settings.host,
+                port=port,
+                log_level="warning",
+                access_log=False,
                 lifespan="off",
             )
             servers.append(_EmbeddedServer(config))
     tasks = [asyncio.create_task(server.serve()) for server in servers]
     if worker is not None:
         tasks.append(asyncio.create_task(worker.run(stop)))
-    log.info("imagedepot serving API on %s:%s, registry on %s:%s", settings.host, settings.port,
-             settings.host, settings.registry_port)
+    log.info(
+        "imagedepot serving API on %s:%s, registry on %s:%s",
+        settings.host,
+        settings.port,
+        settings.host,
+        settings.registry_port,
+    )
     try:
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)

@@ -9,7 +9,6 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import click
@@ -28,7 +27,9 @@ def _settings(data_dir: str | None, **overrides: Any) -> config.Settings:
 
 
 data_dir_option = click.option(
-    "--data-dir", type=click.Path(file_okay=False), default=None,
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
     help="Data directory (default ./data or IMAGEDEPOT_DATA_DIR).",
 )
 
@@ -48,12 +49,24 @@ def main(verbose: bool) -> None:
 @click.option("--port", type=int, default=None, help="API port (default 8080).")
 @click.option("--registry-port", type=int, default=None, help="OCI registry port (default 5050).")
 @data_dir_option
-@click.option("--no-worker", is_flag=True, help="Serve the APIs only; run `imagedepot worker` apart.")
-def serve(host: str | None, port: int | None, registry_port: int | None, data_dir: str | None,
-          no_worker: bool) -> None:
+@click.option(
+    "--no-worker", is_flag=True, help="Serve the APIs only; run `imagedepot worker` apart."
+)
+def serve(
+    host: str | None,
+    port: int | None,
+    registry_port: int | None,
+    data_dir: str | None,
+    no_worker: bool,
+) -> None:
     """Run the API port, the OCI registry port and the build worker in one process."""
-    settings = _settings(data_dir, host=host, port=port, registry_port=registry_port,
-                         run_worker=False if no_worker else None)
+    settings = _settings(
+        data_dir,
+        host=host,
+        port=port,
+        registry_port=registry_port,
+        run_worker=False if no_worker else None,
+    )
     asyncio.run(bootstrap.serve(settings))
 
 
@@ -100,13 +113,25 @@ def secrets() -> None:
 @click.option("--name", required=True)
 @click.option("--docker-server", required=True)
 @click.option("--docker-username", required=True)
-@click.option("--docker-password", default=None,
-              help="Password; read from IMAGEDEPOT_DOCKER_PASSWORD or prompted when omitted.")
-def secrets_create(data_dir: str | None, project: str, namespace: str, name: str,
-                   docker_server: str, docker_username: str, docker_password: str | None) -> None:
+@click.option(
+    "--docker-password",
+    default=None,
+    help="Password; read from IMAGEDEPOT_DOCKER_PASSWORD or prompted when omitted.",
+)
+def secrets_create(
+    data_dir: str | None,
+    project: str,
+    namespace: str,
+    name: str,
+    docker_server: str,
+    docker_username: str,
+    docker_password: str | None,
+) -> None:
     """Create or replace the secret NAMESPACE:NAME that `image_pull_secrets` can name."""
-    password = docker_password or os.environ.get("IMAGEDEPOT_DOCKER_PASSWORD") or click.prompt(
-        "password", hide_input=True
+    password = (
+        docker_password
+        or os.environ.get("IMAGEDEPOT_DOCKER_PASSWORD")
+        or click.prompt("password", hide_input=True)
     )
     core = _open(data_dir)
     try:
@@ -116,7 +141,9 @@ def secrets_create(data_dir: str | None, project: str, namespace: str, name: str
         )
     finally:
         core.close()
-    click.echo(f"secret {summary.namespace}:{summary.name} ({summary.type}) for {', '.join(summary.servers)}")
+    click.echo(
+        f"secret {summary.namespace}:{summary.name} ({summary.type}) for {', '.join(summary.servers)}"
+    )
 
 
 @main.command()
@@ -130,12 +157,23 @@ def fsck(data_dir: str | None, as_json: bool) -> None:
     finally:
         core.close()
     if as_json:
-        click.echo(json.dumps({"checked": report.checked, "damaged": report.damaged,
-                               "missing": report.missing, "unreferenced": report.unreferenced}))
+        click.echo(
+            json.dumps(
+                {
+                    "checked": report.checked,
+                    "damaged": report.damaged,
+                    "missing": report.missing,
+                    "unreferenced": report.unreferenced,
+                }
+            )
+        )
     else:
         click.echo(f"checked {report.checked} blobs")
-        for label, digests in (("damaged", report.damaged), ("missing", report.missing),
-                               ("unreferenced", report.unreferenced)):
+        for label, digests in (
+            ("damaged", report.damaged),
+            ("missing", report.missing),
+            ("unreferenced", report.unreferenced),
+        ):
             for digest in digests:
                 click.echo(f"{label}: {digest}")
     sys.exit(0 if report.healthy else 1)
@@ -162,10 +200,16 @@ def _open(data_dir: str | None) -> bootstrap.Core:
 
 # --- API commands ---------------------------------------------------------------------------
 
-server_option = click.option("--server", envvar="IMAGEDEPOT_SERVER", default=DEFAULT_SERVER,
-                             show_default=True, help="API URL (or IMAGEDEPOT_SERVER).")
-token_option = click.option("--token", envvar="IMAGEDEPOT_TOKEN", default=None,
-                            help="Token (or IMAGEDEPOT_TOKEN).")
+server_option = click.option(
+    "--server",
+    envvar="IMAGEDEPOT_SERVER",
+    default=DEFAULT_SERVER,
+    show_default=True,
+    help="API URL (or IMAGEDEPOT_SERVER).",
+)
+token_option = click.option(
+    "--token", envvar="IMAGEDEPOT_TOKEN", default=None, help="Token (or IMAGEDEPOT_TOKEN)."
+)
 
 
 class Api:
@@ -202,13 +246,25 @@ def caches() -> None:
 @click.option("--retention-days", type=int, default=0, show_default=True)
 @click.option("--pull-secret", "pull_secrets", multiple=True, help="namespace:name (repeat).")
 @click.option("--wait", is_flag=True, help="Wait for Available or Failed, showing progress.")
-def caches_create(server: str, token: str | None, name: str, images: tuple[str, ...], size: int,
-                  retention_days: int, pull_secrets: tuple[str, ...], wait: bool) -> None:
+def caches_create(
+    server: str,
+    token: str | None,
+    name: str,
+    images: tuple[str, ...],
+    size: int,
+    retention_days: int,
+    pull_secrets: tuple[str, ...],
+    wait: bool,
+) -> None:
     """Create the cache NAME of the given images."""
     api = Api(server, token)
-    body = {"name": name, "images": list(images), "image_cache_size": size,
-            "retention_days": retention_days,
-            "building_config": {"image_pull_secrets": list(pull_secrets)}}
+    body = {
+        "name": name,
+        "images": list(images),
+        "image_cache_size": size,
+        "retention_days": retention_days,
+        "building_config": {"image_pull_secrets": list(pull_secrets)},
+    }
     cache = api.call("POST", "/v5/imagecaches", body, ok=(201,))["image_cache"]
     click.echo(f"{cache['id']} {cache['name']} {cache['status']}")
     if wait:
@@ -228,7 +284,9 @@ def caches_list(server: str, token: str | None, name: str | None, as_json: bool)
         click.echo(json.dumps(items, indent=2))
         return
     for item in items:
-        click.echo(f"{item['id']}  {item['name']:<30} {item['status']:<10} {len(item['images'])} images")
+        click.echo(
+            f"{item['id']}  {item['name']:<30} {item['status']:<10} {len(item['images'])} images"
+        )
 
 
 @caches.command("get")
@@ -267,8 +325,13 @@ def caches_delete(server: str, token: str | None, cache_id: str, wait: bool) -> 
 def _wait_built(api: Api, cache_id: str) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), transient=False) as bars:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        transient=False,
+    ) as bars:
         tasks: dict[str, Any] = {}
         while True:
             state = api.call("GET", f"/v5/imagecaches/{cache_id}/progress")

@@ -50,7 +50,9 @@ def parse_mirrors(value: str | None) -> dict[str, tuple[str, ...]]:
     for entry in _split(value):
         registry, _, endpoints = entry.partition("=")
         if not endpoints:
-            raise ValueError(f"IMAGEDEPOT_MIRRORS entry {entry!r} must be REGISTRY=ENDPOINT[|ENDPOINT]")
+            raise ValueError(
+                f"IMAGEDEPOT_MIRRORS entry {entry!r} must be REGISTRY=ENDPOINT[|ENDPOINT]"
+            )
         mirrors[registry.strip()] = tuple(e.strip() for e in endpoints.split("|") if e.strip())
     return mirrors
 
@@ -61,8 +63,11 @@ def from_env(environ: Mapping[str, str] | None = None, **overrides: object) -> S
     values: dict[str, object] = {}
     if "IMAGEDEPOT_DATA_DIR" in env:
         values["data_dir"] = Path(env["IMAGEDEPOT_DATA_DIR"])
-    for key, name in (("database_url", "DATABASE_URL"), ("admin_token", "ADMIN_TOKEN"),
-                      ("secret_key", "SECRET_KEY")):
+    for key, name in (
+        ("database_url", "DATABASE_URL"),
+        ("admin_token", "ADMIN_TOKEN"),
+        ("secret_key", "SECRET_KEY"),
+    ):
         if env.get(f"IMAGEDEPOT_{name}"):
             values[key] = env[f"IMAGEDEPOT_{name}"]
     if "IMAGEDEPOT_PLATFORMS" in env:
@@ -71,10 +76,12 @@ def from_env(environ: Mapping[str, str] | None = None, **overrides: object) -> S
         values["insecure_registries"] = _split(env["IMAGEDEPOT_INSECURE_REGISTRIES"])
     if "IMAGEDEPOT_MIRRORS" in env:
         values["mirrors"] = parse_mirrors(env["IMAGEDEPOT_MIRRORS"])
-    for key, name, kind in (("parallel_blobs", "PARALLEL_BLOBS", int),
-                            ("max_retries", "MAX_RETRIES", int),
-                            ("retry_base_delay", "RETRY_BASE_DELAY", float),
-                            ("lease_seconds", "LEASE_SECONDS", float)):
+    for key, name, kind in (
+        ("parallel_blobs", "PARALLEL_BLOBS", int),
+        ("max_retries", "MAX_RETRIES", int),
+        ("retry_base_delay", "RETRY_BASE_DELAY", float),
+        ("lease_seconds", "LEASE_SECONDS", float),
+    ):
         if env.get(f"IMAGEDEPOT_{name}"):
             values[key] = kind(env[f"IMAGEDEPOT_{name}"])
     for key, value in overrides.items():

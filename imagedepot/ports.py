@@ -8,7 +8,6 @@ contract tests.
 from __future__ import annotations
 
 import builtins
-
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -50,7 +49,11 @@ class CacheRepository(Protocol):
         """Delete the row; False when it was already gone."""
 
     def claim(
-        self, statuses: tuple[CacheStatus, ...], holder: str, now: datetime, lease_until: datetime,
+        self,
+        statuses: tuple[CacheStatus, ...],
+        holder: str,
+        now: datetime,
+        lease_until: datetime,
         dead_holders: tuple[str, ...] = (),
     ) -> ImageCache | None:
         """Lease one cache in one of `statuses` whose lease is free, expired, or held by a dead holder."""
@@ -272,5 +275,3 @@ class SecretBox(Protocol):
     def encrypt(self, plaintext: bytes) -> bytes: ...
 
     def decrypt(self, ciphertext: bytes) -> bytes: ...
-
-

@@ -52,7 +52,9 @@ def error_code(status: int) -> str:
 
 
 def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error_code": error_code(status), "error_msg": message}, status_code=status)
+    return JSONResponse(
+        {"error_code": error_code(status), "error_msg": message}, status_code=status
+    )
 
 
 def detail(cache: ImageCache) -> dict[str, Any]:
@@ -188,7 +190,8 @@ def routes(context: ApiContext) -> list[Route]:
 
     return [
         Route("/v5/imagecaches", guarded(list_or_create), methods=["GET", "POST"]),
-        Route("/v5/imagecaches/{image_cache_id}", guarded(show_or_delete), methods=["GET", "DELETE"]),
+        Route(
+            "/v5/imagecaches/{image_cache_id}", guarded(show_or_delete), methods=["GET", "DELETE"]
+        ),
         Route("/v5/imagecaches/{image_cache_id}/progress", guarded(show_progress), methods=["GET"]),
     ]
-

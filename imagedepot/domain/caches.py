@@ -68,7 +68,9 @@ class CacheSpec:
     registries: tuple[RegistryAccess, ...] = ()
     timeout_minutes: int = TIMEOUT_DEFAULT
 
-    def validate(self, *, max_images: int = IMAGES_MAX, field_names: FieldNames | None = None) -> None:
+    def validate(
+        self, *, max_images: int = IMAGES_MAX, field_names: FieldNames | None = None
+    ) -> None:
         """Raise InvalidInput naming the first field (in the caller's spelling) that breaks a rule."""
         names = field_names or FieldNames()
         if not isinstance(self.name, str) or not 1 <= len(self.name) <= NAME_MAX:
@@ -119,7 +121,9 @@ def _check_range(field_name: str, value: object, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput(f"{field_name} must be an integer", field=field_name)
     if not low <= value <= high:
-        raise InvalidInput(f"{field_name} must be between {low} and {high}, got {value}", field=field_name)
+        raise InvalidInput(
+            f"{field_name} must be between {low} and {high}, got {value}", field=field_name
+        )
 
 
 @dataclass(frozen=True)

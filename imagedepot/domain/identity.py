@@ -15,7 +15,7 @@ from datetime import datetime
 from imagedepot.domain.errors import InvalidInput
 
 PROJECT_NAME_RE = re.compile(r"^[a-zA-Z0-9][-_.a-zA-Z0-9]{0,63}$")
-TOKEN_PREFIX = "idp_"
+TOKEN_PREFIX = "idp_"  # noqa: S105 - a prefix, not a secret
 
 
 class Role(enum.StrEnum):

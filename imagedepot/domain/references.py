@@ -86,8 +86,11 @@ def parse_reference(text: str) -> ImageReference:
 
 
 def _looks_like_registry(component: str) -> bool:
-    return "." in component or ":" in component or component == "localhost" or (
-        component.startswith("[")
+    return (
+        "." in component
+        or ":" in component
+        or component == "localhost"
+        or (component.startswith("["))
     )
 
 

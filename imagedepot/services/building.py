@@ -239,7 +239,11 @@ class CacheBuilder:
         return _ResolvedImage(text, reference, transport, top.digest, manifests, blobs)
 
     async def _first_manifest(
-        self, text: str, reference: ImageReference, cache: ImageCache, credentials: CredentialsLookup
+        self,
+        text: str,
+        reference: ImageReference,
+        cache: ImageCache,
+        credentials: CredentialsLookup,
     ) -> tuple[FetchedManifest, Transport]:
         """Try the mirrors of the image's registry, then the registry itself (TLS first, then
         plain HTTP where that is allowed), and keep the first that answers."""
@@ -302,7 +306,9 @@ class CacheBuilder:
         infos: dict[str, BlobInfo] = {}
         for image in resolved:
             for manifest in image.manifests:
-                infos[manifest.digest] = BlobInfo(manifest.digest, len(manifest.body), manifest.media_type)
+                infos[manifest.digest] = BlobInfo(
+                    manifest.digest, len(manifest.body), manifest.media_type
+                )
             for blob in image.blobs:
                 infos.setdefault(blob.digest, BlobInfo(blob.digest, blob.size, blob.media_type))
         with self._blobs.reuse_guard(), self._store.transaction() as uow:
@@ -318,4 +324,3 @@ class CacheBuilder:
 def _failure(image: str, error: RegistryError) -> BuildFailed:
     reason, cause = _KIND_TO_CAUSE.get(error.kind, _KIND_TO_CAUSE["upstream"])
     return BuildFailed(reason, f"image {image}: {cause}: {error.message}")
-

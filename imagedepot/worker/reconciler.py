@@ -70,7 +70,9 @@ class Reconciler:
             message = f"build did not finish within {cache.spec.timeout_minutes} minutes"
             await asyncio.to_thread(self._fail, cache.id, FailureReason.TIMEOUT, message)
             return
-        await asyncio.to_thread(self._update, cache.id, lambda c: c.mark_available(images, self._clock.now()))
+        await asyncio.to_thread(
+            self._update, cache.id, lambda c: c.mark_available(images, self._clock.now())
+        )
         log.info("cache %s is available", cache.id)
 
     def delete(self, cache_id: str) -> None:
@@ -79,7 +81,9 @@ class Reconciler:
             uow.blob_refs.drop_refs(cache_id)
             uow.caches.remove(cache_id)
         removed = self._blob_service.collect(released)
-        log.info("cache %s deleted; %d blobs released, %d removed", cache_id, len(released), len(removed))
+        log.info(
+            "cache %s deleted; %d blobs released, %d removed", cache_id, len(released), len(removed)
+        )
 
     def _logins(self, cache: ImageCache) -> dict[str, RegistryCredentials | None]:
         secret_refs = cache.spec.pull_secrets + tuple(
@@ -90,7 +94,10 @@ class Reconciler:
             registry = parse_reference(image).registry
             hosts.add(registry)
             hosts.update(self._policy.mirrors.get(registry, ()))
-        return {host: self._secrets.credentials_for(cache.project_id, secret_refs, host) for host in hosts}
+        return {
+            host: self._secrets.credentials_for(cache.project_id, secret_refs, host)
+            for host in hosts
+        }
 
     def _checkpoint(self, cache_id: str, images: list[ImageProgress]) -> bool:
         if not self._renew_lease(cache_id):

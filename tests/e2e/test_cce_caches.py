@@ -39,8 +39,14 @@ def test_a_cache_pulls_every_blob_once_and_becomes_available(
     token = service.credential("cce-basic", "admin")
     with service.client(token) as client:
         images = [f"{registry.endpoint}/team/web:v1", f"{registry.endpoint}/team/api:v1"]
-        cache = create(client, name="web-and-api", images=images, image_cache_size=20,
-                       retention_days=7, building_config={"image_pull_secrets": []})
+        cache = create(
+            client,
+            name="web-and-api",
+            images=images,
+            image_cache_size=20,
+            retention_days=7,
+            building_config={"image_pull_secrets": []},
+        )
         assert cache["status"] == "Creating"
         assert cache["images"] == images
         done = wait_for_status(client, cache["id"], {"Available", "Failed"})
@@ -66,23 +72,41 @@ def test_a_cache_pulls_every_blob_once_and_becomes_available(
 
         listed = client.get("/v5/imagecaches", params={"name": "web-and-api"}).json()
         assert [item["id"] for item in listed["image_caches"]] == [cache["id"]]
-        assert client.get("/v5/imagecaches", params={"name": "web-and"}).json() == {"image_caches": []}
+        assert client.get("/v5/imagecaches", params={"name": "web-and"}).json() == {
+            "image_caches": []
+        }
 
 
 def test_the_seed_shape_of_image_cache_detail(service: Service, registry: RegistryServer) -> None:
     push_image(registry.url, "shape/app", "1", [make_layer(seed=10)])
     token = service.credential("cce-shape")
     with service.client(token) as client:
-        cache = create(client, name="shape", images=[f"{registry.endpoint}/shape/app:1"],
-                       image_cache_size=25, retention_days=7,
-                       building_config={"cluster": "c271e39f-1a6e-4d3d-8fa8-2a36329c68d2",
-                                        "image_pull_secrets": ["default:secret1"]})
+        cache = create(
+            client,
+            name="shape",
+            images=[f"{registry.endpoint}/shape/app:1"],
+            image_cache_size=25,
+            retention_days=7,
+            building_config={
+                "cluster": "c271e39f-1a6e-4d3d-8fa8-2a36329c68d2",
+                "image_pull_secrets": ["default:secret1"],
+            },
+        )
         shown = client.get(f"/v5/imagecaches/{cache['id']}")
         assert shown.headers["content-type"] == "application/json"
         assert shown.headers["x-request-id"]
         detail = shown.json()["image_cache"]
-        assert set(detail) <= {"name", "id", "created_at", "images", "image_cache_size",
-                               "retention_days", "building_config", "status", "message"}
+        assert set(detail) <= {
+            "name",
+            "id",
+            "created_at",
+            "images",
+            "image_cache_size",
+            "retention_days",
+            "building_config",
+            "status",
+            "message",
+        }
         assert detail["image_cache_size"] == 25
         assert detail["building_config"] == {
             "cluster": "c271e39f-1a6e-4d3d-8fa8-2a36329c68d2",
@@ -90,19 +114,22 @@ def test_the_seed_shape_of_image_cache_detail(service: Service, registry: Regist
         }
         import re
 
-        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} \+0000 UTC", detail["created_at"])
+        assert re.fullmatch(
+            r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} \+0000 UTC", detail["created_at"]
+        )
 
 
 def test_index_images_keep_the_index_and_the_configured_platform(
     service: Service, registry: RegistryServer
 ) -> None:
     amd, arm = make_layer(seed=20), make_layer(seed=21)
-    index = push_index(registry.url, "multi/app", "1",
-                       {"linux/amd64": [amd], "linux/arm64": [arm]})
+    index = push_index(registry.url, "multi/app", "1", {"linux/amd64": [amd], "linux/arm64": [arm]})
     token = service.credential("cce-index")
     with service.client(token) as client:
         cache = create(client, name="multi", images=[f"{registry.endpoint}/multi/app:1"])
-        assert wait_for_status(client, cache["id"], {"Available", "Failed"})["status"] == "Available"
+        assert (
+            wait_for_status(client, cache["id"], {"Available", "Failed"})["status"] == "Available"
+        )
         progress = client.get(f"/v5/imagecaches/{cache['id']}/progress").json()
         assert progress["images"][0]["digest"] == index.digest
     stored = service.stored_digests()
@@ -123,7 +150,10 @@ def test_a_shared_blob_survives_the_deletion_of_one_cache(
         one = create(client, name="one", images=[f"{registry.endpoint}/share/one:1"])
         two = create(client, name="two", images=[f"{registry.endpoint}/share/two:1"])
         for cache in (one, two):
-            assert wait_for_status(client, cache["id"], {"Available", "Failed"})["status"] == "Available"
+            assert (
+                wait_for_status(client, cache["id"], {"Available", "Failed"})["status"]
+                == "Available"
+            )
         deleted = client.delete(f"/v5/imagecaches/{one['id']}")
         assert deleted.status_code == 202
         assert deleted.json()["image_cache"]["status"] == "Deleting"
@@ -140,13 +170,32 @@ def test_a_shared_blob_survives_the_deletion_of_one_cache(
 def test_private_registry_with_a_pull_secret(
     service: Service, private_registry: RegistryServer
 ) -> None:
-    pushed = push_image(private_registry.url, "secret/app", "1", [make_layer(seed=40)],
-                        auth=(PRIVATE_USER, PRIVATE_PASSWORD))
+    pushed = push_image(
+        private_registry.url,
+        "secret/app",
+        "1",
+        [make_layer(seed=40)],
+        auth=(PRIVATE_USER, PRIVATE_PASSWORD),
+    )
     token = service.credential("cce-private")
-    service.cli("secrets", "create-docker-registry", "--data-dir", str(service.data_dir),
-                "--project", "cce-private", "--namespace", "default", "--name", "regcred",
-                "--docker-server", private_registry.endpoint, "--docker-username", PRIVATE_USER,
-                "--docker-password", PRIVATE_PASSWORD)
+    service.cli(
+        "secrets",
+        "create-docker-registry",
+        "--data-dir",
+        str(service.data_dir),
+        "--project",
+        "cce-private",
+        "--namespace",
+        "default",
+        "--name",
+        "regcred",
+        "--docker-server",
+        private_registry.endpoint,
+        "--docker-username",
+        PRIVATE_USER,
+        "--docker-password",
+        PRIVATE_PASSWORD,
+    )
     image = f"{private_registry.endpoint}/secret/app:1"
     with service.client(token) as client:
         anonymous = create(client, name="no-secret", images=[image])
@@ -155,8 +204,12 @@ def test_private_registry_with_a_pull_secret(
         assert image in failed["message"]
         assert "unauthorized" in failed["message"].lower()
 
-        with_secret = create(client, name="with-secret", images=[image],
-                             building_config={"image_pull_secrets": ["default:regcred"]})
+        with_secret = create(
+            client,
+            name="with-secret",
+            images=[image],
+            building_config={"image_pull_secrets": ["default:regcred"]},
+        )
         done = wait_for_status(client, with_secret["id"], {"Available", "Failed"})
         assert done["status"] == "Available", done
     assert pushed.manifest_digest in service.stored_digests()
@@ -218,8 +271,10 @@ BAD_BODIES: list[tuple[Any, str]] = [
     ({"name": "typ", "images": [1]}, "images[0]"),
     ({"name": "unk", "images": ["busybox"], "colour": "red"}, "colour"),
     ({"name": "bref", "images": ["UPPER:case:x"]}, "images[0]"),
-    ({"name": "sec", "images": ["busybox"], "building_config": {"image_pull_secrets": ["x"]}},
-     "building_config.image_pull_secrets[0]"),
+    (
+        {"name": "sec", "images": ["busybox"], "building_config": {"image_pull_secrets": ["x"]}},
+        "building_config.image_pull_secrets[0]",
+    ),
     ({"images": ["busybox"]}, "name"),
     ([1, 2], "JSON object"),
 ]
@@ -231,8 +286,11 @@ def test_bad_input_is_a_400_naming_the_field_and_creates_nothing(
 ) -> None:
     token = service.credential("cce-bad-input")
     with service.client(token) as client:
-        response = client.post("/v5/imagecaches", content=json.dumps(body),
-                               headers={"Content-Type": "application/json"})
+        response = client.post(
+            "/v5/imagecaches",
+            content=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
         assert response.status_code == 400, response.text
         error = response.json()
         assert error["error_code"] == "CCE.01400001"
@@ -244,8 +302,9 @@ def test_bad_input_is_a_400_naming_the_field_and_creates_nothing(
 def test_malformed_json_is_a_400(service: Service) -> None:
     token = service.credential("cce-malformed")
     with service.client(token) as client:
-        response = client.post("/v5/imagecaches", content=b"{not json",
-                               headers={"Content-Type": "application/json"})
+        response = client.post(
+            "/v5/imagecaches", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
         assert response.status_code == 400
         assert "JSON" in response.json()["error_msg"]
 
@@ -269,8 +328,9 @@ def test_no_or_bad_token_is_a_401_in_the_cce_shape(service: Service) -> None:
 
 def test_bearer_tokens_work_too(service: Service) -> None:
     token = service.credential("cce-bearer")
-    response = httpx.get(f"{service.url}/v5/imagecaches",
-                         headers={"Authorization": f"Bearer {token}"})
+    response = httpx.get(
+        f"{service.url}/v5/imagecaches", headers={"Authorization": f"Bearer {token}"}
+    )
     assert response.status_code == 200
 
 

@@ -48,11 +48,19 @@ class Harness:
         self.blob_service = BlobService(self.store, self.blobs)
         policy = BuildPolicy()
         self.loop = WorkerLoop(self.store, self.blobs, self.clock, "host/1/abc", 30, 0.05)
-        builder = CacheBuilder(self.store, self.blobs, self.registry,
-                               BlobFetcher(self.blobs, self.registry, 2), policy)
+        builder = CacheBuilder(
+            self.store, self.blobs, self.registry, BlobFetcher(self.blobs, self.registry, 2), policy
+        )
         secrets = SecretService(self.store, FernetSecretBox(Fernet.generate_key()), self.clock)
-        self.reconciler = Reconciler(self.store, self.clock, builder, self.blob_service, secrets,
-                                     policy, self.loop.renew_lease)
+        self.reconciler = Reconciler(
+            self.store,
+            self.clock,
+            builder,
+            self.blob_service,
+            secrets,
+            policy,
+            self.loop.renew_lease,
+        )
         self.loop.reconciler = self.reconciler
 
     def status(self, cache_id: str) -> CacheStatus | None:
@@ -66,8 +74,9 @@ def test_retention_expiry_deletes_the_cache_and_releases_its_blobs(tmp_path: Pat
     data = b"layer bytes"
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
     harness.blobs.put_bytes(digest, data)
-    cache = harness.caches.create(PROJECT, CacheSpec(name="week", images=("busybox",),
-                                                     retention_days=7))
+    cache = harness.caches.create(
+        PROJECT, CacheSpec(name="week", images=("busybox",), retention_days=7)
+    )
     with harness.store.transaction() as uow:
         uow.blob_refs.add_refs(cache.id, [BlobInfo(digest, len(data), "layer")])
         stored = uow.caches.get(cache.id)

@@ -2,7 +2,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from imagedepot.domain.caches import CacheSpec, CacheStatus, FailureReason, ImageCache, ImageProgress
+from imagedepot.domain.caches import (
+    CacheSpec,
+    CacheStatus,
+    FailureReason,
+    ImageCache,
+    ImageProgress,
+)
 from imagedepot.domain.errors import Conflict, InvalidInput
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

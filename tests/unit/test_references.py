@@ -40,8 +40,15 @@ def test_bad_references_are_refused_with_a_reason(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("registry", "loopback"),
-    [("localhost:5000", True), ("127.0.0.1:5000", True), ("127.3.2.1", True), ("[::1]:5000", True),
-     ("registry.example.com", False), ("10.0.0.1:5000", False), ("docker.io", False)],
+    [
+        ("localhost:5000", True),
+        ("127.0.0.1:5000", True),
+        ("127.3.2.1", True),
+        ("[::1]:5000", True),
+        ("registry.example.com", False),
+        ("10.0.0.1:5000", False),
+        ("docker.io", False),
+    ],
 )
 def test_loopback_registries_are_recognised(registry: str, loopback: bool) -> None:
     assert is_loopback_host(registry) is loopback

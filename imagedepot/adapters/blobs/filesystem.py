@@ -41,9 +41,7 @@ class FilesystemBlobWriter:
 
     def write(self, chunk: bytes) -> None:
         if self._size is not None and self._written + len(chunk) > self._size:
-            raise BlobCorrupt(
-                f"blob {self._digest} is longer than its declared {self._size} bytes"
-            )
+            raise BlobCorrupt(f"blob {self._digest} is longer than its declared {self._size} bytes")
         self._file.write(chunk)
         self._hash.update(chunk)
         self._written += len(chunk)
