@@ -15,24 +15,22 @@ import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-import uvicorn
+from typing import TYPE_CHECKING
 
 from imagedepot.adapters.blobs.filesystem import FilesystemBlobStore
 from imagedepot.adapters.clock import SystemClock
 from imagedepot.adapters.db.store import SqlMetadataStore
-from imagedepot.adapters.registry.client import AiohttpRegistryClient
 from imagedepot.adapters.secretbox import FernetSecretBox, load_or_create_key
-from imagedepot.api.app import api_app, registry_app
-from imagedepot.api.context import ApiContext
 from imagedepot.config import Settings
 from imagedepot.services.blobs import BlobService
-from imagedepot.services.building import BlobFetcher, BuildPolicy, CacheBuilder
 from imagedepot.services.caches import CacheService
 from imagedepot.services.identity import IdentityService
 from imagedepot.services.secrets import SecretService
-from imagedepot.worker.loop import WorkerLoop, new_holder_id
-from imagedepot.worker.reconciler import Reconciler
+
+if TYPE_CHECKING:
+    from imagedepot.adapters.registry.client import AiohttpRegistryClient
+    from imagedepot.services.building import BuildPolicy
+    from imagedepot.worker.loop import WorkerLoop
 
 log = logging.getLogger("imagedepot")
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
@@ -54,14 +52,6 @@ class Core:
 
     def close(self) -> None:
         self.store.close()
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to `serve`, which runs several of them."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def admin_token(settings: Settings) -> tuple[str, Path | None]:
@@ -101,6 +91,8 @@ def open_core(settings: Settings) -> Core:
 
 
 def build_policy(settings: Settings) -> BuildPolicy:
+    from imagedepot.services.building import BuildPolicy
+
     return BuildPolicy(
         platforms=settings.platforms,
         insecure_registries=settings.insecure_registries,
@@ -110,6 +102,10 @@ def build_policy(settings: Settings) -> BuildPolicy:
 
 
 def worker_for(core: Core, registry: AiohttpRegistryClient) -> WorkerLoop:
+    from imagedepot.services.building import BlobFetcher, CacheBuilder
+    from imagedepot.worker.loop import WorkerLoop, new_holder_id
+    from imagedepot.worker.reconciler import Reconciler
+
     settings = core.settings
     policy = build_policy(settings)
     loop = WorkerLoop(
@@ -129,6 +125,8 @@ def worker_for(core: Core, registry: AiohttpRegistryClient) -> WorkerLoop:
 
 
 def new_registry_client(settings: Settings) -> AiohttpRegistryClient:
+    from imagedepot.adapters.registry.client import AiohttpRegistryClient
+
     return AiohttpRegistryClient(
         max_retries=settings.max_retries, retry_base_delay=settings.retry_base_delay
     )
@@ -136,6 +134,19 @@ def new_registry_client(settings: Settings) -> AiohttpRegistryClient:
 
 async def serve(settings: Settings, *, with_api: bool = True) -> None:
     """Run the API port, the registry port and the worker in one process until SIGINT/SIGTERM."""
+    # Imported here: the CLI's offline commands need only open_core, and these are slow to load.
+    import uvicorn
+
+    from imagedepot.api.app import api_app, registry_app
+    from imagedepot.api.context import ApiContext
+
+    class EmbeddedServer(uvicorn.Server):
+        """A uvicorn server that leaves signal handling to `serve`, which runs several of them."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
     core = await asyncio.to_thread(open_core, settings)
     if core.admin_token_path is not None:
         log.warning("admin token is in %s", core.admin_token_path)
@@ -165,7 +176,7 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
                 access_log=False,
                 lifespan="off",
             )
-            servers.append(_EmbeddedServer(config))
+            servers.append(EmbeddedServer(config))
     tasks = [asyncio.create_task(server.serve()) for server in servers]
     if worker is not None:
         tasks.append(asyncio.create_task(worker.run(stop)))

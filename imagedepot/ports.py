@@ -140,8 +140,11 @@ class UnitOfWork(Protocol):
 
 
 class MetadataStore(Protocol):
-    def transaction(self) -> AbstractContextManager[UnitOfWork]:
-        """A unit of work; committed on clean exit, rolled back on an exception."""
+    def transaction(self, *, read_only: bool = False) -> AbstractContextManager[UnitOfWork]:
+        """A unit of work; committed on clean exit, rolled back on an exception.
+
+        `read_only` promises no writes, so a backend can let it run beside a writer.
+        """
 
     def close(self) -> None: ...
 

@@ -37,14 +37,14 @@ class CacheService:
         return cache
 
     def get(self, principal: Principal, cache_id: str) -> ImageCache:
-        with self._store.transaction() as uow:
+        with self._store.transaction(read_only=True) as uow:
             cache = uow.caches.get(cache_id, principal.project_id)
         if cache is None:
             raise NotFound(f"image cache {cache_id} not found")
         return cache
 
     def list(self, principal: Principal, name: str | None = None) -> list[ImageCache]:
-        with self._store.transaction() as uow:
+        with self._store.transaction(read_only=True) as uow:
             return uow.caches.list(principal.project_id, name)
 
     def request_deletion(self, principal: Principal, cache_id: str) -> ImageCache:

@@ -74,7 +74,7 @@ class IdentityService:
         if hmac.compare_digest(token_hash, self._admin_token_hash):
             project = self._admin_project(project_hint)
             return Principal(project.id, Role.ADMIN, ADMIN_CREDENTIAL_ID, system_admin=True)
-        with self._store.transaction() as uow:
+        with self._store.transaction(read_only=True) as uow:
             credential = uow.identity.credential_by_token_hash(token_hash)
         if credential is None:
             raise Unauthenticated("the token is not valid")
@@ -85,7 +85,7 @@ class IdentityService:
 
     def _admin_project(self, hint: str | None) -> Project:
         if hint:
-            with self._store.transaction() as uow:
+            with self._store.transaction(read_only=True) as uow:
                 project = uow.identity.project_by_id(hint) or uow.identity.project_by_name(hint)
             if project is not None:
                 return project

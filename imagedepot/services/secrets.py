@@ -89,7 +89,7 @@ class SecretService:
         wanted = normalise_server(registry)
         for ref in secret_refs:
             namespace, _, name = ref.partition(":")
-            with self._store.transaction() as uow:
+            with self._store.transaction(read_only=True) as uow:
                 stored = uow.secrets.get(project_id, namespace, name)
             if stored is None:
                 continue

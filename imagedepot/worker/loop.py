@@ -125,7 +125,7 @@ class WorkerLoop:
 
     def _claim(self) -> ImageCache | None:
         now = self._clock.now()
-        with self._store.transaction() as uow:
+        with self._store.transaction(read_only=True) as uow:
             dead = dead_holders(uow.caches.lease_holders(), self.holder)
         with self._store.transaction() as uow:
             return uow.caches.claim(
@@ -146,7 +146,7 @@ class WorkerLoop:
 
     def _expire(self) -> None:
         now = self._clock.now()
-        with self._store.transaction() as uow:
+        with self._store.transaction(read_only=True) as uow:
             expired = uow.caches.expired(now)
         for cache in expired:
             with self._store.transaction() as uow:

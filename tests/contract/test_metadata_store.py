@@ -688,3 +688,14 @@ def test_read_only_transactions_run_beside_a_writer(metadata_url: str) -> None:
     finally:
         writer.close()
         reader.close()
+
+
+def test_the_known_schema_head_is_the_newest_migration() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from imagedepot.adapters.db.store import MIGRATIONS_DIR, SCHEMA_HEAD
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_heads() == [SCHEMA_HEAD]

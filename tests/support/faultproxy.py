@@ -52,7 +52,7 @@ class SeenRequest:
 @dataclass
 class _Fault:
     match: str
-    kind: str  # status | reset | truncate | corrupt | ignore_range
+    kind: str  # status | reset | truncate | corrupt | ignore_range | throttle
     times: int | None
     code: int = 0
     nbytes: int = 0
@@ -112,6 +112,10 @@ class FaultProxy:
     def ignore_range(self, match: str, *, times: int | None = 1) -> None:
         """Forward without the Range header, like a server that cannot resume (answers 200)."""
         self._add(_Fault(match, "ignore_range", times, method="GET"))
+
+    def throttle(self, match: str, bytes_per_second: int, *, times: int | None = None) -> None:
+        """Forward the body no faster than `bytes_per_second`, for a download that takes a while."""
+        self._add(_Fault(match, "throttle", times, nbytes=bytes_per_second, method="GET"))
 
     def clear(self) -> None:
         """Forget every fault and every recorded request."""
@@ -273,7 +277,7 @@ class FaultProxy:
             fault = None
             if upstream.status in (200, 206) and request.method == "GET":
                 fault = self._take(
-                    request.method, request.path_qs, ("reset", "truncate", "corrupt")
+                    request.method, request.path_qs, ("reset", "truncate", "corrupt", "throttle")
                 )
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             for key, value in upstream.headers.items():
@@ -301,6 +305,8 @@ class FaultProxy:
                     chunk, flip = bytes([chunk[0] ^ 0xFF]) + chunk[1:], False
                 await response.write(chunk)
                 sent += len(chunk)
+                if fault is not None and fault.kind == "throttle":
+                    await asyncio.sleep(len(chunk) / fault.nbytes)
             await response.write_eof()
             self._record(request, upstream.status, fault)
             return response

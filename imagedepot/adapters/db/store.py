@@ -16,8 +16,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -28,6 +26,7 @@ from sqlalchemy import (
     delete,
     event,
     false,
+    inspect,
     or_,
     select,
     text,
@@ -62,9 +61,13 @@ from imagedepot.ports import (
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from alembic.config import Config
+
     from imagedepot.ports import MetadataStore
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
+SCHEMA_HEAD: Final = "0001"
+"""The newest migration's revision; a test checks it against the migrations directory."""
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 EXPIRABLE: Final = (CacheStatus.AVAILABLE, CacheStatus.FAILED, CacheStatus.UNAVAILABLE)
 
@@ -145,6 +148,8 @@ def create_engine_for(url: str | URL) -> Engine:
 
 
 def _alembic_config(connection: Connection) -> Config:
+    from alembic.config import Config
+
     config = Config()
     # Config values go through configparser interpolation, where '%' is special.
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
@@ -152,8 +157,24 @@ def _alembic_config(connection: Connection) -> Config:
     return config
 
 
+def schema_revision(connection: Connection) -> str | None:
+    """The Alembic revision the database is at; None for a fresh database."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
 def upgrade_schema(engine: Engine) -> None:
-    """Bring the schema to the newest revision in one transaction; a no-op when already there."""
+    """Bring the schema to the newest revision in one transaction; a no-op when already there.
+
+    Alembic (slow to import) is loaded only when there is something to upgrade, which keeps
+    the CLI's offline commands quick.
+    """
+    with engine.connect() as connection:
+        if schema_revision(connection) == SCHEMA_HEAD:
+            return
+    from alembic import command
+
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(
