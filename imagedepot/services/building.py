@@ -154,7 +154,9 @@ class CacheBuilder:
         Raises BuildFailed with the reason and a message naming the image, or
         BuildStopped when a checkpoint says the cache no longer wants building.
         """
-        resolved = [await self._resolve(text, cache, credentials) for text in cache.spec.images]
+        resolved = list(
+            await asyncio.gather(*(self._resolve(t, cache, credentials) for t in cache.spec.images))
+        )
         self._check_budget(cache, resolved)
         await asyncio.to_thread(self._record_references, cache.id, resolved)
         await asyncio.to_thread(self._store_manifests, resolved)

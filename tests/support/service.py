@@ -144,7 +144,7 @@ class Service:
 
 
 def wait_for_status(
-    client: httpx.Client, cache_id: str, wanted: set[str], timeout: float = 60
+    client: httpx.Client, cache_id: str, wanted: set[str], timeout: float = 60, poll: float = 0.1
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     body: dict[str, Any] = {}
@@ -154,7 +154,7 @@ def wait_for_status(
         body = response.json()["image_cache"]
         if body["status"] in wanted:
             return body
-        time.sleep(0.1)
+        time.sleep(poll)
     raise AssertionError(f"cache {cache_id} stayed {body.get('status')}: {body}")
 
 
