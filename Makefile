@@ -47,6 +47,7 @@ unit: $(STAMP)
 
 bench: $(STAMP) peers
 	$(BIN)/python bench/build_cache.py
+	$(BIN)/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

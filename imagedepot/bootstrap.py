@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -20,15 +21,26 @@ from typing import TYPE_CHECKING
 from imagedepot.adapters.blobs.filesystem import FilesystemBlobStore
 from imagedepot.adapters.clock import SystemClock
 from imagedepot.adapters.db.store import SqlMetadataStore
-from imagedepot.adapters.secretbox import FernetSecretBox, load_or_create_key
+from imagedepot.adapters.secretbox import (
+    FernetSecretBox,
+    load_or_create_key,
+    new_key,
+    write_key_file,
+)
 from imagedepot.config import Settings
+from imagedepot.domain.errors import InvalidInput
+from imagedepot.domain.policy import Policy
+from imagedepot.services.audit import AuditService
 from imagedepot.services.blobs import BlobService
-from imagedepot.services.caches import CacheService
+from imagedepot.services.caches import CacheService, Quotas
 from imagedepot.services.identity import IdentityService
+from imagedepot.services.oci_layouts import OciLayoutService
 from imagedepot.services.secrets import SecretService
+from imagedepot.services.serving import ServingService
 
 if TYPE_CHECKING:
     from imagedepot.adapters.registry.client import AiohttpRegistryClient
+    from imagedepot.api.registry_context import RegistryContext
     from imagedepot.services.building import BuildPolicy
     from imagedepot.worker.loop import WorkerLoop
 
@@ -48,6 +60,9 @@ class Core:
     caches: CacheService
     secrets: SecretService
     blob_service: BlobService
+    audit: AuditService
+    serving: ServingService
+    layouts: OciLayoutService
     admin_token_path: Path | None
 
     def close(self) -> None:
@@ -77,17 +92,52 @@ def open_core(settings: Settings) -> Core:
     clock = SystemClock()
     token, token_path = admin_token(settings)
     box = FernetSecretBox(load_or_create_key(settings.data_dir, settings.secret_key))
+    quotas = Quotas(settings.quota_caches, settings.quota_images, settings.quota_gib)
     return Core(
         settings=settings,
         store=store,
         blobs=blobs,
         clock=clock,
-        identity=IdentityService(store, clock, token),
-        caches=CacheService(store, clock),
+        identity=IdentityService(store, clock, token, box, load_policy(settings.policy_file)),
+        caches=CacheService(store, clock, quotas),
         secrets=SecretService(store, box, clock),
         blob_service=BlobService(store, blobs),
+        audit=AuditService(store),
+        serving=ServingService(store, blobs, clock),
+        layouts=OciLayoutService(store, blobs, clock),
         admin_token_path=token_path,
     )
+
+
+def rotate_secret_key(settings: Settings) -> int:
+    """Seal every secret under a new key; the count re-sealed.
+
+    With the key file: write NEW,OLD, re-seal, then keep NEW only, so a crash in between
+    leaves a file that still opens everything. With IMAGEDEPOT_SECRET_KEY the operator
+    sets it to NEW,OLD first; this re-seals under NEW, after which OLD can be dropped.
+    """
+    current = load_or_create_key(settings.data_dir, settings.secret_key)
+    keys = current if settings.secret_key else new_key() + b"," + current
+    if not settings.secret_key:
+        write_key_file(settings.data_dir, keys)
+    store = SqlMetadataStore(settings.resolved_database_url)
+    try:
+        resealed = SecretService(store, FernetSecretBox(keys), SystemClock()).reseal_all()
+    finally:
+        store.close()
+    if not settings.secret_key:
+        write_key_file(settings.data_dir, keys.split(b",", 1)[0])
+    return resealed
+
+
+def load_policy(path: Path | None) -> Policy:
+    if path is None:
+        return Policy.default()
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InvalidInput(f"policy file {path}: {error}") from None
+    return Policy.from_document(document)
 
 
 def build_policy(settings: Settings) -> BuildPolicy:
@@ -132,13 +182,26 @@ def new_registry_client(settings: Settings) -> AiohttpRegistryClient:
     )
 
 
+def registry_context(core: Core) -> RegistryContext:
+    """The registry port's services; its pull tokens are signed with a key derived from the
+    newest secret key, so rotating that key only cuts short the tokens of the last minutes."""
+    from imagedepot.api.registry_context import RegistryContext
+    from imagedepot.services.pull_tokens import PullTokens, derive_key
+
+    keys = load_or_create_key(core.settings.data_dir, core.settings.secret_key)
+    signing_key = derive_key(keys.split(b",", 1)[0])
+    return RegistryContext(core.serving, PullTokens(core.identity, core.clock, signing_key))
+
+
 async def serve(settings: Settings, *, with_api: bool = True) -> None:
     """Run the API port, the registry port and the worker in one process until SIGINT/SIGTERM."""
     # Imported here: the CLI's offline commands need only open_core, and these are slow to load.
     import uvicorn
 
     from imagedepot.api.app import api_app, registry_app
+    from imagedepot.api.auth import Gate
     from imagedepot.api.context import ApiContext
+    from imagedepot.api.limits import RateLimiter
 
     class EmbeddedServer(uvicorn.Server):
         """A uvicorn server that leaves signal handling to `serve`, which runs several of them."""
@@ -163,10 +226,17 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
 
     servers: list[uvicorn.Server] = []
     if with_api:
-        context = ApiContext(core.identity, core.caches, notify_worker)
+        gate = Gate(
+            core.identity,
+            core.audit,
+            RateLimiter(settings.rate_limit, settings.rate_burst),
+            core.clock,
+            settings.max_body_bytes,
+        )
+        context = ApiContext(gate, core.caches, notify_worker)
         for app, port in (
             (api_app(context), settings.port),
-            (registry_app(), settings.registry_port),
+            (registry_app(registry_context(core)), settings.registry_port),
         ):
             config = uvicorn.Config(
                 app,

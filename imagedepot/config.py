@@ -34,6 +34,16 @@ class Settings:
     worker_poll_seconds: float = 1.0
     lease_seconds: float = 30.0
     run_worker: bool = True
+    rate_limit: float = 50.0
+    """Requests per second per credential (0 turns the limit off)."""
+    rate_burst: int = 100
+    max_body_bytes: int = 1024 * 1024
+    policy_file: Path | None = None
+    """JSON `{"roles": {ROLE: [ACTION PATTERN, …]}}` replacing the default role policy."""
+    quota_caches: int = 50
+    quota_images: int = 1000
+    quota_gib: int = 20000
+    """Per project: caches, images across caches, and the sum of cache size budgets (GiB)."""
 
     @property
     def resolved_database_url(self) -> str:
@@ -81,9 +91,17 @@ def from_env(environ: Mapping[str, str] | None = None, **overrides: object) -> S
         ("max_retries", "MAX_RETRIES", int),
         ("retry_base_delay", "RETRY_BASE_DELAY", float),
         ("lease_seconds", "LEASE_SECONDS", float),
+        ("rate_limit", "RATE_LIMIT", float),
+        ("rate_burst", "RATE_BURST", int),
+        ("max_body_bytes", "MAX_BODY_BYTES", int),
+        ("quota_caches", "QUOTA_CACHES", int),
+        ("quota_images", "QUOTA_IMAGES", int),
+        ("quota_gib", "QUOTA_GIB", int),
     ):
         if env.get(f"IMAGEDEPOT_{name}"):
             values[key] = kind(env[f"IMAGEDEPOT_{name}"])
+    if env.get("IMAGEDEPOT_POLICY_FILE"):
+        values["policy_file"] = Path(env["IMAGEDEPOT_POLICY_FILE"])
     for key, value in overrides.items():
         if value is not None:
             values[key] = Path(str(value)) if key == "data_dir" else value

@@ -8,7 +8,7 @@ contract tests.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -70,6 +70,13 @@ class CacheRepository(Protocol):
     def expired(self, now: datetime) -> builtins.list[ImageCache]:
         """Available, Failed or Unavailable caches whose retention has run out."""
 
+    def available(self, project_ids: Sequence[str]) -> builtins.list[ImageCache]:
+        """The Available caches of these projects, newest (by creation) first."""
+
+    def record_use(self, cache_id: str, at: datetime) -> bool:
+        """Move last_used_at forward to `at` (never back); the resource version stays, since a
+        pull changes nothing about the cache. False when nothing changed."""
+
 
 @dataclass(frozen=True)
 class BlobInfo:
@@ -94,6 +101,13 @@ class BlobRefRepository(Protocol):
     def all_referenced(self) -> set[str]:
         """Every digest that some owner uses."""
 
+    def owners_of(self, digest: str, owner_ids: Sequence[str]) -> dict[str, BlobInfo]:
+        """Which of `owner_ids` use `digest`, each with what it recorded about it."""
+
+    def available_ref(self, digest: str, project_ids: Sequence[str]) -> BlobInfo | None:
+        """`digest` as an Available cache of one of these projects recorded it; None when no
+        such cache holds it."""
+
 
 class IdentityRepository(Protocol):
     def add_project(self, project: Project) -> None: ...
@@ -105,6 +119,47 @@ class IdentityRepository(Protocol):
     def add_credential(self, credential: Credential) -> None: ...
 
     def credential_by_token_hash(self, token_sha256: str) -> Credential | None: ...
+
+    def credential_by_access_key(self, access_key: str) -> Credential | None: ...
+
+    def credential(self, credential_id: str) -> Credential | None: ...
+
+    def credentials(self, project_id: str | None = None) -> builtins.list[Credential]:
+        """Every credential (of one project), oldest first."""
+
+    def revoke_credential(self, credential_id: str, at: datetime) -> bool:
+        """Mark revoked; False when unknown or already revoked."""
+
+    def reseal_credential_secrets(self, reseal: Callable[[bytes], bytes]) -> int:
+        """Re-encrypt every stored secret key with `reseal` (key rotation); the count changed."""
+
+    def set_anonymous_pull(self, project_id: str, allowed: bool) -> bool:
+        """Let anyone pull the project's caches on the registry port, or stop that; False
+        when there is no such project."""
+
+    def anonymous_pull_projects(self) -> builtins.list[str]:
+        """The ids of the projects whose caches anyone may pull."""
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One state-changing call: who, for which project, what, on which object, and the outcome."""
+
+    at: datetime
+    credential_id: str | None
+    project_id: str | None
+    action: str
+    target: str
+    status: int
+    request_id: str
+    remote: str | None = None
+
+
+class AuditRepository(Protocol):
+    def add(self, event: AuditEvent) -> None: ...
+
+    def recent(self, project_id: str | None = None, limit: int = 100) -> builtins.list[AuditEvent]:
+        """The newest events first."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +184,9 @@ class SecretRepository(Protocol):
 
     def delete(self, project_id: str, namespace: str, name: str) -> bool: ...
 
+    def reseal_all(self, reseal: Callable[[bytes], bytes]) -> int:
+        """Re-encrypt every secret's data with `reseal` (key rotation); the count changed."""
+
 
 class UnitOfWork(Protocol):
     """One transaction: everything done through it commits together when the block ends cleanly."""
@@ -137,6 +195,7 @@ class UnitOfWork(Protocol):
     blob_refs: BlobRefRepository
     identity: IdentityRepository
     secrets: SecretRepository
+    audit: AuditRepository
 
 
 class MetadataStore(Protocol):
@@ -278,3 +337,6 @@ class SecretBox(Protocol):
     def encrypt(self, plaintext: bytes) -> bytes: ...
 
     def decrypt(self, ciphertext: bytes) -> bytes: ...
+
+    def rotate(self, ciphertext: bytes) -> bytes:
+        """Re-seal under the newest key."""

@@ -123,6 +123,25 @@ def _create_key_file(path: Path) -> None:
     _fsync_dir(path.parent)
 
 
+def write_key_file(data_dir: Path, keys: bytes) -> None:
+    """Replace the key file atomically (temp file, fsync, rename), mode 0600."""
+    _fernets(keys, "new key file")
+    path = data_dir / KEY_FILE
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, keys + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, path)
+    _fsync_dir(path.parent)
+
+
+def new_key() -> bytes:
+    return Fernet.generate_key()
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:

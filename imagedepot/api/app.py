@@ -17,7 +17,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagedepot.api import cce, oci
+from imagedepot.api.auth import public
 from imagedepot.api.context import ApiContext
+from imagedepot.api.registry_context import RegistryContext
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -43,6 +46,7 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
+@public
 async def healthz(_: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -67,5 +71,5 @@ def api_app(context: ApiContext) -> Starlette:
     return app
 
 
-def registry_app() -> Starlette:
-    return Starlette(routes=oci.routes())
+def registry_app(context: RegistryContext) -> Starlette:
+    return Starlette(routes=oci.routes(context), exception_handlers={Exception: oci.internal_error})

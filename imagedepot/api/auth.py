@@ -1,17 +1,42 @@
-"""Turns a request into a Principal: the one place every dialect asks "who is calling?".
+"""The door every dialect's routes go through: who is calling, may they, and a record of it.
 
-Tokens arrive as `X-Auth-Token: T` or `Authorization: Bearer T`; the admin token
-may name a project with `X-Project-Id`. Later credential kinds (AK/SK
-signatures) are added here and nowhere else.
+`Gate.route` wraps a handler with the one action the route declares
+(`cce:imageCache:delete`, …): it reads the body within its size limit, turns the
+request into a Principal (a token as `X-Auth-Token` / `Authorization: Bearer`, or
+an `SDK-HMAC-SHA256` signature), applies the credential's rate limit, checks the
+action against the policy, and records every state-changing call in the audit
+log. Dialects only say how an error looks in their language.
 """
 
 from __future__ import annotations
 
-from starlette.requests import Request
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
-from imagedepot.domain.errors import Forbidden
-from imagedepot.domain.identity import Principal, Role
-from imagedepot.services.identity import IdentityService
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from imagedepot.api.limits import RateLimiter, read_body
+from imagedepot.domain import signing
+from imagedepot.domain.errors import DomainError
+from imagedepot.domain.identity import Principal
+from imagedepot.ports import AuditEvent, Clock
+from imagedepot.services.audit import AuditService
+from imagedepot.services.identity import IdentityService, SignedRequest
+
+log = logging.getLogger(__name__)
+
+PUBLIC = "public"
+"""The action of routes anyone may call (health, version discovery)."""
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+Handler = Callable[[Request, bytes, Principal], Response]
+"""A dialect's handler: runs in a worker thread (it may touch the database)."""
+ErrorRenderer = Callable[[DomainError], Response]
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def presented_token(request: Request) -> str | None:
@@ -24,13 +49,88 @@ def presented_token(request: Request) -> str | None:
     return None
 
 
-def authenticate(request: Request, identity: IdentityService) -> Principal:
-    return identity.authenticate_token(
-        presented_token(request), request.headers.get("x-project-id") or None
+def signed_request(request: Request, body: bytes) -> SignedRequest | None:
+    """The signature claim and the canonical request rebuilt from what arrived, if signed."""
+    authorization = request.headers.get("authorization", "")
+    if not signing.is_signature_header(authorization):
+        return None
+    claim = signing.parse_authorization(authorization)
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    canonical = signing.canonical_request(
+        request.method,
+        request.url.path,
+        request.query_params.multi_items(),
+        headers,
+        claim.signed_headers,
+        signing.payload_hash(body, request.headers.get("x-sdk-content-sha256")),
     )
+    return SignedRequest(claim, request.headers.get("x-sdk-date", ""), canonical)
 
 
-def require_writer(principal: Principal) -> None:
-    """Readers may look but not change anything."""
-    if principal.role is Role.READER:
-        raise Forbidden("this credential has the reader role and may not change objects")
+@dataclass(frozen=True)
+class Gate:
+    identity: IdentityService
+    audit: AuditService
+    limiter: RateLimiter
+    clock: Clock
+    max_body_bytes: int
+
+    def authenticate(self, request: Request, body: bytes) -> Principal:
+        hint = request.headers.get("x-project-id") or None
+        signed = signed_request(request, body)
+        if signed is not None:
+            return self.identity.authenticate_signature(signed, hint)
+        return self.identity.authenticate_token(presented_token(request), hint)
+
+    def permit(self, principal: Principal, action: str) -> None:
+        """The credential's rate limit, then the policy (both in memory)."""
+        self.limiter.check(principal.credential_id)
+        self.identity.authorize(principal, action)
+
+    def record(
+        self, request: Request, principal: Principal | None, action: str, status: int
+    ) -> None:
+        event = AuditEvent(
+            at=self.clock.now(),
+            credential_id=principal.credential_id if principal else None,
+            project_id=principal.project_id if principal else None,
+            action=action,
+            target=request.url.path,
+            status=status,
+            request_id=getattr(request.state, "request_id", ""),
+            remote=request.client.host if request.client else None,
+        )
+        try:
+            self.audit.record(event)
+        except Exception:
+            log.exception("could not record audit event for %s %s", action, event.target)
+
+    def route(self, actions: Mapping[str, tuple[str, Handler]], render: ErrorRenderer) -> Endpoint:
+        """An endpoint serving each method with its declared action and handler."""
+
+        async def endpoint(request: Request) -> Response:
+            action, handler = actions[request.method]
+            principal: Principal | None = None
+            try:
+                body = b""
+                if request.method in BODY_METHODS:
+                    body = await read_body(request, self.max_body_bytes)
+                principal = await run_in_threadpool(self.authenticate, request, body)
+                self.permit(principal, action)
+                response = await run_in_threadpool(handler, request, body, principal)
+            except DomainError as error:
+                response = render(error)
+            if request.method not in SAFE_METHODS:
+                await run_in_threadpool(
+                    self.record, request, principal, action, response.status_code
+                )
+            return response
+
+        endpoint.actions = {method: action for method, (action, _) in actions.items()}  # type: ignore[attr-defined]
+        return endpoint
+
+
+def public(endpoint: Endpoint) -> Endpoint:
+    """Mark an endpoint anyone may call; the route audit test accepts it."""
+    endpoint.actions = PUBLIC  # type: ignore[attr-defined]
+    return endpoint

@@ -8,15 +8,12 @@ else), and every response carries `X-Request-Id`.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from imagedepot.api.auth import authenticate, require_writer
 from imagedepot.api.context import ApiContext
 from imagedepot.domain.caches import CacheSpec, ImageCache
 from imagedepot.domain.errors import (
@@ -25,17 +22,21 @@ from imagedepot.domain.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    PayloadTooLarge,
+    RateLimited,
     Unauthenticated,
 )
+from imagedepot.domain.identity import Principal
 
 CREATED_AT_FORMAT = "%Y-%m-%d %H:%M:%S.%f +0000 UTC"
-MAX_BODY_BYTES = 1024 * 1024
 _ERROR_STATUS: list[tuple[type[DomainError], int]] = [
     (InvalidInput, 400),
     (Unauthenticated, 401),
     (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (PayloadTooLarge, 413),
+    (RateLimited, 429),
 ]
 _CREATE_FIELDS: dict[str, type] = {
     "name": str,
@@ -83,6 +84,10 @@ def progress(cache: ImageCache) -> dict[str, Any]:
         "status": cache.status.value,
         "message": cache.message,
         "reason": cache.reason,
+        # When the registry port last served a pull from it (Alibaba's LastMatchedTime), for eviction.
+        "last_used_at": (
+            cache.last_used_at.strftime("%Y-%m-%dT%H:%M:%SZ") if cache.last_used_at else None
+        ),
         "images": [
             {
                 "image": image.image,
@@ -109,8 +114,6 @@ def _check_fields(body: dict[str, Any], allowed: dict[str, type], prefix: str) -
 
 
 def parse_create(raw: bytes) -> CacheSpec:
-    if len(raw) > MAX_BODY_BYTES:
-        raise InvalidInput("request body is too large")
     try:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -142,56 +145,55 @@ def parse_create(raw: bytes) -> CacheSpec:
     )
 
 
-Handler = Callable[[Request, bytes], Response]
-
-
-def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """Read the body on the event loop, run the handler (which touches the database) in a
-    thread, and turn domain errors into CCE error bodies."""
-
-    async def endpoint(request: Request) -> Response:
-        try:
-            body = await request.body() if request.method in {"POST", "PUT", "PATCH"} else b""
-            return await run_in_threadpool(handler, request, body)
-        except DomainError as error:
-            status = next(code for kind, code in _ERROR_STATUS if isinstance(error, kind))
-            return error_response(status, error.message)
-
-    return endpoint
+def render_error(error: DomainError) -> Response:
+    status = next(code for kind, code in _ERROR_STATUS if isinstance(error, kind))
+    response = error_response(status, error.message)
+    if isinstance(error, RateLimited):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
 
 
 def routes(context: ApiContext) -> list[Route]:
-    def list_or_create(request: Request, raw: bytes) -> Response:
-        principal = authenticate(request, context.identity)
-        if request.method == "GET":
-            name = request.query_params.get("name")
-            caches = context.caches.list(principal, name or None)
-            return JSONResponse({"image_caches": [detail(cache) for cache in caches]})
-        require_writer(principal)
-        spec = parse_create(raw)
-        cache = context.caches.create(principal, spec)
+    caches = context.caches
+
+    def list_caches(request: Request, _: bytes, principal: Principal) -> Response:
+        name = request.query_params.get("name") or None
+        return JSONResponse({"image_caches": [detail(c) for c in caches.list(principal, name)]})
+
+    def create_cache(_: Request, raw: bytes, principal: Principal) -> Response:
+        cache = caches.create(principal, parse_create(raw))
         context.notify_worker()
         return JSONResponse({"image_cache": detail(cache)}, status_code=201)
 
-    def show_or_delete(request: Request, _: bytes) -> Response:
-        principal = authenticate(request, context.identity)
-        cache_id = request.path_params["image_cache_id"]
-        if request.method == "GET":
-            return JSONResponse({"image_cache": detail(context.caches.get(principal, cache_id))})
-        require_writer(principal)
-        cache = context.caches.request_deletion(principal, cache_id)
+    def show_cache(request: Request, _: bytes, principal: Principal) -> Response:
+        cache = caches.get(principal, request.path_params["image_cache_id"])
+        return JSONResponse({"image_cache": detail(cache)})
+
+    def delete_cache(request: Request, _: bytes, principal: Principal) -> Response:
+        cache = caches.request_deletion(principal, request.path_params["image_cache_id"])
         context.notify_worker()
         return JSONResponse({"image_cache": detail(cache)}, status_code=202)
 
-    def show_progress(request: Request, _: bytes) -> Response:
-        principal = authenticate(request, context.identity)
-        cache = context.caches.get(principal, request.path_params["image_cache_id"])
-        return JSONResponse(progress(cache))
+    def show_progress(request: Request, _: bytes, principal: Principal) -> Response:
+        return JSONResponse(progress(caches.get(principal, request.path_params["image_cache_id"])))
 
+    gate = context.gate
+    collection = {
+        "GET": ("cce:imageCache:list", list_caches),
+        "POST": ("cce:imageCache:create", create_cache),
+    }
+    item = {
+        "GET": ("cce:imageCache:get", show_cache),
+        "DELETE": ("cce:imageCache:delete", delete_cache),
+    }
     return [
-        Route("/v5/imagecaches", guarded(list_or_create), methods=["GET", "POST"]),
+        Route("/v5/imagecaches", gate.route(collection, render_error), methods=list(collection)),
         Route(
-            "/v5/imagecaches/{image_cache_id}", guarded(show_or_delete), methods=["GET", "DELETE"]
+            "/v5/imagecaches/{image_cache_id}", gate.route(item, render_error), methods=list(item)
         ),
-        Route("/v5/imagecaches/{image_cache_id}/progress", guarded(show_progress), methods=["GET"]),
+        Route(
+            "/v5/imagecaches/{image_cache_id}/progress",
+            gate.route({"GET": ("cce:imageCache:get", show_progress)}, render_error),
+            methods=["GET"],
+        ),
     ]

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from imagedepot.api.auth import Gate
 from imagedepot.services.caches import CacheService
-from imagedepot.services.identity import IdentityService
 
 
 @dataclass(frozen=True)
 class ApiContext:
-    identity: IdentityService
+    gate: Gate
     caches: CacheService
     notify_worker: Callable[[], None]

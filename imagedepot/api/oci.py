@@ -1,19 +1,365 @@
-"""The OCI Distribution API on the registry port (read side).
+"""The OCI Distribution API, pull side, on the registry port: what the caches hold, as skopeo,
+containerd and docker pull it.
 
-For now only the version check `GET /v2/` answers; serving what the caches hold
-is the registry-port issue's work.
+Manifests go out byte for byte with their stored media type; blobs stream from disk in large
+buffers (with Range, HEAD and ETag), never read whole. Errors use the spec's
+`{"errors":[{code,message,detail}]}` body, and push methods answer 405 UNSUPPORTED.
+Authentication is the token flow registries use: a 401 with a Bearer challenge naming
+`/token`, which exchanges a project credential (basic auth, any username) for a short-lived
+pull token, or hands out an anonymous one. A request without credentials pulls from the
+projects that allow anonymous pulls; when that finds nothing it gets the challenge, so a
+client that has credentials learns where to use them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from imagedepot.api.auth import public
+from imagedepot.api.registry_context import RegistryContext
+from imagedepot.domain.errors import DomainError, Forbidden, InvalidInput, NotFound, Unauthenticated
+from imagedepot.services.pull_tokens import PULL_ACTION
+from imagedepot.services.serving import (
+    ANONYMOUS,
+    BlobUnknown,
+    DigestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    Page,
+    Puller,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE = "imagedepot"
+API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+PULL_METHODS = frozenset({"GET", "HEAD"})
+EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+MAX_TOKEN_FORM_BYTES = 64 * 1024
+BLOB_CACHE_CONTROL = "max-age=31536000"  # content-addressed: a blob never changes
 
 
-async def version_check(_: Request) -> Response:
-    return JSONResponse({}, headers={"Docker-Distribution-API-Version": "registry/2.0"})
+class PaginationInvalid(InvalidInput):
+    """`n` is not a non-negative integer."""
 
 
-def routes() -> list[Route]:
-    return [Route("/v2/", version_check, methods=["GET", "HEAD"])]
+_ERRORS: list[tuple[type[DomainError], int, str]] = [
+    (NameInvalid, 400, "NAME_INVALID"),
+    (DigestInvalid, 400, "DIGEST_INVALID"),
+    (PaginationInvalid, 400, "PAGINATION_NUMBER_INVALID"),
+    (NameUnknown, 404, "NAME_UNKNOWN"),
+    (ManifestUnknown, 404, "MANIFEST_UNKNOWN"),
+    (BlobUnknown, 404, "BLOB_UNKNOWN"),
+    (Unauthenticated, 401, "UNAUTHORIZED"),
+    (Forbidden, 403, "DENIED"),
+    (NotFound, 404, "NAME_UNKNOWN"),
+    (InvalidInput, 400, "UNSUPPORTED"),
+    (DomainError, 500, "UNKNOWN"),
+]
+
+
+class BlobResponse(FileResponse):
+    """A file streamed in 1 MiB reads: a few thread hops per blob instead of one per 64 KiB."""
+
+    chunk_size = 1 << 20
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    detail: Any = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    error = {"code": code, "message": message, "detail": detail or {}}
+    return JSONResponse(
+        {"errors": [error]}, status_code=status, headers={**API_VERSION, **(headers or {})}
+    )
+
+
+def domain_error_response(error: DomainError, detail: Any = None) -> JSONResponse:
+    status, code = next((s, c) for kind, s, c in _ERRORS if isinstance(error, kind))
+    return error_response(status, code, error.message, detail)
+
+
+async def internal_error(_: Request, error: Exception) -> Response:
+    log.exception("unhandled error on the registry port", exc_info=error)
+    return error_response(500, "UNKNOWN", "internal error; see the server log")
+
+
+def presented_credential(request: Request) -> str | None:
+    """What the request presents: a bearer token, a basic-auth password (the username is not
+    looked at), or an `X-Auth-Token`; None for none."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return value
+    if scheme.lower() == "basic" and value:
+        try:
+            _, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthenticated("the basic credentials are not base64 user:password") from None
+        if not password:
+            raise Unauthenticated("the basic credentials have no password")
+        return password
+    token = request.headers.get("x-auth-token", "").strip()
+    return token or None
+
+
+def challenge(request: Request, scope: str | None = None, error: str | None = None) -> str:
+    realm = str(request.base_url).rstrip("/") + "/token"
+    parts = [f'realm="{realm}"', f'service="{SERVICE}"']
+    if scope:
+        parts.append(f'scope="{scope}"')
+    if error:
+        parts.append(f'error="{error}"')
+    return "Bearer " + ",".join(parts)
+
+
+def unauthorized(request: Request, message: str, *, invalid: bool = False) -> JSONResponse:
+    name = request.path_params.get("name")
+    scope = f"repository:{name}:pull" if name else None
+    header = challenge(request, scope, "invalid_token" if invalid else None)
+    return error_response(
+        401, "UNAUTHORIZED", message, _detail(request), {"WWW-Authenticate": header}
+    )
+
+
+def accepted_media_types(request: Request) -> frozenset[str]:
+    """Every media type named by the Accept headers (Go clients send several), without params."""
+    return frozenset(
+        part.split(";", 1)[0].strip()
+        for value in request.headers.getlist("accept")
+        for part in value.split(",")
+        if part.strip()
+    )
+
+
+def page_size(request: Request) -> int | None:
+    text = request.query_params.get("n")
+    if text is None or text == "":
+        return None
+    if not text.isdigit():
+        raise PaginationInvalid(f"n must be a non-negative integer, got {text!r}", field="n")
+    return int(text)
+
+
+def paged(request: Request, key: str, page: Page, body: dict[str, Any]) -> Response:
+    """`body` with the page's items under `key`, and a Link to the next page when there is one."""
+    headers = dict(API_VERSION)
+    if page.more and page.items:
+        query = {"last": page.items[-1]}
+        if request.query_params.get("n"):
+            query["n"] = request.query_params["n"]
+        headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+    return JSONResponse({**body, key: page.items}, headers=headers)
+
+
+def not_modified(request: Request, etag: str) -> bool:
+    wanted = request.headers.get("if-none-match")
+    return wanted is not None and (wanted.strip() == "*" or etag in wanted)
+
+
+def _detail(request: Request) -> dict[str, str]:
+    return {key: value for key, value in request.path_params.items() if key != "rest"}
+
+
+PullHandler = Callable[[Request, Puller], Awaitable[Response]]
+
+
+def routes(context: RegistryContext) -> list[BaseRoute]:
+    serving, tokens = context.serving, context.tokens
+    recording: set[asyncio.Task[None]] = set()
+
+    def puller_of(request: Request) -> Puller | None:
+        credential = presented_credential(request)
+        return None if credential is None else tokens.authenticate(credential)
+
+    def pull(handler: PullHandler) -> Callable[[Request], Awaitable[Response]]:
+        """Refuse push methods, find who pulls, and answer errors in the spec's form; an
+        anonymous pull that finds nothing is asked to authenticate instead."""
+
+        async def endpoint(request: Request) -> Response:
+            if request.method not in PULL_METHODS:
+                return unsupported(request)
+            try:
+                presented = await run_in_threadpool(puller_of, request)
+            except Forbidden as error:
+                return domain_error_response(error, _detail(request))
+            except DomainError as error:
+                return unauthorized(request, error.message, invalid=True)
+            puller = presented or ANONYMOUS
+            try:
+                return await handler(request, puller)
+            except (NameUnknown, BlobUnknown) as error:
+                if puller.anonymous:
+                    return unauthorized(request, f"authentication required: {error.message}")
+                return domain_error_response(error, _detail(request))
+            except DomainError as error:
+                return domain_error_response(error, _detail(request))
+
+        return endpoint
+
+    def record_use(cache_id: str) -> None:
+        try:
+            serving.record_use(cache_id)
+        except Exception:
+            log.exception("could not record the use of cache %s", cache_id)
+
+    def note_use(cache_id: str) -> None:
+        """Record the pull off the request's path: the response never waits for the write."""
+        if serving.use_due(cache_id):
+            task = asyncio.create_task(run_in_threadpool(record_use, cache_id))
+            recording.add(task)
+            task.add_done_callback(recording.discard)
+
+    async def version_check(request: Request) -> Response:
+        if request.method not in PULL_METHODS:
+            return unsupported(request)
+        try:
+            presented = await run_in_threadpool(puller_of, request)
+        except DomainError as error:
+            return unauthorized(request, error.message, invalid=True)
+        if presented is None:
+            return unauthorized(request, "authentication required")
+        return JSONResponse({}, headers=API_VERSION)
+
+    @pull
+    async def manifest(request: Request, puller: Puller) -> Response:
+        served = await run_in_threadpool(
+            serving.manifest,
+            puller,
+            request.path_params["name"],
+            request.path_params["reference"],
+            upstream=request.query_params.get("ns"),
+            accepted=accepted_media_types(request),
+        )
+        note_use(served.cache_id)
+        etag = f'"{served.digest}"'
+        headers = {**API_VERSION, "Docker-Content-Digest": served.digest, "ETag": etag}
+        if not_modified(request, etag):
+            return Response(status_code=304, headers=headers)
+        return Response(served.body, media_type=served.media_type, headers=headers)
+
+    @pull
+    async def blob(request: Request, puller: Puller) -> Response:
+        served = await run_in_threadpool(
+            serving.blob, puller, request.path_params["name"], request.path_params["digest"]
+        )
+        etag = f'"{served.digest}"'
+        headers = {
+            **API_VERSION,
+            "Docker-Content-Digest": served.digest,
+            "ETag": etag,
+            "Cache-Control": BLOB_CACHE_CONTROL,
+        }
+        if not_modified(request, etag):
+            return Response(status_code=304, headers=headers)
+        return BlobResponse(served.path, media_type="application/octet-stream", headers=headers)
+
+    @pull
+    async def tags(request: Request, puller: Puller) -> Response:
+        name = request.path_params["name"]
+        page = await run_in_threadpool(
+            lambda: serving.tags(
+                puller,
+                name,
+                upstream=request.query_params.get("ns"),
+                limit=page_size(request),
+                after=request.query_params.get("last"),
+            )
+        )
+        return paged(request, "tags", page, {"name": name})
+
+    @pull
+    async def catalog(request: Request, puller: Puller) -> Response:
+        page = await run_in_threadpool(
+            lambda: serving.catalog(
+                puller, limit=page_size(request), after=request.query_params.get("last")
+            )
+        )
+        return paged(request, "repositories", page, {})
+
+    async def token(request: Request) -> Response:
+        """GET with basic auth (or none, for an anonymous token), as docker and skopeo ask;
+        POST with an OAuth2 password grant, as containerd asks when it has credentials."""
+        if request.method == "POST":
+            form = await _token_form(request)
+            if form.get("grant_type") != "password":
+                return JSONResponse(
+                    {"error": "unsupported_grant_type", "error_description": "use password"},
+                    status_code=400,
+                )
+            credential: str | None = form.get("password") or None
+        else:
+            try:
+                credential = presented_credential(request)
+            except Unauthenticated as error:
+                return error_response(401, "UNAUTHORIZED", error.message)
+        try:
+            issued = await run_in_threadpool(tokens.issue, credential)
+        except Unauthenticated as error:
+            return error_response(401, "UNAUTHORIZED", error.message)
+        except Forbidden as error:
+            return domain_error_response(error)
+        body: dict[str, Any] = {
+            "token": issued.token,
+            "access_token": issued.token,
+            "expires_in": issued.expires_in,
+            "issued_at": issued.issued_at.isoformat().replace("+00:00", "Z"),
+        }
+        scope = request.query_params.get("scope")
+        if scope:
+            body["scope"] = scope
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+    async def other(request: Request) -> Response:
+        if request.method not in PULL_METHODS:
+            return unsupported(request)
+        return error_response(404, "UNSUPPORTED", f"no such endpoint {request.url.path}")
+
+    for endpoint in (version_check, catalog, manifest, blob, tags):
+        endpoint.actions = dict.fromkeys(PULL_METHODS, PULL_ACTION)  # type: ignore[attr-defined]
+    public(token)
+    public(other)
+    return [
+        Route("/v2/", version_check, methods=EVERY_METHOD),
+        Route("/v2/_catalog", catalog, methods=EVERY_METHOD),
+        Route("/v2/{name:path}/manifests/{reference}", manifest, methods=EVERY_METHOD),
+        Route("/v2/{name:path}/blobs/{digest}", blob, methods=EVERY_METHOD),
+        Route("/v2/{name:path}/tags/list", tags, methods=EVERY_METHOD),
+        Route("/token", token, methods=["GET", "POST"]),
+        Route("/{rest:path}", other, methods=EVERY_METHOD),
+    ]
+
+
+def unsupported(request: Request) -> Response:
+    return error_response(
+        405,
+        "UNSUPPORTED",
+        f"{request.method} is not supported: this registry only serves pulls",
+        _detail(request),
+        {"Allow": "GET, HEAD"},
+    )
+
+
+async def _token_form(request: Request) -> dict[str, str]:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_TOKEN_FORM_BYTES:
+            return {}
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {key: values[0] for key, values in fields.items()}

@@ -34,3 +34,19 @@ class Unauthenticated(DomainError):
 
 class Forbidden(DomainError):
     """The credential is valid but may not do this (HTTP 403)."""
+
+
+class QuotaExceeded(Forbidden):
+    """The project would go over one of its quotas (HTTP 403, with the quota named)."""
+
+
+class RateLimited(DomainError):
+    """Too many requests from one credential (HTTP 429); `retry_after` in whole seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PayloadTooLarge(DomainError):
+    """The request body is over the configured limit (HTTP 413)."""

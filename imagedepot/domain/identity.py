@@ -24,6 +24,11 @@ class Role(enum.StrEnum):
     READER = "reader"
 
 
+class CredentialKind(enum.StrEnum):
+    TOKEN = "token"  # noqa: S105 - a kind name, not a secret
+    AKSK = "aksk"
+
+
 @dataclass(frozen=True)
 class Project:
     id: str
@@ -33,12 +38,22 @@ class Project:
 
 @dataclass(frozen=True)
 class Credential:
+    """A token (kept only as its SHA-256) or an access key pair (the secret key kept encrypted,
+    since verifying a signature needs it)."""
+
     id: str
     project_id: str
     role: Role
-    token_sha256: str
+    token_sha256: str | None
     created_at: datetime
     expires_at: datetime | None = None
+    kind: CredentialKind = CredentialKind.TOKEN
+    access_key: str | None = None
+    secret_ciphertext: bytes | None = None
+    revoked_at: datetime | None = None
+
+    def usable(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,15 @@ def validate_project_name(name: str) -> None:
 
 def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_access_key_pair() -> tuple[str, str]:
+    """An access key id (20 upper-case letters and digits, as the clouds' AKs look) and a
+    40-character secret key."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    access_key = "".join(secrets.choice(alphabet) for _ in range(20))
+    secret_key = "".join(secrets.choice(alphabet + "abcdefghijklmnopqrstuvwxyz") for _ in range(40))
+    return access_key, secret_key
 
 
 def hash_token(token: str) -> str:

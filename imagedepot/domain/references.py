@@ -22,7 +22,7 @@ _DOMAIN_RE = re.compile(
     r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
     r"(?::[0-9]+)?$|^\[[0-9a-fA-F:.]+\](?::[0-9]+)?$"
 )
-_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 MAX_REFERENCE_LENGTH = 255
 
@@ -67,7 +67,7 @@ def parse_reference(text: str) -> ImageReference:
     last_colon = remainder.rfind(":")
     if last_colon > last_slash:
         remainder, tag = remainder[:last_colon], remainder[last_colon + 1 :]
-        if not _TAG_RE.match(tag):
+        if not TAG_RE.match(tag):
             raise InvalidInput(f"image reference {text!r} has an invalid tag {tag!r}")
     registry, _, path = remainder.partition("/")
     if not path or not _looks_like_registry(registry):
@@ -83,6 +83,21 @@ def parse_reference(text: str) -> ImageReference:
     if tag is None and digest is None:
         tag = DEFAULT_TAG
     return ImageReference(registry=registry, repository=path, tag=tag, digest=digest)
+
+
+def parse_repository_name(text: str) -> tuple[str | None, str]:
+    """A repository name as a registry API path carries it: `team/app`, or with the registry
+    host in front (`registry.example.com/team/app`, `docker.io/nginx`), normalised as Docker
+    does. The host is None when the name has none; InvalidInput when it is not a name."""
+    registry, _, path = text.partition("/")
+    if path and _looks_like_registry(registry):
+        if not _DOMAIN_RE.match(registry) or not _PATH_RE.match(path):
+            raise InvalidInput(f"{text!r} is not a repository name")
+        reference = parse_reference(text)
+        return reference.registry, reference.repository
+    if len(text) > MAX_REFERENCE_LENGTH or not _PATH_RE.match(text):
+        raise InvalidInput(f"{text!r} is not a repository name")
+    return None, text
 
 
 def _looks_like_registry(component: str) -> bool:

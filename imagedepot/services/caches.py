@@ -6,18 +6,30 @@ every request returns at once and is safe to retry.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from imagedepot.domain.caches import CacheSpec, FieldNames, ImageCache
-from imagedepot.domain.errors import Conflict, NotFound
+from imagedepot.domain.errors import Conflict, NotFound, QuotaExceeded
 from imagedepot.domain.identity import Principal
 from imagedepot.ports import Clock, MetadataStore
 
 SAVE_ATTEMPTS = 5
 
 
+@dataclass(frozen=True)
+class Quotas:
+    """Per project; the defaults follow the clouds (CCE allows 50 caches per tenant)."""
+
+    caches: int = 50
+    images: int = 1000
+    gib: int = 20000
+
+
 class CacheService:
-    def __init__(self, store: MetadataStore, clock: Clock) -> None:
+    def __init__(self, store: MetadataStore, clock: Clock, quotas: Quotas | None = None) -> None:
         self._store = store
         self._clock = clock
+        self._quotas = quotas or Quotas()
 
     def create(
         self,
@@ -33,8 +45,26 @@ class CacheService:
             spec.validate(max_images=max_images, field_names=field_names)
         cache = ImageCache.new(principal.project_id, spec, self._clock.now())
         with self._store.transaction() as uow:
+            self._check_quotas(uow.caches.list(principal.project_id), spec)
             uow.caches.add(cache)
         return cache
+
+    def _check_quotas(self, existing: list[ImageCache], spec: CacheSpec) -> None:
+        quotas = self._quotas
+        if len(existing) + 1 > quotas.caches:
+            raise QuotaExceeded(f"quota exceeded: the project may hold {quotas.caches} caches")
+        images = sum(len(cache.spec.images) for cache in existing) + len(spec.images)
+        if images > quotas.images:
+            raise QuotaExceeded(
+                f"quota exceeded: the project may cache {quotas.images} images in all, "
+                f"this would make {images}"
+            )
+        gib = sum(cache.spec.size_gib for cache in existing) + spec.size_gib
+        if gib > quotas.gib:
+            raise QuotaExceeded(
+                f"quota exceeded: the project's caches may total {quotas.gib} GiB, "
+                f"this would make {gib} GiB"
+            )
 
     def get(self, principal: Principal, cache_id: str) -> ImageCache:
         with self._store.transaction(read_only=True) as uow:

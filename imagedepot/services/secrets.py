@@ -82,6 +82,13 @@ class SecretService:
             uow.secrets.put(secret)
         return SecretSummary(namespace, name, DOCKER_CONFIG_JSON, servers)
 
+    def reseal_all(self) -> int:
+        """Re-encrypt every stored secret (and access key secret) under the box's newest key."""
+        with self._store.transaction() as uow:
+            return uow.secrets.reseal_all(self._box.rotate) + (
+                uow.identity.reseal_credential_secrets(self._box.rotate)
+            )
+
     def credentials_for(
         self, project_id: str, secret_refs: tuple[str, ...], registry: str
     ) -> RegistryCredentials | None:

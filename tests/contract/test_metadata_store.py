@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import StatementError
 
 from imagedepot.adapters.db import tables
-from imagedepot.adapters.db.store import SqlMetadataStore, database_url, migrate
+from imagedepot.adapters.db.store import SCHEMA_HEAD, SqlMetadataStore, database_url, migrate
 from imagedepot.domain.caches import (
     CacheSpec,
     CacheStatus,
@@ -91,7 +91,7 @@ def test_opening_again_keeps_data_and_schema(metadata_url: str) -> None:
         assert get(second, cache.id) == cache
         with second.transaction() as uow:
             versions = uow.connection.execute(text("SELECT version_num FROM alembic_version"))
-            assert versions.scalars().all() == ["0001"]
+            assert versions.scalars().all() == [SCHEMA_HEAD]
     finally:
         second.close()
 
@@ -106,7 +106,7 @@ def test_processes_starting_together_migrate_once(metadata_url: str) -> None:
     try:
         with opened.transaction() as uow:
             versions = uow.connection.execute(text("SELECT version_num FROM alembic_version"))
-            assert versions.scalars().all() == ["0001"]
+            assert versions.scalars().all() == [SCHEMA_HEAD]
     finally:
         opened.close()
 
@@ -559,6 +559,102 @@ def test_referenced_handles_long_lists(store: SqlMetadataStore) -> None:
     with store.transaction() as uow:
         found = uow.blob_refs.referenced([digest(n) for n in range(3000)])
     assert found == {blob.digest for blob in blobs}
+
+
+# --- serving on the registry port ---------------------------------------------------------
+
+
+def available_cache(name: str, project_id: str, now: datetime) -> ImageCache:
+    cache = new_cache(name, project_id, now)
+    cache.status = CacheStatus.AVAILABLE
+    return cache
+
+
+def test_available_lists_the_projects_available_caches_newest_first(
+    store: SqlMetadataStore,
+) -> None:
+    older = available_cache("older", "p1", T0)
+    newer = available_cache("newer", "p1", T0 + timedelta(hours=1))
+    building = new_cache("building", "p1", T0 + timedelta(hours=2))
+    failed = new_cache("failed", "p1", T0 + timedelta(hours=3))
+    failed.status = CacheStatus.FAILED
+    neighbour = available_cache("neighbour", "p2", T0 + timedelta(minutes=30))
+    stranger = available_cache("stranger", "p3", T0 + timedelta(hours=5))
+    add(store, older, newer, building, failed, neighbour, stranger)
+
+    with store.transaction(read_only=True) as uow:
+        assert uow.caches.available(["p1"]) == [newer, older]
+        assert [c.id for c in uow.caches.available(("p2", "p1"))] == [
+            newer.id,
+            neighbour.id,
+            older.id,
+        ]
+        assert uow.caches.available([]) == []
+        assert uow.caches.available(["nobody"]) == []
+
+
+def test_which_caches_hold_a_digest(store: SqlMetadataStore) -> None:
+    manifest = BlobInfo(digest(1), 500, "application/vnd.oci.image.manifest.v1+json")
+    layer = BlobInfo(digest(2), 2**33, "application/vnd.oci.image.layer.v1.tar+gzip")
+    mine = available_cache("mine", "p1", T0)
+    building = new_cache("building", "p1", T0)
+    theirs = available_cache("theirs", "p2", T0)
+    add(store, mine, building, theirs)
+    with store.transaction() as uow:
+        uow.blob_refs.add_refs(mine.id, [manifest, layer])
+        uow.blob_refs.add_refs(building.id, [manifest, BlobInfo(digest(3), 3, "m")])
+        uow.blob_refs.add_refs(theirs.id, [BlobInfo(digest(4), 4, "m")])
+
+    with store.transaction(read_only=True) as uow:
+        assert uow.blob_refs.owners_of(digest(1), [mine.id, building.id, theirs.id]) == {
+            mine.id: manifest,
+            building.id: manifest,
+        }
+        assert uow.blob_refs.owners_of(digest(1), [theirs.id]) == {}
+        assert uow.blob_refs.owners_of(digest(1), []) == {}
+        assert uow.blob_refs.available_ref(digest(2), ["p1"]) == layer
+        assert uow.blob_refs.available_ref(digest(1), ["p2", "p1"]) == manifest
+        # held only by a cache that is still building, or by another project's cache
+        assert uow.blob_refs.available_ref(digest(3), ["p1"]) is None
+        assert uow.blob_refs.available_ref(digest(4), ["p1"]) is None
+        assert uow.blob_refs.available_ref(digest(4), ["p2"]) == BlobInfo(digest(4), 4, "m")
+        assert uow.blob_refs.available_ref(digest(2), []) is None
+
+
+def test_record_use_only_moves_forward_and_keeps_the_version(store: SqlMetadataStore) -> None:
+    cache = available_cache("used", "p1", T0)
+    add(store, cache)
+    later = T0 + timedelta(days=1)
+    with store.transaction() as uow:
+        assert uow.caches.record_use(cache.id, later) is True
+        assert uow.caches.record_use(cache.id, T0 + timedelta(hours=1)) is False
+        assert uow.caches.record_use("missing", later) is False
+    stored = get(store, cache.id)
+    assert stored is not None
+    assert stored.last_used_at == later
+    assert stored.resource_version == cache.resource_version
+    with store.transaction() as uow:
+        assert uow.caches.record_use(cache.id, later + timedelta(seconds=61)) is True
+    assert (stored := get(store, cache.id)) is not None
+    assert stored.last_used_at == later + timedelta(seconds=61)
+
+
+def test_anonymous_pull_is_off_until_a_project_allows_it(store: SqlMetadataStore) -> None:
+    with store.transaction() as uow:
+        uow.identity.add_project(Project(id="p-a", name="mirror", created_at=T0))
+        uow.identity.add_project(Project(id="p-b", name="private", created_at=T0))
+    with store.transaction() as uow:
+        assert uow.identity.anonymous_pull_projects() == []
+        assert uow.identity.set_anonymous_pull("p-a", True) is True
+        assert uow.identity.set_anonymous_pull("p-missing", True) is False
+    with store.transaction(read_only=True) as uow:
+        assert uow.identity.anonymous_pull_projects() == ["p-a"]
+        assert uow.identity.project_by_name("mirror") == Project("p-a", "mirror", T0)
+    with store.transaction() as uow:
+        uow.identity.set_anonymous_pull("p-b", True)
+        uow.identity.set_anonymous_pull("p-a", False)
+    with store.transaction(read_only=True) as uow:
+        assert uow.identity.anonymous_pull_projects() == ["p-b"]
 
 
 # --- identity -----------------------------------------------------------------------------

@@ -52,6 +52,7 @@ class Service:
 
     def start(self) -> Service:
         self.port, self.registry_port = free_port(), free_port()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         with self._log.open("ab") as log:
             self._process = subprocess.Popen(
                 imagedepot_command(

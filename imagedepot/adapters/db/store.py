@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -48,8 +48,10 @@ from imagedepot.domain.caches import (
     RegistryAccess,
 )
 from imagedepot.domain.errors import Conflict
-from imagedepot.domain.identity import Credential, Project, Role
+from imagedepot.domain.identity import Credential, CredentialKind, Project, Role
 from imagedepot.ports import (
+    AuditEvent,
+    AuditRepository,
     BlobInfo,
     BlobRefRepository,
     CacheRepository,
@@ -66,7 +68,7 @@ if TYPE_CHECKING:
     from imagedepot.ports import MetadataStore
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
-SCHEMA_HEAD: Final = "0001"
+SCHEMA_HEAD: Final = "0003"
 """The newest migration's revision; a test checks it against the migrations directory."""
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 EXPIRABLE: Final = (CacheStatus.AVAILABLE, CacheStatus.FAILED, CacheStatus.UNAVAILABLE)
@@ -442,6 +444,26 @@ class SqlCacheRepository:
         )
         return [_cache_from_row(row) for row in self._connection.execute(query).mappings()]
 
+    def available(self, project_ids: Sequence[str]) -> builtins.list[ImageCache]:
+        if not project_ids:
+            return []
+        c = tables.caches.c
+        query = (
+            select(*_CACHE_COLUMNS)
+            .where(c.project_id.in_(list(project_ids)), c.status == CacheStatus.AVAILABLE.value)
+            .order_by(c.created_at.desc(), c.id.desc())
+        )
+        return [_cache_from_row(row) for row in self._connection.execute(query).mappings()]
+
+    def record_use(self, cache_id: str, at: datetime) -> bool:
+        c = tables.caches.c
+        result = self._connection.execute(
+            update(tables.caches)
+            .where(c.id == cache_id, or_(c.last_used_at.is_(None), c.last_used_at < at))
+            .values(last_used_at=at)
+        )
+        return result.rowcount == 1
+
 
 class SqlBlobRefRepository:
     def __init__(self, connection: Connection) -> None:
@@ -483,6 +505,35 @@ class SqlBlobRefRepository:
         c = tables.blob_refs.c
         return set(self._connection.execute(select(c.digest).distinct()).scalars())
 
+    def owners_of(self, digest: str, owner_ids: Sequence[str]) -> dict[str, BlobInfo]:
+        c = tables.blob_refs.c
+        found: dict[str, BlobInfo] = {}
+        for chunk in _chunks(sorted(set(owner_ids))):
+            rows = self._connection.execute(
+                select(c.owner_id, c.size, c.media_type).where(
+                    c.digest == digest, c.owner_id.in_(chunk)
+                )
+            )
+            for row in rows:
+                found[row.owner_id] = BlobInfo(digest, row.size, row.media_type)
+        return found
+
+    def available_ref(self, digest: str, project_ids: Sequence[str]) -> BlobInfo | None:
+        if not project_ids:
+            return None
+        refs, caches = tables.blob_refs.c, tables.caches.c
+        row = self._connection.execute(
+            select(refs.size, refs.media_type)
+            .join_from(tables.blob_refs, tables.caches, refs.owner_id == caches.id)
+            .where(
+                refs.digest == digest,
+                caches.project_id.in_(list(project_ids)),
+                caches.status == CacheStatus.AVAILABLE.value,
+            )
+            .limit(1)
+        ).first()
+        return None if row is None else BlobInfo(digest, row.size, row.media_type)
+
 
 def _project_from_row(row: RowMapping) -> Project:
     return Project(id=row["id"], name=row["name"], created_at=row["created_at"])
@@ -520,25 +571,106 @@ class SqlIdentityRepository:
             token_sha256=credential.token_sha256,
             created_at=credential.created_at,
             expires_at=credential.expires_at,
+            kind=credential.kind.value,
+            access_key=credential.access_key,
+            secret_ciphertext=credential.secret_ciphertext,
+            revoked_at=credential.revoked_at,
         )
         _insert_or_conflict(
             self._connection, statement, "the credential clashes with an existing one"
         )
 
-    def credential_by_token_hash(self, token_sha256: str) -> Credential | None:
-        c = tables.credentials.c
-        query = select(tables.credentials).where(c.token_sha256 == token_sha256)
+    def _one_credential(self, condition: ColumnElement[bool]) -> Credential | None:
+        query = select(tables.credentials).where(condition)
         row = self._connection.execute(query).mappings().first()
-        if row is None:
-            return None
-        return Credential(
-            id=row["id"],
-            project_id=row["project_id"],
-            role=Role(row["role"]),
-            token_sha256=row["token_sha256"],
-            created_at=row["created_at"],
-            expires_at=row["expires_at"],
+        return None if row is None else _credential_from_row(row)
+
+    def credential_by_token_hash(self, token_sha256: str) -> Credential | None:
+        return self._one_credential(tables.credentials.c.token_sha256 == token_sha256)
+
+    def credential_by_access_key(self, access_key: str) -> Credential | None:
+        return self._one_credential(tables.credentials.c.access_key == access_key)
+
+    def credential(self, credential_id: str) -> Credential | None:
+        return self._one_credential(tables.credentials.c.id == credential_id)
+
+    def credentials(self, project_id: str | None = None) -> builtins.list[Credential]:
+        c = tables.credentials.c
+        query = select(tables.credentials).order_by(c.created_at, c.id)
+        if project_id is not None:
+            query = query.where(c.project_id == project_id)
+        return [_credential_from_row(row) for row in self._connection.execute(query).mappings()]
+
+    def revoke_credential(self, credential_id: str, at: datetime) -> bool:
+        c = tables.credentials.c
+        result = self._connection.execute(
+            update(tables.credentials)
+            .where(c.id == credential_id, c.revoked_at.is_(None))
+            .values(revoked_at=at)
         )
+        return result.rowcount == 1
+
+    def reseal_credential_secrets(self, reseal: Callable[[bytes], bytes]) -> int:
+        c = tables.credentials.c
+        rows = self._connection.execute(
+            select(c.id, c.secret_ciphertext).where(c.secret_ciphertext.is_not(None))
+        ).all()
+        for credential_id, ciphertext in rows:
+            self._connection.execute(
+                update(tables.credentials)
+                .where(c.id == credential_id)
+                .values(secret_ciphertext=reseal(bytes(ciphertext)))
+            )
+        return len(rows)
+
+    def set_anonymous_pull(self, project_id: str, allowed: bool) -> bool:
+        c = tables.projects.c
+        result = self._connection.execute(
+            update(tables.projects).where(c.id == project_id).values(anonymous_pull=allowed)
+        )
+        return result.rowcount == 1
+
+    def anonymous_pull_projects(self) -> builtins.list[str]:
+        c = tables.projects.c
+        query = select(c.id).where(c.anonymous_pull.is_(True)).order_by(c.id)
+        return list(self._connection.execute(query).scalars())
+
+
+def _credential_from_row(row: RowMapping) -> Credential:
+    ciphertext = row["secret_ciphertext"]
+    return Credential(
+        id=row["id"],
+        project_id=row["project_id"],
+        role=Role(row["role"]),
+        token_sha256=row["token_sha256"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        kind=CredentialKind(row["kind"]),
+        access_key=row["access_key"],
+        secret_ciphertext=None if ciphertext is None else bytes(ciphertext),
+        revoked_at=row["revoked_at"],
+    )
+
+
+class SqlAuditRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def add(self, event: AuditEvent) -> None:
+        self._connection.execute(tables.audit_events.insert().values(**asdict(event)))
+
+    def recent(self, project_id: str | None = None, limit: int = 100) -> builtins.list[AuditEvent]:
+        c = tables.audit_events.c
+        query = select(tables.audit_events).order_by(c.at.desc(), c.id.desc()).limit(limit)
+        if project_id is not None:
+            query = query.where(c.project_id == project_id)
+        return [
+            AuditEvent(**{key: row[key] for key in _AUDIT_FIELDS})
+            for row in self._connection.execute(query).mappings()
+        ]
+
+
+_AUDIT_FIELDS = tuple(AuditEvent.__dataclass_fields__)
 
 
 def _secret_from_row(row: RowMapping) -> StoredSecret:
@@ -601,6 +733,19 @@ class SqlSecretRepository:
         )
         return result.rowcount == 1
 
+    def reseal_all(self, reseal: Callable[[bytes], bytes]) -> int:
+        c = tables.secrets.c
+        rows = self._connection.execute(
+            select(c.project_id, c.namespace, c.name, c.ciphertext)
+        ).all()
+        for project_id, namespace, name, ciphertext in rows:
+            self._connection.execute(
+                update(tables.secrets)
+                .where(c.project_id == project_id, c.namespace == namespace, c.name == name)
+                .values(ciphertext=reseal(bytes(ciphertext)))
+            )
+        return len(rows)
+
 
 # --- store --------------------------------------------------------------------------------
 
@@ -612,9 +757,11 @@ class SqlUnitOfWork:
     blob_refs: BlobRefRepository
     identity: IdentityRepository
     secrets: SecretRepository
+    audit: AuditRepository
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        self.audit = SqlAuditRepository(connection)
         self.caches = SqlCacheRepository(connection)
         self.blob_refs = SqlBlobRefRepository(connection)
         self.identity = SqlIdentityRepository(connection)

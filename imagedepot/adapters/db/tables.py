@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     ForeignKey,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -72,6 +74,7 @@ projects = Table(
     Column("id", String(64), primary_key=True),
     Column("name", String(64), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    Column("anonymous_pull", Boolean(), nullable=False, server_default=false()),
     UniqueConstraint("name", name="uq_projects_name"),
 )
 
@@ -86,11 +89,34 @@ credentials = Table(
         nullable=False,
     ),
     Column("role", String(16), nullable=False),
-    Column("token_sha256", String(64), nullable=False),
+    Column("token_sha256", String(64), nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=True),
+    Column("kind", String(8), nullable=False, server_default="token"),
+    Column("access_key", String(32), nullable=True),
+    Column("secret_ciphertext", LargeBinary(), nullable=True),
+    Column("revoked_at", UTCDateTime(), nullable=True),
     Index("ix_credentials_project_id", "project_id"),
     Index("ix_credentials_token_sha256", "token_sha256", unique=True),
+    Index("ix_credentials_access_key", "access_key", unique=True),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("credential_id", String(64), nullable=True),
+    Column("project_id", String(64), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("target", String(512), nullable=False),
+    Column("status", Integer(), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("remote", String(64), nullable=True),
+    Index("ix_audit_events_project_id_at", "project_id", "at"),
+    Index("ix_audit_events_at", "at"),
 )
 
 caches = Table(

@@ -1,0 +1,126 @@
+"""Benchmark: pulling one cached image with skopeo from imagedepot's registry port and from
+Debian's docker-registry, in one run on the same machine and data.
+
+Pushes a synthetic image (a few hundred MB of random layers) to a fresh docker-registry,
+builds an imagedepot cache of it, then alternates `skopeo copy` from each server into a
+fresh OCI layout and prints the times and the ratio. A raw streaming GET of every layer from
+each server is timed too, which shows the servers apart from skopeo's own costs. Not a test:
+nothing is asserted.
+Usage: python bench/serve.py [--layer-mb 100] [--layers 3] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import httpx
+
+from tests.support.images import make_layer, push_image
+from tests.support.registry import RegistryServer
+from tests.support.service import Service, wait_for_status
+
+MB = 1024 * 1024
+
+
+def skopeo_pull(source: str, layout: Path, creds: str | None) -> float:
+    shutil.rmtree(layout, ignore_errors=True)
+    command = ["skopeo", "copy", "--quiet", "--src-tls-verify=false"]
+    if creds:
+        command += ["--src-creds", creds]
+    started = time.perf_counter()
+    subprocess.run([*command, f"docker://{source}", f"oci:{layout}:bench"], check=True)
+    return time.perf_counter() - started
+
+
+def raw_get(base_url: str, layers: tuple[str, ...], headers: dict[str, str]) -> float:
+    with httpx.Client(base_url=base_url, headers=headers, timeout=60) as client:
+        started = time.perf_counter()
+        for digest in layers:
+            with client.stream("GET", f"/v2/bench/served/blobs/{digest}") as response:
+                response.raise_for_status()
+                for _ in response.iter_raw(MB):
+                    pass
+        return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layer-mb", type=int, default=100)
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    print("generating layers…", flush=True)
+    layers = [make_layer(args.layer_mb * MB, seed=300 + n) for n in range(args.layers)]
+    total_mb = sum(layer.size for layer in layers) / MB
+    with RegistryServer() as registry, Service() as service:
+        pushed = push_image(registry.url, "bench/served", "v1", layers)
+        token = service.credential("bench-serve")
+        with service.client(token) as client:
+            created = client.post(
+                "/v5/imagecaches",
+                json={"name": "served", "images": [f"{registry.endpoint}/bench/served:v1"]},
+            )
+            assert created.status_code == 201, created.text
+            cache_id = created.json()["image_cache"]["id"]
+            final = wait_for_status(client, cache_id, {"Available", "Failed"}, timeout=600)
+            assert final["status"] == "Available", final
+        print(f"one image, {args.layers} layers, {total_mb:.0f} MB", flush=True)
+
+        sources = {
+            "docker-registry": (f"{registry.endpoint}/bench/served:v1", None),
+            "imagedepot": (f"127.0.0.1:{service.registry_port}/bench/served:v1", f"x:{token}"),
+        }
+        raw_sources = {
+            "docker-registry": (registry.url, {}),
+            "imagedepot": (
+                f"http://127.0.0.1:{service.registry_port}",
+                {"Authorization": f"Bearer {token}"},
+            ),
+        }
+        results: dict[str, list[float]] = {name: [] for name in sources}
+        raw: dict[str, list[float]] = {name: [] for name in sources}
+        with tempfile.TemporaryDirectory(prefix="bench-serve-") as scratch:
+            for round_number in range(args.rounds):
+                order = list(sources) if round_number % 2 == 0 else list(reversed(sources))
+                for name in order:
+                    source, creds = sources[name]
+                    results[name].append(skopeo_pull(source, Path(scratch) / name, creds))
+                    base_url, headers = raw_sources[name]
+                    raw[name].append(raw_get(base_url, pushed.layer_digests, headers))
+                print(
+                    f"round {round_number + 1}: "
+                    + ", ".join(f"{name} {times[-1]:.2f}s" for name, times in results.items()),
+                    flush=True,
+                )
+
+    best = {name: min(times) for name, times in results.items()}
+    median = {name: statistics.median(times) for name, times in results.items()}
+    print("\nbest of rounds (median in brackets):")
+    for name in results:
+        print(
+            f"  {name:<16} {best[name]:6.2f}s  ({median[name]:.2f}s)  "
+            f"{total_mb / best[name]:7.0f} MB/s"
+        )
+    ratio = best["imagedepot"] / best["docker-registry"]
+    print(f"imagedepot / docker-registry = {ratio:.2f}  (skopeo copy; target <= 1)")
+    raw_best = {name: min(times) for name, times in raw.items()}
+    layer_mb = sum(pushed.layer_sizes) / MB
+    print("raw streaming GET of every layer, best of rounds:")
+    for name in raw:
+        print(f"  {name:<16} {raw_best[name]:6.2f}s  {layer_mb / raw_best[name]:7.0f} MB/s")
+    raw_ratio = raw_best["imagedepot"] / raw_best["docker-registry"]
+    print(f"imagedepot / docker-registry = {raw_ratio:.2f}  (raw GET)")
+
+
+if __name__ == "__main__":
+    main()
