@@ -109,6 +109,7 @@ class AiohttpRegistryClient:
             total=None, sock_connect=connect, sock_read=timeout_seconds
         )
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
         self._authorizations: dict[tuple[str, str], _Authorization] = {}
         self._auth_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
@@ -171,6 +172,7 @@ class AiohttpRegistryClient:
         )
 
     async def close(self) -> None:
+        self._closed = True  # a download still running must not open a session nobody closes
         self._auth_locks.clear()  # they belong to the loop that is finishing
         session, self._session = self._session, None
         if session is not None:
@@ -316,6 +318,8 @@ class AiohttpRegistryClient:
     # --- HTTP and authentication ------------------------------------------------------------
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RegistryError("unreachable", "the registry client has been closed")
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=CONNECTION_LIMIT),
