@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Final
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from imagedepot.processes import fsync_directory
+
 if TYPE_CHECKING:
     from imagedepot.ports import SecretBox
 
@@ -120,7 +122,7 @@ def _create_key_file(path: Path) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
-    _fsync_dir(path.parent)
+    fsync_directory(path.parent)
 
 
 def write_key_file(data_dir: Path, keys: bytes) -> None:
@@ -135,19 +137,11 @@ def write_key_file(data_dir: Path, keys: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(temp, path)
-    _fsync_dir(path.parent)
+    fsync_directory(path.parent)
 
 
 def new_key() -> bytes:
     return Fernet.generate_key()
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 if TYPE_CHECKING:

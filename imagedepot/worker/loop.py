@@ -16,6 +16,7 @@ from datetime import timedelta
 
 from imagedepot.domain.caches import CacheStatus, FailureReason, ImageCache
 from imagedepot.ports import BlobStore, Clock, MetadataStore
+from imagedepot.processes import process_alive
 from imagedepot.worker.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -33,19 +34,9 @@ def dead_holders(holders: list[str], me: str) -> tuple[str, ...]:
         parts = holder.split("/", 2)
         if len(parts) != 3 or parts[0] != host or holder == me or not parts[1].isdigit():
             continue
-        if parts[1] == pid_text or not _alive(int(parts[1])):
+        if parts[1] == pid_text or not process_alive(int(parts[1])):
             dead.append(holder)
     return tuple(dead)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class WorkerLoop:

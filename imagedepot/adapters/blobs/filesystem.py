@@ -19,6 +19,7 @@ from pathlib import Path
 
 from imagedepot.domain.references import DIGEST_RE
 from imagedepot.ports import BlobCorrupt
+from imagedepot.processes import fsync_directory, process_alive
 
 CHUNK = 1 << 20
 STALE_TEMP_SECONDS = 24 * 3600
@@ -67,7 +68,7 @@ class FilesystemBlobWriter:
         final = self._store.path(self._digest)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._temp, final)
-        _fsync_dir(final.parent)
+        fsync_directory(final.parent)
 
     def abort(self) -> None:
         if not self._closed:
@@ -169,7 +170,7 @@ class FilesystemBlobStore:
         now = time.time()
         for temp in self.temp_dir.iterdir():
             pid_text = temp.name.split("-", 1)[0]
-            alive = pid_text.isdigit() and _process_alive(int(pid_text))
+            alive = pid_text.isdigit() and process_alive(int(pid_text))
             try:
                 stale = now - temp.stat().st_mtime > STALE_TEMP_SECONDS
             except FileNotFoundError:
@@ -179,23 +180,3 @@ class FilesystemBlobStore:
                     temp.unlink()
                     removed += 1
         return removed
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
