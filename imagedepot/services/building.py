@@ -82,14 +82,21 @@ class _ResolvedImage:
         return sizes
 
 
+@dataclass
+class _Download:
+    task: asyncio.Future[None]
+    waiters: int = 0
+
+
 class BlobFetcher:
-    """Fetches blobs into the store, one download per digest however many builds want it."""
+    """Fetches blobs into the store, one download per digest however many builds want it;
+    a download that no build waits for any more (all were deleted or failed) is cancelled."""
 
     def __init__(self, blobs: BlobStore, registry: RegistryClient, parallel: int) -> None:
         self._blobs = blobs
         self._registry = registry
         self._slots = asyncio.Semaphore(parallel)
-        self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._inflight: dict[str, _Download] = {}
 
     async def ensure(
         self,
@@ -101,14 +108,20 @@ class BlobFetcher:
         if self._blobs.has(blob.digest):
             on_progress(blob.size)
             return
-        pending = self._inflight.get(blob.digest)
-        if pending is None:
-            pending = asyncio.ensure_future(self._download(transport, image, blob, on_progress))
-            self._inflight[blob.digest] = pending
-            pending.add_done_callback(lambda done: self._forget(blob.digest, done))
-            await asyncio.shield(pending)
-        else:
-            await asyncio.shield(pending)
+        download = self._inflight.get(blob.digest)
+        joined = download is not None
+        if download is None:
+            task = asyncio.ensure_future(self._download(transport, image, blob, on_progress))
+            download = self._inflight[blob.digest] = _Download(task)
+            task.add_done_callback(lambda done: self._forget(blob.digest, done))
+        download.waiters += 1
+        try:
+            await asyncio.shield(download.task)
+        finally:
+            download.waiters -= 1
+            if download.waiters == 0 and not download.task.done():
+                download.task.cancel()
+        if joined:
             on_progress(blob.size)
 
     def _forget(self, digest: str, done: asyncio.Future[None]) -> None:

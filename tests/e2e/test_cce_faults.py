@@ -13,7 +13,7 @@ import pytest
 from tests.support.faultproxy import FaultProxy
 from tests.support.images import make_layer, push_image
 from tests.support.registry import RegistryServer
-from tests.support.service import Service, wait_for_status
+from tests.support.service import Service, wait_for_status, wait_gone
 
 
 @pytest.fixture(scope="module")
@@ -172,3 +172,30 @@ def test_kill_9_mid_build_then_restart_finishes_the_cache(
         assert '"damaged": []' in fsck.stdout
     finally:
         service.stop()
+
+
+def test_deleting_a_cache_mid_build_stops_it_and_releases_its_blobs(
+    service: Service, registry: RegistryServer, fresh_proxy: FaultProxy
+) -> None:
+    slow, quick = make_layer(1024 * 1024, seed=110), make_layer(seed=111)
+    push_image(registry.url, "faults/abandoned", "1", [slow, quick])
+    fresh_proxy.throttle(f"/blobs/{slow.digest}", 128 * 1024, times=1)
+    token = service.credential("faults-abandon")
+    with service.client(token) as client:
+        created = client.post(
+            "/v5/imagecaches",
+            json={"name": "abandoned", "images": [f"{fresh_proxy.endpoint}/faults/abandoned:1"]},
+        )
+        cache_id = created.json()["image_cache"]["id"]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            state = client.get(f"/v5/imagecaches/{cache_id}/progress").json()["images"][0]
+            if state["size_bytes"] and state["pulled_bytes"] < state["size_bytes"] - slow.size // 2:
+                break
+            time.sleep(0.05)
+        deleted = client.delete(f"/v5/imagecaches/{cache_id}")
+        assert deleted.status_code == 202
+        assert deleted.json()["image_cache"]["status"] == "Deleting"
+        wait_gone(client, cache_id)
+    assert quick.digest not in service.stored_digests()
+    assert_store_is_verified(service)
