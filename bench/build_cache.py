@@ -18,7 +18,6 @@ import asyncio
 import hashlib
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import print_round, print_summary
 from tests.support.images import make_layer, push_image
 from tests.support.registry import RegistryServer
 from tests.support.service import Service, wait_for_status
@@ -149,17 +149,9 @@ def main() -> None:
                     raw_limit(registry, blobs, work / "raw-durable", durable=True)
                 )
                 results["imagedepot"].append(imagedepot_build(registry, refs))
-            print(
-                f"round {round_number + 1}: "
-                + ", ".join(f"{name} {times[-1]:.2f}s" for name, times in results.items()),
-                flush=True,
-            )
+            print_round(round_number, results)
 
-    best = {name: min(times) for name, times in results.items()}
-    median = {name: statistics.median(times) for name, times in results.items()}
-    print("\nbest of rounds (median in brackets):")
-    for name in results:
-        print(f"  {name:<11} {best[name]:6.2f}s  ({median[name]:.2f}s)")
+    best = print_summary(results)
     print(f"imagedepot / skopeo    = {best['imagedepot'] / best['skopeo']:.2f}  (target < 1)")
     print(f"imagedepot / raw limit = {best['imagedepot'] / best['raw']:.2f}  (target <= 1.3)")
     print(f"imagedepot / raw+fsync = {best['imagedepot'] / best['raw+fsync']:.2f}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
 
+from bench.report import print_round, print_summary
 from tests.support.images import make_layer, push_image
 from tests.support.registry import RegistryServer
 from tests.support.service import Service, wait_for_status
@@ -97,20 +97,9 @@ def main() -> None:
                     results[name].append(skopeo_pull(source, Path(scratch) / name, creds))
                     base_url, headers = raw_sources[name]
                     raw[name].append(raw_get(base_url, pushed.layer_digests, headers))
-                print(
-                    f"round {round_number + 1}: "
-                    + ", ".join(f"{name} {times[-1]:.2f}s" for name, times in results.items()),
-                    flush=True,
-                )
+                print_round(round_number, results)
 
-    best = {name: min(times) for name, times in results.items()}
-    median = {name: statistics.median(times) for name, times in results.items()}
-    print("\nbest of rounds (median in brackets):")
-    for name in results:
-        print(
-            f"  {name:<16} {best[name]:6.2f}s  ({median[name]:.2f}s)  "
-            f"{total_mb / best[name]:7.0f} MB/s"
-        )
+    best = print_summary(results, total_mb)
     ratio = best["imagedepot"] / best["docker-registry"]
     print(f"imagedepot / docker-registry = {ratio:.2f}  (skopeo copy; target <= 1)")
     raw_best = {name: min(times) for name, times in raw.items()}
