@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-APT_PEERS := docker-registry skopeo apache2-utils postgresql-15
+APT_PEERS := docker-registry skopeo apache2-utils postgresql-15 qemu-utils
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint typecheck peers unit bench clean
@@ -24,6 +24,7 @@ peers:
 	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
 	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
 	command -v htpasswd >/dev/null || missing="$$missing apache2-utils"; \
+	command -v qemu-img >/dev/null || missing="$$missing qemu-utils"; \
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$$missing postgresql-15"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian peers:$$missing"; \

@@ -37,6 +37,7 @@ from imagedepot.services.identity import IdentityService
 from imagedepot.services.oci_layouts import OciLayoutService
 from imagedepot.services.secrets import SecretService
 from imagedepot.services.serving import ServingService
+from imagedepot.services.vmimages import VmImageService
 
 if TYPE_CHECKING:
     from imagedepot.adapters.registry.client import AiohttpRegistryClient
@@ -64,6 +65,7 @@ class Core:
     serving: ServingService
     layouts: OciLayoutService
     admin_token_path: Path | None
+    vm_images: VmImageService
 
     def close(self) -> None:
         self.store.close()
@@ -106,6 +108,13 @@ def open_core(settings: Settings) -> Core:
         serving=ServingService(store, blobs, clock),
         layouts=OciLayoutService(store, blobs, clock),
         admin_token_path=token_path,
+        vm_images=VmImageService(
+            store,
+            blobs,
+            clock,
+            regions=settings.regions,
+            max_image_bytes=settings.max_image_bytes,
+        ),
     )
 
 
@@ -233,7 +242,9 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
             core.clock,
             settings.max_body_bytes,
         )
-        context = ApiContext(gate, core.caches, notify_worker)
+        context = ApiContext(
+            gate, core.caches, notify_worker, vm_images=core.vm_images, secrets=core.secrets
+        )
         for app, port in (
             (api_app(context), settings.port),
             (registry_app(registry_context(core)), settings.registry_port),

@@ -18,6 +18,7 @@ import click
 import httpx
 
 from imagedepot import bootstrap, config
+from imagedepot.cli_images import images as images_group
 from imagedepot.domain.errors import DomainError
 from imagedepot.domain.identity import Role
 
@@ -568,6 +569,8 @@ def _wait_built(api: Api, cache_id: str) -> None:
         raise click.ClickException(f"cache {cache_id} is {state['status']}: {state['message']}")
     click.echo(f"{cache_id} Available")
 
+
+main.add_command(images_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

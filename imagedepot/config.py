@@ -44,6 +44,11 @@ class Settings:
     quota_images: int = 1000
     quota_gib: int = 20000
     """Per project: caches, images across caches, and the sum of cache size budgets (GiB)."""
+    max_image_bytes: int = 1 << 40
+    """The largest VM image upload accepted (Glance answers 413 past it)."""
+    regions: tuple[str, ...] = ("default",)
+    """The regions VM images live in (IMAGEDEPOT_REGIONS, comma-separated); the first is where
+    new images are made."""
 
     @property
     def resolved_database_url(self) -> str:
@@ -97,11 +102,14 @@ def from_env(environ: Mapping[str, str] | None = None, **overrides: object) -> S
         ("quota_caches", "QUOTA_CACHES", int),
         ("quota_images", "QUOTA_IMAGES", int),
         ("quota_gib", "QUOTA_GIB", int),
+        ("max_image_bytes", "MAX_IMAGE_BYTES", int),
     ):
         if env.get(f"IMAGEDEPOT_{name}"):
             values[key] = kind(env[f"IMAGEDEPOT_{name}"])
     if env.get("IMAGEDEPOT_POLICY_FILE"):
         values["policy_file"] = Path(env["IMAGEDEPOT_POLICY_FILE"])
+    if _split(env.get("IMAGEDEPOT_REGIONS")):
+        values["regions"] = _split(env.get("IMAGEDEPOT_REGIONS"))
     for key, value in overrides.items():
         if value is not None:
             values[key] = Path(str(value)) if key == "data_dir" else value

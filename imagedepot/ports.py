@@ -18,6 +18,7 @@ from typing import Protocol
 from imagedepot.domain.caches import CacheStatus, ImageCache
 from imagedepot.domain.identity import Credential, Project
 from imagedepot.domain.references import ImageReference
+from imagedepot.domain.vmimages import ImageJob, ImageQuery, VmImage
 
 
 class Clock(Protocol):
@@ -109,6 +110,33 @@ class BlobRefRepository(Protocol):
         such cache holds it."""
 
 
+class VmImageRepository(Protocol):
+    def add(self, image: VmImage) -> None:
+        """Insert with its tags and properties; Conflict when the id is taken (even by a
+        deleted image)."""
+
+    def get(
+        self, image_id: str, project_id: str | None = None, *, include_deleted: bool = False
+    ) -> VmImage | None:
+        """One image by id; with `project_id`, only if it belongs to that project."""
+
+    def save(self, image: VmImage, expected_version: int) -> bool:
+        """Write `image` (tags and properties too) if its stored version is still
+        `expected_version`; False when another writer got there first."""
+
+    def list(self, query: ImageQuery) -> builtins.list[VmImage]:
+        """One page, in the query's order, after its marker; InvalidInput (field `marker`)
+        when the marker is not an image the query could return."""
+
+    def count(self, query: ImageQuery) -> int:
+        """How many images match the query's filters (paging ignored)."""
+
+    def add_job(self, job: ImageJob) -> None: ...
+
+    def jobs(self, project_id: str, job_ids: Sequence[str]) -> builtins.list[ImageJob]:
+        """The project's jobs among `job_ids`, in that order; unknown ids are left out."""
+
+
 class IdentityRepository(Protocol):
     def add_project(self, project: Project) -> None: ...
 
@@ -193,6 +221,7 @@ class UnitOfWork(Protocol):
 
     caches: CacheRepository
     blob_refs: BlobRefRepository
+    vm_images: VmImageRepository
     identity: IdentityRepository
     secrets: SecretRepository
     audit: AuditRepository
@@ -231,6 +260,22 @@ class BlobWriter(Protocol):
         """Remove the temp file; safe to call after commit."""
 
 
+class UploadWriter(Protocol):
+    """Bytes of a digest not known in advance: hashed while written, stored under their sha256
+    at `commit` (once, even when that blob already exists)."""
+
+    @property
+    def written(self) -> int: ...
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def commit(self) -> str:
+        """Fsync and move into place; the blob's `sha256:` digest."""
+
+    def abort(self) -> None:
+        """Remove the temp file; safe to call after commit."""
+
+
 class BlobCorrupt(Exception):
     """Bytes whose size or digest do not match what was promised."""
 
@@ -248,6 +293,9 @@ class BlobStore(Protocol):
 
     def writer(self, digest: str, size: int | None) -> BlobWriter:
         """A writer that commits only bytes whose sha256 is `digest` (and length `size`, if known)."""
+
+    def upload_writer(self) -> UploadWriter:
+        """A writer for bytes whose digest is learnt as they arrive (an image upload)."""
 
     def put_bytes(self, digest: str, data: bytes) -> None:
         """Store a small blob (a manifest) held in memory, with the same verification."""

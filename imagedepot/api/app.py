@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imagedepot.api import cce, oci
+from imagedepot.api import cce, didi, glance, k8s, oci
 from imagedepot.api.auth import public
 from imagedepot.api.context import ApiContext
 from imagedepot.api.registry_context import RegistryContext
@@ -51,8 +51,14 @@ async def healthz(_: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-async def http_error(_: Request, error: Exception) -> Response:
+async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
+    if k8s.is_k8s_path(request.url.path):
+        return k8s.http_error(error.status_code, str(error.detail))
+    if request.url.path.startswith("/v2/"):
+        return glance.error_response(error.status_code, str(error.detail))
+    if request.url.path.startswith("/dicloud/"):
+        return didi.envelope(None, errno=1, errmsg=str(error.detail), status=error.status_code)
     return cce.error_response(error.status_code, str(error.detail))
 
 
@@ -62,7 +68,13 @@ async def internal_error(_: Request, error: Exception) -> Response:
 
 
 def api_app(context: ApiContext) -> Starlette:
-    routes = [Route("/healthz", healthz, methods=["GET"]), *cce.routes(context)]
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        *cce.routes(context),
+        *k8s.routes(context),
+    ]
+    if context.vm_images is not None:
+        routes += [*glance.routes(context), *didi.routes(context)]
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: http_error, Exception: internal_error},

@@ -35,6 +35,9 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 Handler = Callable[[Request, bytes, Principal], Response]
 """A dialect's handler: runs in a worker thread (it may touch the database)."""
+StreamHandler = Callable[[Request, Principal], Awaitable[Response]]
+"""A handler that reads (or writes) a body too large to hold: it runs on the event loop and
+reads `request.stream()` itself; the gate has authenticated it with an empty payload."""
 ErrorRenderer = Callable[[DomainError], Response]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -118,6 +121,32 @@ class Gate:
                 principal = await run_in_threadpool(self.authenticate, request, body)
                 self.permit(principal, action)
                 response = await run_in_threadpool(handler, request, body, principal)
+            except DomainError as error:
+                response = render(error)
+            if request.method not in SAFE_METHODS:
+                await run_in_threadpool(
+                    self.record, request, principal, action, response.status_code
+                )
+            return response
+
+        endpoint.actions = {method: action for method, (action, _) in actions.items()}  # type: ignore[attr-defined]
+        return endpoint
+
+    def streaming_route(
+        self, actions: Mapping[str, tuple[str, StreamHandler]], render: ErrorRenderer
+    ) -> Endpoint:
+        """Like `route`, for bodies streamed rather than read whole (image uploads and
+        downloads): the body is not read here, so a signature must be over `UNSIGNED-PAYLOAD`
+        or an empty body; tokens work as everywhere."""
+
+        async def endpoint(request: Request) -> Response:
+            # HEAD is GET without a body (the response classes leave the body out).
+            action, handler = actions["GET" if request.method == "HEAD" else request.method]
+            principal: Principal | None = None
+            try:
+                principal = await run_in_threadpool(self.authenticate, request, b"")
+                self.permit(principal, action)
+                response = await handler(request, principal)
             except DomainError as error:
                 response = render(error)
             if request.method not in SAFE_METHODS:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from imagedepot.api.auth import Gate
 from imagedepot.services.caches import CacheService
+from imagedepot.services.secrets import SecretService
+from imagedepot.services.vmimages import VmImageService
 
 
 @dataclass(frozen=True)
@@ -15,3 +17,7 @@ class ApiContext:
     gate: Gate
     caches: CacheService
     notify_worker: Callable[[], None]
+    vm_images: VmImageService | None = None
+    """The VM image dialects (Glance, DiDi) are mounted only when this is given."""
+    secrets: SecretService | None = None
+    """The core v1 Secret API of the Kubernetes dialect is mounted only when this is given."""

@@ -215,6 +215,17 @@ class ImageCache:
         self.message = message
         self.touch(now)
 
+    def update_metadata(
+        self, labels: dict[str, str], annotations: dict[str, str], now: datetime
+    ) -> bool:
+        """Replace labels and annotations (the spec stays); False when nothing changed."""
+        if labels == self.labels and annotations == self.annotations:
+            return False
+        self.labels = dict(labels)
+        self.annotations = dict(annotations)
+        self.touch(now)
+        return True
+
     def request_deletion(self, now: datetime) -> bool:
         """Move to Deleting; False when it already was (a repeated delete changes nothing)."""
         if self.status is CacheStatus.DELETING:

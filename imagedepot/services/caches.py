@@ -6,6 +6,7 @@ every request returns at once and is safe to retry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from imagedepot.domain.caches import CacheSpec, FieldNames, ImageCache
@@ -77,13 +78,62 @@ class CacheService:
         with self._store.transaction(read_only=True) as uow:
             return uow.caches.list(principal.project_id, name)
 
-    def request_deletion(self, principal: Principal, cache_id: str) -> ImageCache:
-        """Mark the cache Deleting (idempotent); the worker releases its blobs and removes it."""
+    def get_by_name(self, principal: Principal, name: str) -> ImageCache:
+        """The project's cache called `name` (names are unique within a project)."""
+        found = self.list(principal, name)
+        if not found:
+            raise NotFound(f"image cache {name!r} not found")
+        return found[0]
+
+    def update_metadata(
+        self,
+        principal: Principal,
+        cache_id: str,
+        change: Callable[[ImageCache], None],
+        expected_version: int | None = None,
+    ) -> ImageCache:
+        """Apply `change` (labels, annotations; it may raise to refuse) and save it.
+
+        With `expected_version`, the caller read that version: a newer one is a Conflict
+        instead of a silent overwrite (optimistic concurrency).
+        """
         for _ in range(SAVE_ATTEMPTS):
             with self._store.transaction() as uow:
                 cache = uow.caches.get(cache_id, principal.project_id)
                 if cache is None:
                     raise NotFound(f"image cache {cache_id} not found")
+                read_version = cache.resource_version
+                if expected_version is not None and expected_version != read_version:
+                    raise Conflict(
+                        "the object has been modified; please apply your changes to the "
+                        "latest version and try again"
+                    )
+                change(cache)
+                if cache.resource_version == read_version:
+                    return cache
+                if uow.caches.save(cache, read_version):
+                    return cache
+                if expected_version is not None:
+                    expected_version = -1
+        raise Conflict(f"image cache {cache_id} is changing too fast; retry the update")
+
+    def request_deletion(
+        self,
+        principal: Principal,
+        cache_id: str,
+        precondition: Callable[[ImageCache], None] | None = None,
+    ) -> ImageCache:
+        """Mark the cache Deleting (idempotent); the worker releases its blobs and removes it.
+
+        `precondition` sees the stored cache inside the transaction and may raise to refuse.
+        """
+        for _ in range(SAVE_ATTEMPTS):
+            with self._store.transaction() as uow:
+                cache = uow.caches.get(cache_id, principal.project_id)
+                if cache is None:
+                    raise NotFound(f"image cache {cache_id} not found")
+                if precondition is not None:
+                    precondition(cache)
                 read_version = cache.resource_version
                 if not cache.request_deletion(self._clock.now()):
                     return cache

@@ -13,8 +13,9 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
-from imagedepot.domain.errors import InvalidInput
+from imagedepot.domain.errors import InvalidInput, NotFound
 from imagedepot.ports import Clock, MetadataStore, RegistryCredentials, SecretBox, StoredSecret
 
 DOCKER_CONFIG_JSON = "kubernetes.io/dockerconfigjson"
@@ -30,6 +31,7 @@ class SecretSummary:
     name: str
     type: str
     servers: tuple[str, ...]
+    created_at: datetime | None = None
 
 
 def docker_config_json(server: str, username: str, password: str) -> bytes:
@@ -80,7 +82,31 @@ class SecretService:
         )
         with self._store.transaction() as uow:
             uow.secrets.put(secret)
-        return SecretSummary(namespace, name, DOCKER_CONFIG_JSON, servers)
+        return SecretSummary(namespace, name, DOCKER_CONFIG_JSON, servers, secret.created_at)
+
+    def summaries(self, project_id: str, namespace: str | None = None) -> list[SecretSummary]:
+        """The project's secrets (of one namespace), without decrypting anything."""
+        with self._store.transaction(read_only=True) as uow:
+            stored = uow.secrets.list(project_id, namespace)
+        return [SecretSummary(s.namespace, s.name, s.type, (), s.created_at) for s in stored]
+
+    def reveal(self, project_id: str, namespace: str, name: str) -> tuple[SecretSummary, bytes]:
+        """One secret and its clear data, for a caller the policy lets read secrets."""
+        with self._store.transaction(read_only=True) as uow:
+            stored = uow.secrets.get(project_id, namespace, name)
+        if stored is None:
+            raise NotFound(f"secret {namespace}/{name} not found")
+        summary = SecretSummary(namespace, name, stored.type, (), stored.created_at)
+        return summary, self._box.decrypt(stored.ciphertext)
+
+    def exists(self, project_id: str, namespace: str, name: str) -> bool:
+        with self._store.transaction(read_only=True) as uow:
+            return uow.secrets.get(project_id, namespace, name) is not None
+
+    def delete(self, project_id: str, namespace: str, name: str) -> None:
+        with self._store.transaction() as uow:
+            if not uow.secrets.delete(project_id, namespace, name):
+                raise NotFound(f"secret {namespace}/{name} not found")
 
     def reseal_all(self) -> int:
         """Re-encrypt every stored secret (and access key secret) under the box's newest key."""

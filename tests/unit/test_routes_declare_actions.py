@@ -18,9 +18,10 @@ def test_every_route_declares_an_action_for_each_method(tmp_path: Path) -> None:
     try:
         gate = Gate(core.identity, core.audit, RateLimiter(0, 1), core.clock, 1024)
         apps = [
-            api_app(ApiContext(gate, core.caches, lambda: None)),
+            api_app(ApiContext(gate, core.caches, lambda: None, vm_images=core.vm_images)),
             registry_app(bootstrap.registry_context(core)),
         ]
+        registry_routes = {id(route) for route in apps[1].routes}
         routes = [route for app in apps for route in app.routes if isinstance(route, Route)]
         assert len(routes) >= 10
         for route in routes:
@@ -29,7 +30,7 @@ def test_every_route_declares_an_action_for_each_method(tmp_path: Path) -> None:
             if actions == PUBLIC:
                 continue
             for method in (route.methods or set()) - {"HEAD"}:
-                if route.path.startswith("/v2/") and method not in {"GET"}:
+                if id(route) in registry_routes and method not in {"GET"}:
                     continue  # the registry port answers every other method 405 UNSUPPORTED
                 assert ":" in actions.get(method, ""), f"{method} {route.path} has no action"
     finally:

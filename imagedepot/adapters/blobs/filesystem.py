@@ -78,6 +78,50 @@ class FilesystemBlobWriter:
             self._temp.unlink()
 
 
+class FilesystemUploadWriter:
+    """Bytes of an unknown digest: hashed as they stream into a temp file, then renamed to
+    their content address (or dropped when the store already holds those bytes)."""
+
+    def __init__(self, store: FilesystemBlobStore) -> None:
+        self._store = store
+        self._temp = store.temp_dir / f"{os.getpid()}-{secrets.token_hex(8)}"
+        self._file = open(self._temp, "xb", buffering=CHUNK)  # noqa: SIM115 - lives until commit/abort
+        self._hash = hashlib.sha256()
+        self._written = 0
+        self._closed = False
+
+    @property
+    def written(self) -> int:
+        return self._written
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self._hash.update(chunk)
+        self._written += len(chunk)
+
+    def commit(self) -> str:
+        digest = "sha256:" + self._hash.hexdigest()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._closed = True
+        final = self._store.path(digest)
+        if final.is_file():
+            self._temp.unlink()
+            return digest
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._temp, final)
+        fsync_directory(final.parent)
+        return digest
+
+    def abort(self) -> None:
+        if not self._closed:
+            self._file.close()
+            self._closed = True
+        with contextlib.suppress(FileNotFoundError):
+            self._temp.unlink()
+
+
 class FilesystemBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -110,6 +154,9 @@ class FilesystemBlobStore:
     def writer(self, digest: str, size: int | None) -> FilesystemBlobWriter:
         self.path(digest)  # refuse a malformed digest before creating anything
         return FilesystemBlobWriter(self, digest, size)
+
+    def upload_writer(self) -> FilesystemUploadWriter:
+        return FilesystemUploadWriter(self)
 
     def put_bytes(self, digest: str, data: bytes) -> None:
         writer = self.writer(digest, len(data))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict
@@ -40,6 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
 
 from imagedepot.adapters.db import tables
+from imagedepot.adapters.db.vmimage_store import SqlVmImageRepository
 from imagedepot.domain.caches import (
     CacheSpec,
     CacheStatus,
@@ -58,6 +60,7 @@ from imagedepot.ports import (
     IdentityRepository,
     SecretRepository,
     StoredSecret,
+    VmImageRepository,
 )
 
 if TYPE_CHECKING:
@@ -68,7 +71,7 @@ if TYPE_CHECKING:
     from imagedepot.ports import MetadataStore
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
-SCHEMA_HEAD: Final = "0003"
+SCHEMA_HEAD: Final = "0004"
 """The newest migration's revision; a test checks it against the migrations directory."""
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 EXPIRABLE: Final = (CacheStatus.AVAILABLE, CacheStatus.FAILED, CacheStatus.UNAVAILABLE)
@@ -97,6 +100,25 @@ def _sqlite_in_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
+def _use_wal(cursor: sqlite3.Cursor) -> None:
+    """Switch the file to WAL unless it already is (WAL is a property of the file).
+
+    The switch needs an exclusive lock and fails at once ("database is locked") instead of
+    waiting while another connection writes, as when processes starting together race to
+    create and migrate a fresh database; so it is retried until the file is WAL.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        try:
+            # An in-memory database answers "memory" and stays so: done either way.
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _on_sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     assert isinstance(dbapi_connection, sqlite3.Connection)
     # Take BEGIN away from the sqlite3 module (which would defer it to the first write) so the
@@ -107,7 +129,7 @@ def _on_sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
     try:
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS:d}")
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _use_wal(cursor)
     finally:
         cursor.close()
 
@@ -758,12 +780,14 @@ class SqlUnitOfWork:
     identity: IdentityRepository
     secrets: SecretRepository
     audit: AuditRepository
+    vm_images: VmImageRepository
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.audit = SqlAuditRepository(connection)
         self.caches = SqlCacheRepository(connection)
         self.blob_refs = SqlBlobRefRepository(connection)
+        self.vm_images = SqlVmImageRepository(connection)
         self.identity = SqlIdentityRepository(connection)
         self.secrets = SqlSecretRepository(connection)
 

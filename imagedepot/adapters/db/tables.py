@@ -170,3 +170,85 @@ secrets = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     PrimaryKeyConstraint("project_id", "namespace", "name", name="pk_secrets"),
 )
+
+vm_images = Table(
+    "vm_images",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("name", String(255), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("visibility", String(16), nullable=False),
+    Column("protected", Boolean(), nullable=False),
+    Column("os_hidden", Boolean(), nullable=False),
+    Column("disk_format", String(16), nullable=True),
+    Column("container_format", String(16), nullable=True),
+    Column("min_disk", Integer(), nullable=False),
+    Column("min_ram", Integer(), nullable=False),
+    Column("size", BigInteger(), nullable=True),
+    Column("virtual_size", BigInteger(), nullable=True),
+    Column("checksum", String(32), nullable=True),
+    Column("os_hash_algo", String(16), nullable=True),
+    Column("os_hash_value", String(128), nullable=True),
+    Column("blob_digest", String(71), nullable=True),
+    Column("image_type", String(16), nullable=False),
+    Column("region", String(64), nullable=True),
+    Column("description", Text(), nullable=True),
+    Column("version", Integer(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("deleted_at", UTCDateTime(), nullable=True),
+    # The default list order (newest first) and the common filters, without scans.
+    Index("ix_vm_images_project_id_created_at", "project_id", "created_at", "id"),
+    # A name filter in the default order (the common lookup) reads the index in order.
+    Index("ix_vm_images_project_id_name", "project_id", "name", "created_at", "id"),
+    Index("ix_vm_images_project_id_status", "project_id", "status"),
+    Index("ix_vm_images_project_id_updated_at", "project_id", "updated_at"),
+    Index("ix_vm_images_project_id_region", "project_id", "region"),
+)
+
+vm_image_jobs = Table(
+    "vm_image_jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(64), nullable=False),
+    Column("region", String(64), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("resource_id", String(36), nullable=False),
+    Column("progress", Integer(), nullable=False),
+    Column("done", Boolean(), nullable=False),
+    Column("success", Boolean(), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("result", Text(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_vm_image_jobs_project_id_created_at", "project_id", "created_at"),
+)
+
+vm_image_tags = Table(
+    "vm_image_tags",
+    metadata,
+    Column(
+        "image_id",
+        String(36),
+        ForeignKey("vm_images.id", name="fk_vm_image_tags_image_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("tag", String(255), nullable=False),
+    PrimaryKeyConstraint("image_id", "tag", name="pk_vm_image_tags"),
+    Index("ix_vm_image_tags_tag", "tag"),
+)
+
+vm_image_properties = Table(
+    "vm_image_properties",
+    metadata,
+    Column(
+        "image_id",
+        String(36),
+        ForeignKey("vm_images.id", name="fk_vm_image_properties_image_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("name", String(255), nullable=False),
+    Column("value", Text(), nullable=False),
+    PrimaryKeyConstraint("image_id", "name", name="pk_vm_image_properties"),
+    Index("ix_vm_image_properties_name", "name"),
+)

@@ -1,0 +1,352 @@
+"""The VM image repository of the SQL metadata store: rows, tags, properties, and the
+keyset-paginated list that every image dialect's filters and sorts translate into.
+
+Kept apart from `store.py` so the image listing (the largest query the store makes) can be
+read on its own; `SqlUnitOfWork` hands it the transaction's connection.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    RowMapping,
+    and_,
+    delete,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from imagedepot.adapters.db import tables
+from imagedepot.domain.errors import Conflict, InvalidInput
+from imagedepot.domain.vmimages import (
+    ImageJob,
+    ImageQuery,
+    ImageStatus,
+    ImageType,
+    JobType,
+    SortKey,
+    Visibility,
+    VmImage,
+)
+
+_IN_CHUNK = 500
+_NULLABLE_TEXT_KEYS = ("name", "disk_format", "container_format")
+
+
+def _values(image: VmImage) -> dict[str, Any]:
+    return {
+        "id": image.id,
+        "project_id": image.project_id,
+        "name": image.name,
+        "status": image.status.value,
+        "visibility": image.visibility.value,
+        "protected": image.protected,
+        "os_hidden": image.os_hidden,
+        "disk_format": image.disk_format,
+        "container_format": image.container_format,
+        "min_disk": image.min_disk,
+        "min_ram": image.min_ram,
+        "size": image.size,
+        "virtual_size": image.virtual_size,
+        "checksum": image.checksum,
+        "os_hash_algo": image.os_hash_algo,
+        "os_hash_value": image.os_hash_value,
+        "blob_digest": image.blob_digest,
+        "image_type": image.image_type.value,
+        "region": image.region,
+        "description": image.description,
+        "version": image.version,
+        "created_at": image.created_at,
+        "updated_at": image.updated_at,
+        "deleted_at": image.deleted_at,
+    }
+
+
+def _from_row(row: RowMapping, tags: list[str], properties: dict[str, str]) -> VmImage:
+    return VmImage(
+        id=row["id"],
+        project_id=row["project_id"],
+        name=row["name"],
+        status=ImageStatus(row["status"]),
+        visibility=Visibility(row["visibility"]),
+        protected=bool(row["protected"]),
+        os_hidden=bool(row["os_hidden"]),
+        disk_format=row["disk_format"],
+        container_format=row["container_format"],
+        min_disk=row["min_disk"],
+        min_ram=row["min_ram"],
+        size=row["size"],
+        virtual_size=row["virtual_size"],
+        checksum=row["checksum"],
+        os_hash_algo=row["os_hash_algo"],
+        os_hash_value=row["os_hash_value"],
+        blob_digest=row["blob_digest"],
+        image_type=ImageType(row["image_type"]),
+        region=row["region"],
+        description=row["description"],
+        version=row["version"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        deleted_at=row["deleted_at"],
+        tags=tags,
+        properties=properties,
+    )
+
+
+def _sort_expression(key: str) -> ColumnElement[Any]:
+    """The column a sort key orders by; NULLs folded into the lowest value so that keyset
+    comparisons (which NULL would defeat) stay exact."""
+    column = tables.vm_images.c[key]
+    if key in _NULLABLE_TEXT_KEYS:
+        return func.coalesce(column, "")
+    if key == "size":
+        return func.coalesce(column, -1)
+    return column
+
+
+def _after_marker(
+    expressions: list[tuple[ColumnElement[Any], bool]], marker: tuple[Any, ...]
+) -> ColumnElement[bool]:
+    """Rows strictly after the marker's values in the (mixed-direction) sort order."""
+    alternatives: list[ColumnElement[bool]] = []
+    for index, (expression, descending) in enumerate(expressions):
+        equal_before = [expressions[j][0] == marker[j] for j in range(index)]
+        beyond = expression < marker[index] if descending else expression > marker[index]
+        alternatives.append(and_(*equal_before, beyond))
+    return or_(*alternatives)
+
+
+def _filters(query: ImageQuery) -> list[ColumnElement[bool]]:
+    c = tables.vm_images.c
+    conditions: list[ColumnElement[bool]] = [c.project_id == query.project_id]
+    if query.changes_since is not None:
+        conditions.append(c.updated_at >= query.changes_since)
+    else:
+        conditions.append(c.status != ImageStatus.DELETED.value)
+    for column, wanted in (
+        (c.id, query.ids),
+        (c.name, query.names),
+        (c.status, query.statuses),
+        (c.disk_format, query.disk_formats),
+        (c.container_format, query.container_formats),
+    ):
+        if wanted:
+            conditions.append(column.in_(list(wanted)))
+    if query.visibility is not None and query.visibility != "all":
+        conditions.append(c.visibility == query.visibility)
+    if query.protected is not None:
+        conditions.append(c.protected.is_(query.protected))
+    if query.os_hidden is not None:
+        conditions.append(c.os_hidden.is_(query.os_hidden))
+    if query.region is not None:
+        conditions.append(c.region == query.region)
+    if query.image_type is not None:
+        conditions.append(c.image_type == query.image_type.value)
+    tags = tables.vm_image_tags.c
+    for tag in query.tags:
+        conditions.append(exists().where(tags.image_id == c.id, tags.tag == tag))
+    properties = tables.vm_image_properties.c
+    for name, value in query.properties:
+        conditions.append(
+            exists().where(
+                properties.image_id == c.id, properties.name == name, properties.value == value
+            )
+        )
+    if query.size_min is not None:
+        conditions.append(c.size >= query.size_min)
+    if query.size_max is not None:
+        conditions.append(c.size <= query.size_max)
+    for time_filter in query.times:
+        column = c[time_filter.field]
+        moment = time_filter.value
+        conditions.append(
+            {
+                "gt": column > moment,
+                "gte": column >= moment,
+                "eq": column == moment,
+                "neq": column != moment,
+                "lt": column < moment,
+                "lte": column <= moment,
+            }[time_filter.operator]
+        )
+    return conditions
+
+
+class SqlVmImageRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def add(self, image: VmImage) -> None:
+        c = tables.vm_images.c
+        if self._connection.execute(select(c.id).where(c.id == image.id)).first() is not None:
+            raise Conflict(f"an image with id {image.id} already exists", field="id")
+        try:
+            with self._connection.begin_nested():
+                self._connection.execute(tables.vm_images.insert().values(_values(image)))
+        except IntegrityError:
+            raise Conflict(f"an image with id {image.id} already exists", field="id") from None
+        self._write_children(image)
+
+    def _write_children(self, image: VmImage) -> None:
+        if image.tags:
+            self._connection.execute(
+                tables.vm_image_tags.insert(),
+                [{"image_id": image.id, "tag": tag} for tag in image.tags],
+            )
+        if image.properties:
+            self._connection.execute(
+                tables.vm_image_properties.insert(),
+                [
+                    {"image_id": image.id, "name": name, "value": value}
+                    for name, value in image.properties.items()
+                ],
+            )
+
+    def get(
+        self, image_id: str, project_id: str | None = None, *, include_deleted: bool = False
+    ) -> VmImage | None:
+        c = tables.vm_images.c
+        query = select(tables.vm_images).where(c.id == image_id)
+        if project_id is not None:
+            query = query.where(c.project_id == project_id)
+        if not include_deleted:
+            query = query.where(c.status != ImageStatus.DELETED.value)
+        row = self._connection.execute(query).mappings().first()
+        if row is None:
+            return None
+        return self._hydrate([row])[0]
+
+    def save(self, image: VmImage, expected_version: int) -> bool:
+        c = tables.vm_images.c
+        values = _values(image)
+        del values["id"]
+        result = self._connection.execute(
+            update(tables.vm_images)
+            .where(c.id == image.id, c.version == expected_version)
+            .values(values)
+        )
+        if result.rowcount != 1:
+            return False
+        self._connection.execute(
+            delete(tables.vm_image_tags).where(tables.vm_image_tags.c.image_id == image.id)
+        )
+        self._connection.execute(
+            delete(tables.vm_image_properties).where(
+                tables.vm_image_properties.c.image_id == image.id
+            )
+        )
+        self._write_children(image)
+        return True
+
+    def list(self, query: ImageQuery) -> builtins.list[VmImage]:
+        c = tables.vm_images.c
+        sort = [*query.sort]
+        if not any(key.key == "id" for key in sort):
+            sort.append(SortKey("id", sort[-1].descending if sort else False))
+        expressions = [(_sort_expression(key.key), key.descending) for key in sort]
+        conditions = _filters(query)
+        if query.marker is not None:
+            marker = self._connection.execute(
+                select(*[expression for expression, _ in expressions]).where(
+                    c.id == query.marker, *conditions
+                )
+            ).first()
+            if marker is None:
+                raise InvalidInput(f"marker {query.marker} could not be found", field="marker")
+            conditions.append(_after_marker(expressions, tuple(marker)))
+        statement = (
+            select(tables.vm_images)
+            .where(*conditions)
+            .order_by(
+                *[
+                    expression.desc() if descending else expression.asc()
+                    for expression, descending in expressions
+                ]
+            )
+            .limit(query.limit)
+            .offset(query.offset)
+        )
+        rows = builtins.list(self._connection.execute(statement).mappings())
+        return self._hydrate(rows) if rows else []
+
+    def count(self, query: ImageQuery) -> int:
+        statement = select(func.count()).select_from(tables.vm_images).where(*_filters(query))
+        return int(self._connection.execute(statement).scalar_one())
+
+    def add_job(self, job: ImageJob) -> None:
+        self._connection.execute(
+            tables.vm_image_jobs.insert().values(
+                id=job.id,
+                project_id=job.project_id,
+                region=job.region,
+                type=job.type.value,
+                resource_id=job.resource_id,
+                progress=job.progress,
+                done=job.done,
+                success=job.success,
+                status=job.status,
+                result=job.result,
+                created_at=job.created_at,
+            )
+        )
+
+    def jobs(self, project_id: str, job_ids: Sequence[str]) -> builtins.list[ImageJob]:
+        c = tables.vm_image_jobs.c
+        found: builtins.list[ImageJob] = []
+        wanted = sorted(set(job_ids))
+        for start in range(0, len(wanted), _IN_CHUNK):
+            rows = self._connection.execute(
+                select(tables.vm_image_jobs).where(
+                    c.project_id == project_id, c.id.in_(wanted[start : start + _IN_CHUNK])
+                )
+            ).mappings()
+            found.extend(
+                ImageJob(
+                    id=row["id"],
+                    project_id=row["project_id"],
+                    region=row["region"],
+                    type=JobType(row["type"]),
+                    resource_id=row["resource_id"],
+                    created_at=row["created_at"],
+                    progress=row["progress"],
+                    done=bool(row["done"]),
+                    success=bool(row["success"]),
+                    status=row["status"],
+                    result=row["result"],
+                )
+                for row in rows
+            )
+        order = {job_id: index for index, job_id in enumerate(job_ids)}
+        return sorted(found, key=lambda job: order[job.id])
+
+    def _hydrate(self, rows: builtins.list[RowMapping]) -> builtins.list[VmImage]:
+        ids = [row["id"] for row in rows]
+        tags: dict[str, builtins.list[str]] = defaultdict(builtins.list)
+        properties: dict[str, dict[str, str]] = defaultdict(dict)
+        tag_c, property_c = tables.vm_image_tags.c, tables.vm_image_properties.c
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            for image_id, tag in self._connection.execute(
+                select(tag_c.image_id, tag_c.tag)
+                .where(tag_c.image_id.in_(chunk))
+                .order_by(tag_c.image_id, tag_c.tag)
+            ):
+                tags[image_id].append(tag)
+            for image_id, name, value in self._connection.execute(
+                select(property_c.image_id, property_c.name, property_c.value).where(
+                    property_c.image_id.in_(chunk) if chunk else false()
+                )
+            ):
+                properties[image_id][name] = value
+        return [_from_row(row, tags[row["id"]], properties[row["id"]]) for row in rows]
