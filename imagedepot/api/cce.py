@@ -15,29 +15,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from imagedepot.api.context import ApiContext
+from imagedepot.api.errors import finish, http_status
 from imagedepot.domain.caches import CacheSpec, ImageCache
 from imagedepot.domain.errors import (
-    Conflict,
     DomainError,
-    Forbidden,
     InvalidInput,
-    NotFound,
-    PayloadTooLarge,
-    RateLimited,
-    Unauthenticated,
 )
 from imagedepot.domain.identity import Principal
 
 CREATED_AT_FORMAT = "%Y-%m-%d %H:%M:%S.%f +0000 UTC"
-_ERROR_STATUS: list[tuple[type[DomainError], int]] = [
-    (InvalidInput, 400),
-    (Unauthenticated, 401),
-    (Forbidden, 403),
-    (NotFound, 404),
-    (Conflict, 409),
-    (PayloadTooLarge, 413),
-    (RateLimited, 429),
-]
 _CREATE_FIELDS: dict[str, type] = {
     "name": str,
     "images": list,
@@ -146,11 +132,7 @@ def parse_create(raw: bytes) -> CacheSpec:
 
 
 def render_error(error: DomainError) -> Response:
-    status = next(code for kind, code in _ERROR_STATUS if isinstance(error, kind))
-    response = error_response(status, error.message)
-    if isinstance(error, RateLimited):
-        response.headers["Retry-After"] = str(error.retry_after)
-    return response
+    return finish(error_response(http_status(error), error.message), error)
 
 
 def routes(context: ApiContext) -> list[Route]:

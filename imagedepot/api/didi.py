@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from imagedepot.api.auth import Endpoint
 from imagedepot.api.context import ApiContext
+from imagedepot.api.errors import finish, http_status
 from imagedepot.domain.errors import (
     Conflict,
     DomainError,
@@ -44,15 +45,16 @@ from imagedepot.services.vmimages import ImageCopy, VmImageService
 LIST_LIMIT_MAX = 1000
 GIB = 1 << 30
 BATCH_MAX = 100
-_ERRORS: list[tuple[type[DomainError], int, int]] = [
-    (InvalidInput, 13, 400),
-    (Unauthenticated, 4, 401),
-    (Forbidden, 10000001, 403),
-    (NotFound, 41026, 404),
-    (Conflict, 1, 409),
-    (PayloadTooLarge, 13, 413),
-    (RateLimited, 3, 429),
+_ERRNO: list[tuple[type[DomainError], int]] = [
+    (InvalidInput, 13),
+    (Unauthenticated, 4),
+    (Forbidden, 10000001),
+    (NotFound, 41026),
+    (Conflict, 1),
+    (PayloadTooLarge, 13),
+    (RateLimited, 3),
 ]
+"""DiDi's errno for each core error; the HTTP status is the shared one."""
 _STATUSES = {
     ImageStatus.QUEUED: "Creating",
     ImageStatus.SAVING: "Creating",
@@ -74,11 +76,9 @@ def envelope(data: Any, *, errno: int = 0, errmsg: str = "ok", status: int = 200
 
 
 def render_error(error: DomainError) -> Response:
-    errno, status = next((e, s) for kind, e, s in _ERRORS if isinstance(error, kind))
-    response = envelope(None, errno=errno, errmsg=error.message, status=status)
-    if isinstance(error, RateLimited):
-        response.headers["Retry-After"] = str(error.retry_after)
-    return response
+    errno = next((e for kind, e in _ERRNO if isinstance(error, kind)), 2)
+    response = envelope(None, errno=errno, errmsg=error.message, status=http_status(error))
+    return finish(response, error)
 
 
 def with_request_id(endpoint: Endpoint) -> Endpoint:

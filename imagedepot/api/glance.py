@@ -22,16 +22,12 @@ from starlette.routing import Route
 
 from imagedepot.api.auth import public
 from imagedepot.api.context import ApiContext
+from imagedepot.api.errors import finish, http_status
 from imagedepot.domain.errors import (
     Conflict,
     DomainError,
-    Forbidden,
     InvalidInput,
-    NotFound,
-    PayloadTooLarge,
     QuotaExceeded,
-    RateLimited,
-    Unauthenticated,
 )
 from imagedepot.domain.identity import Principal
 from imagedepot.domain.vmimages import (
@@ -64,17 +60,11 @@ class UnsupportedMediaType(DomainError):
     """The request body's Content-Type is not one this call accepts (HTTP 415)."""
 
 
-_ERROR_STATUS: list[tuple[type[DomainError], int]] = [
+_STATUS_OVERRIDES: list[tuple[type[DomainError], int]] = [
     (UnsupportedMediaType, 415),
-    (InvalidInput, 400),
-    (Unauthenticated, 401),
     (QuotaExceeded, 413),
-    (Forbidden, 403),
-    (NotFound, 404),
-    (Conflict, 409),
-    (PayloadTooLarge, 413),
-    (RateLimited, 429),
 ]
+"""Glance answers an over-quota upload 413, and a wrong PATCH media type 415."""
 
 
 def error_response(status: int, message: str) -> JSONResponse:
@@ -85,11 +75,8 @@ def error_response(status: int, message: str) -> JSONResponse:
 
 
 def render_error(error: DomainError) -> Response:
-    status = next(code for kind, code in _ERROR_STATUS if isinstance(error, kind))
-    response = error_response(status, error.message)
-    if isinstance(error, RateLimited):
-        response.headers["Retry-After"] = str(error.retry_after)
-    return response
+    status = http_status(error, _STATUS_OVERRIDES)
+    return finish(error_response(status, error.message), error)
 
 
 def timestamp(moment: datetime | None) -> str | None:

@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from imagedepot.api.auth import public
 from imagedepot.api.context import ApiContext
+from imagedepot.api.errors import finish, http_status
 from imagedepot.domain.caches import (
     RETENTION_MAX,
     RETENTION_MIN,
@@ -51,9 +52,6 @@ from imagedepot.domain.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
-    PayloadTooLarge,
-    RateLimited,
-    Unauthenticated,
 )
 from imagedepot.domain.identity import Principal
 from imagedepot.domain.matching import Candidate, Strategy, best_match, coverage, normalise
@@ -173,19 +171,7 @@ def render_error(error: DomainError) -> Response:
     if isinstance(error, InvalidInput):
         causes = [Cause(error.field, error.message)] if error.field else []
         return status_response(422, error.message, causes=causes)
-    codes: list[tuple[type[DomainError], int]] = [
-        (Unauthenticated, 401),
-        (Forbidden, 403),
-        (NotFound, 404),
-        (Conflict, 409),
-        (PayloadTooLarge, 413),
-        (RateLimited, 429),
-    ]
-    code = next((c for kind, c in codes if isinstance(error, kind)), 500)
-    response = status_response(code, error.message)
-    if isinstance(error, RateLimited):
-        response.headers["Retry-After"] = str(error.retry_after)
-    return response
+    return finish(status_response(http_status(error), error.message), error)
 
 
 def bad_request(message: str) -> StatusError:
