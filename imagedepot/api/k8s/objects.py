@@ -1,0 +1,425 @@
+"""The ImageSnapshot object itself: how an ImageCache is rendered as one, and how a request
+body is read back into the core's `CacheSpec` plus the metadata the dialect keeps (labels,
+annotations, and the CCI-only extras stored in an annotation). Parsing collects every fault
+of a body so that one 422 names all the fields at fault; the limits and field names it
+checks against live here too, since both directions of the translation share them.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+
+from imagedepot.api.k8s.names import API_VERSION, KIND
+from imagedepot.api.k8s.patches import JSON_PATCH, MERGE_PATCH
+from imagedepot.api.k8s.status import Cause, StatusError, bad_request, invalid
+from imagedepot.domain.caches import (
+    RETENTION_MAX,
+    RETENTION_MIN,
+    SIZE_GIB_DEFAULT,
+    SIZE_GIB_MAX,
+    SIZE_GIB_MIN,
+    TIMEOUT_DEFAULT,
+    TIMEOUT_MAX,
+    TIMEOUT_MIN,
+    CacheSpec,
+    CacheStatus,
+    FieldNames,
+    ImageCache,
+    RegistryAccess,
+)
+from imagedepot.domain.errors import InvalidInput
+
+FINALIZER = "imagesnapshot.kubernetes.io/imagesnapshot-finalizer"
+EXTRA_ANNOTATION = "imagedepot.io/cci-extra"
+"""Where the CCI-only fields the core does not use (EIP settings, owner references, extra
+finalizers) are kept; hidden from the annotations a client sees."""
+IMAGES_MAX = REGISTRIES_MAX = 10
+SIZE_RANGE = (SIZE_GIB_MIN, SIZE_GIB_MAX, SIZE_GIB_DEFAULT)
+TTL_RANGE = (RETENTION_MIN, RETENTION_MAX, 0)
+TIMEOUT_RANGE = (TIMEOUT_MIN, TIMEOUT_MAX, TIMEOUT_DEFAULT)
+DEFAULT_NAMESPACE = "default"
+FIELD_NAMES = FieldNames(
+    name="metadata.name",
+    images="spec.images",
+    size_gib="spec.imageSnapshotSize",
+    retention_days="spec.ttlDaysAfterCreated",
+    timeout_minutes="spec.buildingConfig.timeoutMinutes",
+    pull_secrets="spec.registries",
+)
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_BUILDING_EXTRAS = ("autoCreateEIP", "autoCreateEIPAttribute", "dnsServers", "eipID", "namespace")
+
+
+def timestamp(value: datetime | None) -> str | None:
+    return value.strftime(TIME_FORMAT) if value is not None else None
+
+
+def _extras(cache: ImageCache) -> dict[str, Any]:
+    raw = cache.annotations.get(EXTRA_ANNOTATION)
+    if not raw:
+        return {}
+    try:
+        extras = json.loads(raw)
+    except json.JSONDecodeError:
+        return {}
+    return extras if isinstance(extras, dict) else {}
+
+
+def render(cache: ImageCache, *, deleting_now: datetime | None = None) -> dict[str, Any]:
+    """The ImageSnapshot of `cache`; `deleting_now` shows it as a dry-run deletion would."""
+    extras = _extras(cache)
+    spec = cache.spec
+    annotations = {k: v for k, v in cache.annotations.items() if k != EXTRA_ANNOTATION}
+    metadata: dict[str, Any] = {
+        "name": spec.name,
+        "uid": cache.id,
+        "resourceVersion": str(cache.resource_version),
+        "generation": cache.generation,
+        "creationTimestamp": timestamp(cache.created_at),
+        "finalizers": [FINALIZER, *extras.get("finalizers", [])],
+    }
+    if cache.labels:
+        metadata["labels"] = dict(cache.labels)
+    if annotations:
+        metadata["annotations"] = annotations
+    if extras.get("ownerReferences"):
+        metadata["ownerReferences"] = extras["ownerReferences"]
+    deleted_at = cache.deletion_requested_at or deleting_now
+    if deleted_at is not None:
+        metadata["deletionTimestamp"] = timestamp(deleted_at)
+        metadata["deletionGracePeriodSeconds"] = 0
+    building: dict[str, Any] = dict(extras.get("buildingConfig") or {})
+    building["timeoutMinutes"] = spec.timeout_minutes
+    registries = []
+    for entry in spec.registries:
+        item: dict[str, Any] = {"server": entry.server}
+        if entry.pull_secret:
+            item["imagePullSecret"] = entry.pull_secret.partition(":")[2]
+        if entry.plain_http:
+            item["plainHTTP"] = True
+        if entry.insecure_skip_verify:
+            item["insecureSkipVerify"] = True
+        registries.append(item)
+    status: dict[str, Any] = {
+        "phase": CacheStatus.DELETING.value if deleting_now else cache.status.value,
+        "images": [
+            {"image": p.image, "digest": p.digest, "sizeBytes": p.size_bytes}
+            for p in cache.images
+            if p.digest
+        ],
+        "lastUpdatedTime": timestamp(cache.updated_at),
+        "snapshotID": cache.id,
+        "snapshotName": spec.name,
+    }
+    if cache.reason:
+        status["reason"] = cache.reason
+    if cache.message:
+        status["message"] = cache.message
+    if cache.expires_at is not None:
+        status["expireDateTime"] = timestamp(cache.expires_at)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": metadata,
+        "spec": {
+            "buildingConfig": building,
+            "imageSnapshotSize": spec.size_gib,
+            "images": [{"image": image} for image in spec.images],
+            "registries": registries,
+            "ttlDaysAfterCreated": spec.retention_days,
+        },
+        "status": status,
+    }
+
+
+_BINARY_TYPES = ("application/vnd.kubernetes.protobuf", "application/cbor", "application/yaml")
+
+
+def check_content_type(request: Request) -> None:
+    """Bodies are read as JSON whatever the Content-Type (the Python client sends none), but
+    an encoding that is surely not JSON is refused with 415, which makes client-go retry
+    in JSON."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media in _BINARY_TYPES:
+        raise StatusError(
+            415,
+            f"the body of the request was in an unknown format - accepted media types "
+            f"include: application/json, {JSON_PATCH}, {MERGE_PATCH}",
+        )
+
+
+def load_json(raw: bytes) -> Any:
+    """The body as JSON whatever the Content-Type said (the Python client sends none)."""
+    try:
+        return json.loads(raw) if raw.strip() else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise bad_request(f"the request body is not valid JSON: {error}") from None
+
+
+@dataclass
+class Parsed:
+    """An ImageSnapshot body as the core wants it: the spec, the metadata it keeps, and extras."""
+
+    name: str
+    generate_name: str | None
+    spec: CacheSpec
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    resource_version: str | None
+    uid: str | None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class _Reader:
+    """Collects every problem of a body, so that one 422 names all the fields at fault."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.causes: list[Cause] = []
+        self.unknown: list[str] = []
+
+    def fail(self, where: str, message: str, reason: str = "FieldValueInvalid") -> None:
+        self.causes.append(Cause(where, message, reason))
+
+    def obj(self, value: Any, where: str, known: Iterable[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.fail(where, "must be an object", "FieldValueTypeInvalid")
+            return {}
+        for key in value:
+            if key not in known:
+                self.unknown.append(f"{where}.{key}" if where else key)
+        return value
+
+    def typed(self, value: Any, where: str, kind: type, default: Any = None) -> Any:
+        if value is None:
+            return default
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+            self.fail(where, f"must be {_TYPE_NAMES[kind]}", "FieldValueTypeInvalid")
+            return default
+        return value
+
+    def str_map(self, value: Any, where: str) -> dict[str, str]:
+        mapping = self.typed(value, where, dict, {})
+        if any(not isinstance(v, str) for v in mapping.values()):
+            self.fail(where, "values must be strings", "FieldValueTypeInvalid")
+            return {}
+        return dict(mapping)
+
+
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    bool: "a boolean",
+    list: "an array",
+    dict: "an object",
+}
+
+
+def parse_object(body: Any, *, strict: bool = False) -> Parsed:
+    """An ImageSnapshot from a request body; raises a 400/422 Status naming each bad field."""
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object (an ImageSnapshot)")
+    reader = _Reader(strict)
+    top = reader.obj(body, "", ("apiVersion", "kind", "metadata", "spec", "status"))
+    if top.get("kind") not in (None, KIND):
+        raise bad_request(f"kind {top.get('kind')!r} is not {KIND}")
+    if top.get("apiVersion") not in (None, API_VERSION):
+        raise bad_request(f"apiVersion {top.get('apiVersion')!r} is not {API_VERSION}")
+    meta = reader.obj(
+        top.get("metadata"),
+        "metadata",
+        (
+            "name",
+            "generateName",
+            "namespace",
+            "labels",
+            "annotations",
+            "finalizers",
+            "ownerReferences",
+            "resourceVersion",
+            "uid",
+            "generation",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+            "managedFields",
+        ),
+    )
+    name = reader.typed(meta.get("name"), "metadata.name", str, "")
+    generate_name = reader.typed(meta.get("generateName"), "metadata.generateName", str)
+    labels = reader.str_map(meta.get("labels"), "metadata.labels")
+    annotations = reader.str_map(meta.get("annotations"), "metadata.annotations")
+    annotations.pop(EXTRA_ANNOTATION, None)
+    finalizers = reader.typed(meta.get("finalizers"), "metadata.finalizers", list, [])
+    extra_finalizers = [f for f in finalizers if f != FINALIZER]
+    if any(not isinstance(f, str) for f in extra_finalizers):
+        reader.fail("metadata.finalizers", "must be strings", "FieldValueTypeInvalid")
+        extra_finalizers = []
+    owners = reader.typed(meta.get("ownerReferences"), "metadata.ownerReferences", list, [])
+
+    spec_body = reader.obj(
+        top.get("spec"),
+        "spec",
+        ("buildingConfig", "imageSnapshotSize", "images", "registries", "ttlDaysAfterCreated"),
+    )
+    if "spec" not in top:
+        reader.fail("spec", "Required value", "FieldValueRequired")
+    building = reader.obj(
+        spec_body.get("buildingConfig"),
+        "spec.buildingConfig",
+        ("timeoutMinutes", *_BUILDING_EXTRAS),
+    )
+    namespace = reader.typed(building.get("namespace"), "spec.buildingConfig.namespace", str)
+    reader.typed(building.get("eipID"), "spec.buildingConfig.eipID", str)
+    reader.typed(building.get("autoCreateEIP"), "spec.buildingConfig.autoCreateEIP", bool)
+    reader.typed(
+        building.get("autoCreateEIPAttribute"), "spec.buildingConfig.autoCreateEIPAttribute", dict
+    )
+    dns = reader.typed(building.get("dnsServers"), "spec.buildingConfig.dnsServers", list, [])
+    if any(not isinstance(server, str) for server in dns):
+        reader.fail("spec.buildingConfig.dnsServers", "must be strings", "FieldValueTypeInvalid")
+
+    images_body = reader.typed(spec_body.get("images"), "spec.images", list, [])
+    images: list[str] = []
+    for index, item in enumerate(images_body):
+        where = f"spec.images[{index}]"
+        entry = reader.obj(item, where, ("image",))
+        image = reader.typed(entry.get("image"), f"{where}.image", str)
+        if image is None:
+            reader.fail(f"{where}.image", "Required value", "FieldValueRequired")
+        else:
+            images.append(image)
+    if len(images_body) > IMAGES_MAX:
+        reader.fail(
+            "spec.images",
+            f"must have at most {IMAGES_MAX} items, got {len(images_body)}",
+            "FieldValueTooMany",
+        )
+    registries_body = reader.typed(spec_body.get("registries"), "spec.registries", list, [])
+    if len(registries_body) > REGISTRIES_MAX:
+        reader.fail(
+            "spec.registries",
+            f"must have at most {REGISTRIES_MAX} items, got {len(registries_body)}",
+            "FieldValueTooMany",
+        )
+    secret_namespace = namespace or DEFAULT_NAMESPACE
+    registries: list[RegistryAccess] = []
+    for index, item in enumerate(registries_body):
+        where = f"spec.registries[{index}]"
+        entry = reader.obj(
+            item, where, ("server", "imagePullSecret", "plainHTTP", "insecureSkipVerify")
+        )
+        server = reader.typed(entry.get("server"), f"{where}.server", str)
+        if not server:
+            reader.fail(f"{where}.server", "Required value", "FieldValueRequired")
+            continue
+        secret = reader.typed(entry.get("imagePullSecret"), f"{where}.imagePullSecret", str)
+        registries.append(
+            RegistryAccess(
+                server=server,
+                plain_http=reader.typed(entry.get("plainHTTP"), f"{where}.plainHTTP", bool, False),
+                insecure_skip_verify=reader.typed(
+                    entry.get("insecureSkipVerify"), f"{where}.insecureSkipVerify", bool, False
+                ),
+                pull_secret=f"{secret_namespace}:{secret}" if secret else None,
+            )
+        )
+    numbers = {}
+    for where, value, (low, high, default) in (
+        ("spec.imageSnapshotSize", spec_body.get("imageSnapshotSize"), SIZE_RANGE),
+        ("spec.ttlDaysAfterCreated", spec_body.get("ttlDaysAfterCreated"), TTL_RANGE),
+        ("spec.buildingConfig.timeoutMinutes", building.get("timeoutMinutes"), TIMEOUT_RANGE),
+    ):
+        number = reader.typed(value, where, int, default)
+        if not low <= number <= high:
+            reader.fail(where, f"must be between {low} and {high}, got {number}")
+            number = default
+        numbers[where] = number
+    if reader.strict and reader.unknown:
+        raise bad_request(
+            "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in reader.unknown)
+        )
+    shown_name = name or generate_name or ""
+    if not name and not generate_name:
+        reader.fail("metadata.name", "name or generateName is required", "FieldValueRequired")
+    spec = CacheSpec(
+        name=name or "placeholder",
+        images=tuple(images),
+        size_gib=numbers["spec.imageSnapshotSize"],
+        retention_days=numbers["spec.ttlDaysAfterCreated"],
+        registries=tuple(registries),
+        timeout_minutes=numbers["spec.buildingConfig.timeoutMinutes"],
+    )
+    if not any(c.reason == "FieldValueTypeInvalid" for c in reader.causes):
+        # Within the limits, so that the rest of the spec (name, image references) is
+        # checked too and every problem is named at once.
+        checked = replace(spec, images=spec.images[:IMAGES_MAX])
+        try:
+            checked.validate(max_images=IMAGES_MAX, field_names=FIELD_NAMES)
+        except InvalidInput as error:
+            if error.field not in {c.field for c in reader.causes}:
+                reader.fail(error.field or "spec", error.message)
+    if reader.causes:
+        raise invalid(shown_name, reader.causes)
+    extras: dict[str, Any] = {}
+    kept_building = {k: building[k] for k in _BUILDING_EXTRAS if building.get(k) is not None}
+    if kept_building:
+        extras["buildingConfig"] = kept_building
+    if extra_finalizers:
+        extras["finalizers"] = extra_finalizers
+    if owners:
+        extras["ownerReferences"] = owners
+    return Parsed(
+        name=name,
+        generate_name=generate_name,
+        spec=spec,
+        labels=labels,
+        annotations=annotations,
+        resource_version=reader.typed(meta.get("resourceVersion"), "metadata.resourceVersion", str),
+        uid=reader.typed(meta.get("uid"), "metadata.uid", str),
+        extras=extras,
+    )
+
+
+def stored_annotations(parsed: Parsed) -> dict[str, str]:
+    annotations = dict(parsed.annotations)
+    if parsed.extras:
+        annotations[EXTRA_ANNOTATION] = json.dumps(parsed.extras, sort_keys=True)
+    return annotations
+
+
+def spec_changes(old: ImageCache, new: Parsed) -> list[Cause]:
+    """The spec fields `new` would change; a built snapshot's spec never changes."""
+    before, after = old.spec, new.spec
+    pairs = [
+        ("spec.images", before.images, after.images),
+        ("spec.registries", before.registries, after.registries),
+        ("spec.imageSnapshotSize", before.size_gib, after.size_gib),
+        ("spec.ttlDaysAfterCreated", before.retention_days, after.retention_days),
+        ("spec.buildingConfig.timeoutMinutes", before.timeout_minutes, after.timeout_minutes),
+        (
+            "spec.buildingConfig",
+            _extras(old).get("buildingConfig"),
+            new.extras.get("buildingConfig"),
+        ),
+    ]
+    return [
+        Cause(where, "field is immutable once the snapshot is created")
+        for where, was, wanted in pairs
+        if was != wanted
+    ]
+
+
+def suffix() -> str:
+    alphabet = "bcdfghjklmnpqrstvwxz2456789"
+    return "".join(secrets.choice(alphabet) for _ in range(5))

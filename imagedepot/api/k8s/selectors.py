@@ -1,0 +1,169 @@
+"""What a list or watch request selects and where a page starts: label selectors, the
+`metadata.name` field selector, continue tokens, and the resourceVersion of a list (the
+newest change it reflects, which a watch may start from). Kept apart from the routes because
+the selector grammar and the paging arithmetic are self-contained and tested on their own.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from starlette.requests import Request
+
+from imagedepot.api.k8s.status import bad_request
+from imagedepot.domain.caches import ImageCache
+
+_REQUIREMENT = re.compile(
+    r"^\s*(?P<key>[A-Za-z0-9_./-]+)\s*(?:(?P<op>==|=|!=)\s*(?P<value>[A-Za-z0-9_.-]*)"
+    r"|\s+(?P<set>in|notin)\s*\((?P<values>[^)]*)\))?\s*$"
+)
+
+
+def _split_requirements(selector: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for char in selector:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return [part for part in parts if part.strip()]
+
+
+@dataclass(frozen=True)
+class _Requirement:
+    key: str
+    op: str
+    values: frozenset[str] = frozenset()
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        value = labels.get(self.key)
+        if self.op == "exists":
+            return value is not None
+        if self.op == "!exists":
+            return value is None
+        if self.op in ("=", "in"):
+            return value in self.values
+        return value not in self.values
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    requirements: tuple[_Requirement, ...]
+
+    def __call__(self, labels: dict[str, str]) -> bool:
+        return all(r.matches(labels) for r in self.requirements)
+
+
+def label_selector(selector: str) -> LabelSelector:
+    """`a=b,c!=d,e,!f,g in (x,y),h notin (z)` as Kubernetes reads it."""
+    requirements: list[_Requirement] = []
+    for requirement in _split_requirements(selector):
+        text = requirement.strip()
+        if text.startswith("!"):
+            requirements.append(_Requirement(text[1:].strip(), "!exists"))
+            continue
+        match = _REQUIREMENT.match(text)
+        if match is None:
+            raise bad_request(f"unable to parse requirement {text!r} of labelSelector")
+        key, op = match["key"], match["op"]
+        if op in ("=", "=="):
+            requirements.append(_Requirement(key, "=", frozenset({match["value"]})))
+        elif op == "!=":
+            requirements.append(_Requirement(key, "!=", frozenset({match["value"]})))
+        elif match["set"]:
+            values = frozenset(v.strip() for v in match["values"].split(",") if v.strip())
+            requirements.append(_Requirement(key, match["set"], values))
+        else:
+            requirements.append(_Requirement(key, "exists"))
+    return LabelSelector(tuple(requirements))
+
+
+@dataclass(frozen=True)
+class NameSelector:
+    equal: tuple[str, ...]
+    unequal: tuple[str, ...]
+
+    def __call__(self, name: str) -> bool:
+        return all(name == v for v in self.equal) and all(name != v for v in self.unequal)
+
+
+def field_selector(selector: str) -> NameSelector:
+    """Only `metadata.name` (`=`, `==`, `!=`) is a supported field, as for custom resources."""
+    equal: list[str] = []
+    unequal: list[str] = []
+    for requirement in _split_requirements(selector):
+        match = re.fullmatch(r"\s*([A-Za-z.]+)\s*(==|=|!=)\s*([^,]*?)\s*", requirement)
+        if match is None:
+            raise bad_request(f"invalid fieldSelector requirement {requirement!r}")
+        field_name, op, value = match.groups()
+        if field_name != "metadata.name":
+            raise bad_request(f'field label not supported: "{field_name}" (only metadata.name is)')
+        (unequal if op == "!=" else equal).append(value)
+    return NameSelector(tuple(equal), tuple(unequal))
+
+
+def continue_token(last: ImageCache) -> str:
+    """Where the next page starts: after this object in (creation, uid) order, so objects
+    removed meanwhile shift nothing."""
+    key = {"after": [micros(last.created_at), last.id]}
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
+
+
+def continue_key(token: str) -> tuple[int, str]:
+    try:
+        micros, uid = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise bad_request("the continue token is not valid") from None
+    if not isinstance(micros, int) or not isinstance(uid, str):
+        raise bad_request("the continue token is not valid")
+    return micros, uid
+
+
+def int_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"{name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise bad_request(f"{name} must not be negative")
+    return value
+
+
+def selected(request: Request, caches: list[ImageCache]) -> list[ImageCache]:
+    labels = label_selector(request.query_params.get("labelSelector", ""))
+    names = field_selector(request.query_params.get("fieldSelector", ""))
+    return [c for c in caches if labels(c.labels) and names(c.spec.name)]
+
+
+def micros(at: datetime) -> int:
+    return int(at.timestamp() * 1_000_000)
+
+
+def list_version(caches: list[ImageCache]) -> str:
+    """A list's resourceVersion: opaque to clients, the newest change the list reflects (in
+    microseconds since the epoch; an object's own resourceVersion is its update counter)."""
+    newest = max((c.updated_at for c in caches), default=None)
+    return str(micros(newest)) if newest else "1"
+
+
+_LIST_VERSION_FLOOR = 10**12
+"""Below this a resourceVersion is an object's counter, not a list's time: no replay."""
+
+
+def micros_version(version: str) -> int | None:
+    """The time a list's resourceVersion stands for; None for anything else."""
+    if not version.isdigit():
+        return None
+    value = int(version)
+    return value if value >= _LIST_VERSION_FLOOR or value == 1 else None

@@ -1,0 +1,106 @@
+"""The `Table` form of ImageSnapshots that `kubectl get` asks for (`Accept: ...;as=Table`):
+the columns, and kubectl's way of writing ages and sizes. It exists so that the columns a
+human sees are defined in one place, apart from the JSON objects clients program against.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from starlette.requests import Request
+
+from imagedepot.api.k8s.objects import render
+from imagedepot.domain.caches import ImageCache
+
+
+def wants_table(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    first = accept.split(",")[0]
+    return "as=Table" in first
+
+
+def human_age(seconds: float) -> str:
+    """kubectl's way of writing an age: 45s, 3m12s, 17m, 5h3m, 20h, 3d4h, 12d, 2y."""
+    s = max(int(seconds), 0)
+    minutes, hours, days = s // 60, s // 3600, s // 86400
+    if s < 120:
+        return f"{s}s"
+    if minutes < 10:
+        return f"{minutes}m{s % 60}s" if s % 60 else f"{minutes}m"
+    if hours < 3:
+        return f"{minutes}m"
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if days < 8:
+        return f"{days}d{hours % 24}h" if hours % 24 else f"{days}d"
+    if days < 730:
+        return f"{days}d"
+    return f"{days // 365}y"
+
+
+def human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{size}B"
+
+
+_COLUMNS = [
+    ("Name", "string", 0, "Name must be unique within a project."),
+    ("Phase", "string", 0, "Where the snapshot is in its lifecycle."),
+    ("Images", "integer", 0, "How many images the snapshot holds."),
+    ("Size", "string", 0, "Bytes the images take (manifests, configs and layers)."),
+    ("Age", "string", 0, "Time since the snapshot was created."),
+    ("Budget", "string", 1, "spec.imageSnapshotSize, in GiB."),
+    ("TTL", "string", 1, "spec.ttlDaysAfterCreated (0: kept forever)."),
+    ("UID", "string", 1, "metadata.uid, the CCE image cache id."),
+    ("Message", "string", 1, "Why the snapshot is in this phase."),
+]
+
+
+def table(caches: list[ImageCache], now: datetime, list_meta: dict[str, Any]) -> dict[str, Any]:
+    rows = []
+    for cache in caches:
+        rendered = render(cache)
+        cells: list[Any] = [
+            cache.spec.name,
+            cache.status.value,
+            len(cache.spec.images),
+            human_bytes(cache.total_bytes),
+            human_age((now - cache.created_at).total_seconds()),
+            f"{cache.spec.size_gib}Gi",
+            f"{cache.spec.retention_days}d",
+            cache.id,
+            cache.message or "",
+        ]
+        rows.append(
+            {
+                "cells": cells,
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": rendered["metadata"],
+                },
+            }
+        )
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": list_meta,
+        "columnDefinitions": [
+            {
+                "name": name,
+                "type": kind,
+                "format": "name" if name == "Name" else "",
+                "description": description,
+                "priority": priority,
+            }
+            for name, kind, priority, description in _COLUMNS
+        ],
+        "rows": rows,
+    }
