@@ -30,6 +30,7 @@ from imagedepot.adapters.secretbox import (
 from imagedepot.config import Settings
 from imagedepot.domain.errors import InvalidInput
 from imagedepot.domain.policy import Policy
+from imagedepot.processes import dead_holders, new_holder_id
 from imagedepot.services.audit import AuditService
 from imagedepot.services.blobs import BlobService
 from imagedepot.services.caches import CacheService, Quotas
@@ -66,6 +67,8 @@ class Core:
     layouts: OciLayoutService
     admin_token_path: Path | None
     vm_images: VmImageService
+    holder: str
+    """This process as a lease and upload holder (host/pid/nonce), shared by the API and worker."""
 
     def close(self) -> None:
         self.store.close()
@@ -95,6 +98,7 @@ def open_core(settings: Settings) -> Core:
     token, token_path = admin_token(settings)
     box = FernetSecretBox(load_or_create_key(settings.data_dir, settings.secret_key))
     quotas = Quotas(settings.quota_caches, settings.quota_images, settings.quota_gib)
+    holder = new_holder_id()
     return Core(
         settings=settings,
         store=store,
@@ -114,7 +118,9 @@ def open_core(settings: Settings) -> Core:
             clock,
             regions=settings.regions,
             max_image_bytes=settings.max_image_bytes,
+            holder=holder,
         ),
+        holder=holder,
     )
 
 
@@ -162,7 +168,7 @@ def build_policy(settings: Settings) -> BuildPolicy:
 
 def worker_for(core: Core, registry: AiohttpRegistryClient) -> WorkerLoop:
     from imagedepot.services.building import BlobFetcher, CacheBuilder
-    from imagedepot.worker.loop import WorkerLoop, new_holder_id
+    from imagedepot.worker.loop import WorkerLoop
     from imagedepot.worker.reconciler import Reconciler
 
     settings = core.settings
@@ -171,9 +177,14 @@ def worker_for(core: Core, registry: AiohttpRegistryClient) -> WorkerLoop:
         core.store,
         core.blobs,
         core.clock,
-        holder=new_holder_id(),
+        holder=core.holder,
         lease_seconds=settings.lease_seconds,
         poll_seconds=settings.worker_poll_seconds,
+        housekeeping=[
+            lambda: core.vm_images.recover_interrupted_uploads(
+                lambda holders: dead_holders(holders, core.holder)
+            )
+        ],
     )
     fetcher = BlobFetcher(core.blobs, registry, settings.parallel_blobs)
     builder = CacheBuilder(core.store, core.blobs, registry, fetcher, policy)

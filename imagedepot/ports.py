@@ -131,6 +131,12 @@ class VmImageRepository(Protocol):
     def count(self, query: ImageQuery) -> int:
         """How many images match the query's filters (paging ignored)."""
 
+    def upload_holders(self) -> builtins.list[str]:
+        """Every process recorded as uploading some image's data."""
+
+    def saving_held_by(self, holders: Sequence[str]) -> builtins.list[VmImage]:
+        """Images still `saving` whose upload belongs to one of these (dead) holders."""
+
     def add_job(self, job: ImageJob) -> None: ...
 
     def jobs(self, project_id: str, job_ids: Sequence[str]) -> builtins.list[ImageJob]:

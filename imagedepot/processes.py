@@ -1,11 +1,31 @@
-"""Operating-system facts the worker and the blob store both need to recover after a crash:
-whether a process that left a lease or a temp file behind is still running, and how to make
-a rename durable."""
+"""Operating-system facts needed to recover after a crash: who holds a lease or an upload,
+whether a process that left a lease, an upload or a temp file behind is still running, and
+how to make a rename durable."""
 
 from __future__ import annotations
 
 import os
+import secrets
+import socket
 from pathlib import Path
+
+
+def new_holder_id() -> str:
+    """This process as a holder of leases and uploads: host/pid/nonce."""
+    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
+
+
+def dead_holders(holders: list[str], me: str) -> tuple[str, ...]:
+    """Holders on this host whose process is gone (or is us under an earlier life)."""
+    host, pid_text, _ = me.split("/", 2)
+    dead = []
+    for holder in holders:
+        parts = holder.split("/", 2)
+        if len(parts) != 3 or parts[0] != host or holder == me or not parts[1].isdigit():
+            continue
+        if parts[1] == pid_text or not process_alive(int(parts[1])):
+            dead.append(holder)
+    return tuple(dead)
 
 
 def process_alive(pid: int) -> bool:

@@ -125,6 +125,8 @@ class VmImage:
     """Where the image lives; a copy to another region is another image sharing the bytes."""
     description: str | None = None
     deleted_at: datetime | None = None
+    upload_holder: str | None = None
+    """The process writing the data while `saving` (host/pid/nonce), to undo a crashed upload."""
     version: int = 1
 
     @classmethod
@@ -228,7 +230,7 @@ class VmImage:
         self.updated_at = now
         self.version += 1
 
-    def start_upload(self, now: datetime) -> None:
+    def start_upload(self, now: datetime, holder: str | None = None) -> None:
         if self.status is not ImageStatus.QUEUED:
             raise Conflict(f"image {self.id} is {self.status}; data can only be uploaded once")
         if self.disk_format is None or self.container_format is None:
@@ -237,12 +239,14 @@ class VmImage:
                 field="disk_format" if self.disk_format is None else "container_format",
             )
         self.status = ImageStatus.SAVING
+        self.upload_holder = holder
         self.touch(now)
 
     def abandon_upload(self, now: datetime) -> None:
         """An upload failed or was interrupted: back to queued, ready for another attempt."""
         if self.status is ImageStatus.SAVING:
             self.status = ImageStatus.QUEUED
+            self.upload_holder = None
             self.touch(now)
 
     def finish_upload(
@@ -264,6 +268,7 @@ class VmImage:
         self.blob_digest = blob_digest
         self.virtual_size = virtual_size
         self.status = ImageStatus.ACTIVE
+        self.upload_holder = None
         self.touch(now)
 
     def deactivate(self, now: datetime) -> None:

@@ -158,7 +158,9 @@ class VmImageService:
         *,
         regions: Sequence[str] = ("default",),
         max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+        holder: str | None = None,
     ) -> None:
+        self._holder = holder
         self._store = store
         self._blobs = blobs
         self._clock = clock
@@ -364,7 +366,7 @@ class VmImageService:
         if declared_size is not None and declared_size > self._max_image_bytes:
             raise PayloadTooLarge(f"image data is over the limit of {self._max_image_bytes} bytes")
         image = self.change(
-            principal, image_id, lambda found: found.start_upload(self._clock.now())
+            principal, image_id, lambda found: found.start_upload(self._clock.now(), self._holder)
         )
         try:
             writer = self._blobs.upload_writer()
@@ -372,6 +374,23 @@ class VmImageService:
             self._abandon_upload(principal, image_id)
             raise
         return ImageUpload(self, principal, image, writer, declared_size, self._max_image_bytes)
+
+    def recover_interrupted_uploads(
+        self, dead: Callable[[builtins.list[str]], tuple[str, ...]]
+    ) -> int:
+        """Put back to queued every image whose upload died with its process (the dead
+        writer's temp file is the blob store's to clean); the count recovered."""
+        with self._store.transaction(read_only=True) as uow:
+            gone = dead(uow.vm_images.upload_holders())
+        if not gone:
+            return 0
+        recovered = 0
+        with self._store.transaction() as uow:
+            for image in uow.vm_images.saving_held_by(gone):
+                read_version = image.version
+                image.abandon_upload(self._clock.now())
+                recovered += uow.vm_images.save(image, read_version)
+        return recovered
 
     def _abandon_upload(self, principal: Principal, image_id: str) -> None:
         with contextlib.suppress(NotFound):

@@ -9,34 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
-import socket
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from imagedepot.domain.caches import CacheStatus, FailureReason, ImageCache
 from imagedepot.ports import BlobStore, Clock, MetadataStore
-from imagedepot.processes import process_alive
+from imagedepot.processes import dead_holders
 from imagedepot.worker.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
-
-
-def new_holder_id() -> str:
-    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
-
-
-def dead_holders(holders: list[str], me: str) -> tuple[str, ...]:
-    """Holders on this host whose process is gone (or is us under an earlier life)."""
-    host, pid_text, _ = me.split("/", 2)
-    dead = []
-    for holder in holders:
-        parts = holder.split("/", 2)
-        if len(parts) != 3 or parts[0] != host or holder == me or not parts[1].isdigit():
-            continue
-        if parts[1] == pid_text or not process_alive(int(parts[1])):
-            dead.append(holder)
-    return tuple(dead)
 
 
 class WorkerLoop:
@@ -49,6 +30,7 @@ class WorkerLoop:
         lease_seconds: float,
         poll_seconds: float,
         max_concurrent: int = 2,
+        housekeeping: Sequence[Callable[[], object]] = (),
     ) -> None:
         self._store = store
         self._blobs = blobs
@@ -60,6 +42,7 @@ class WorkerLoop:
         self._running: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self.reconciler: Reconciler | None = None
+        self._housekeeping = tuple(housekeeping)
 
     def renew_lease(self, cache_id: str) -> bool:
         with self._store.transaction() as uow:
@@ -91,6 +74,8 @@ class WorkerLoop:
 
     async def tick(self) -> None:
         await asyncio.to_thread(self._expire)
+        for chore in self._housekeeping:
+            await asyncio.to_thread(chore)
         while len(self._running) < self._max_concurrent:
             cache = await asyncio.to_thread(self._claim)
             if cache is None:

@@ -238,3 +238,28 @@ def test_jobs_round_trip_in_the_asked_order_and_per_project(store: SqlMetadataSt
     with store.transaction(read_only=True) as uow:
         found = uow.vm_images.jobs("p1", [second.id, first.id, theirs.id, "unknown"])
     assert found == [second, first]
+
+
+def test_uploads_in_flight_are_found_by_their_holder(store: SqlMetadataStore) -> None:
+    saving, other, idle = image("saving"), image("other"), image("idle")
+    for one in (saving, other, idle):
+        one.disk_format, one.container_format = "raw", "bare"
+    saving.start_upload(T0, "host/1/dead")
+    other.start_upload(T0, "host/2/alive")
+    add(store, saving, other, idle)
+    with store.transaction(read_only=True) as uow:
+        assert sorted(uow.vm_images.upload_holders()) == ["host/1/dead", "host/2/alive"]
+        found = uow.vm_images.saving_held_by(["host/1/dead"])
+        assert [one.id for one in found] == [saving.id]
+        assert found[0].upload_holder == "host/1/dead"
+        assert uow.vm_images.saving_held_by([]) == []
+    with store.transaction() as uow:
+        version = found[0].version
+        found[0].abandon_upload(T0 + timedelta(seconds=1))
+        assert uow.vm_images.save(found[0], version)
+    with store.transaction(read_only=True) as uow:
+        assert uow.vm_images.upload_holders() == ["host/2/alive"]
+        back = uow.vm_images.get(saving.id, "p1")
+        assert back is not None
+        assert back.status.value == "queued"
+        assert back.upload_holder is None

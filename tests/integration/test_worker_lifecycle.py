@@ -20,11 +20,12 @@ from imagedepot.adapters.secretbox import FernetSecretBox
 from imagedepot.domain.caches import CacheSpec, CacheStatus, ImageProgress
 from imagedepot.domain.identity import Principal, Role
 from imagedepot.ports import BlobInfo
+from imagedepot.processes import dead_holders
 from imagedepot.services.blobs import BlobService
 from imagedepot.services.building import BlobFetcher, BuildPolicy, CacheBuilder
 from imagedepot.services.caches import CacheService
 from imagedepot.services.secrets import SecretService
-from imagedepot.worker.loop import WorkerLoop, dead_holders
+from imagedepot.worker.loop import WorkerLoop
 from imagedepot.worker.reconciler import Reconciler
 
 PROJECT = Principal("project-1", Role.ADMIN, "cred-1")

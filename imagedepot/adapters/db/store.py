@@ -71,7 +71,7 @@ if TYPE_CHECKING:
     from imagedepot.ports import MetadataStore
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
-SCHEMA_HEAD: Final = "0004"
+SCHEMA_HEAD: Final = "0005"
 """The newest migration's revision; a test checks it against the migrations directory."""
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 EXPIRABLE: Final = (CacheStatus.AVAILABLE, CacheStatus.FAILED, CacheStatus.UNAVAILABLE)

@@ -198,6 +198,7 @@ vm_images = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("deleted_at", UTCDateTime(), nullable=True),
+    Column("upload_holder", String(128), nullable=True),
     # The default list order (newest first) and the common filters, without scans.
     Index("ix_vm_images_project_id_created_at", "project_id", "created_at", "id"),
     # A name filter in the default order (the common lookup) reads the index in order.

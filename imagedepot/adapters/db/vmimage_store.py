@@ -70,6 +70,7 @@ def _values(image: VmImage) -> dict[str, Any]:
         "created_at": image.created_at,
         "updated_at": image.updated_at,
         "deleted_at": image.deleted_at,
+        "upload_holder": image.upload_holder,
     }
 
 
@@ -99,6 +100,7 @@ def _from_row(row: RowMapping, tags: list[str], properties: dict[str, str]) -> V
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         deleted_at=row["deleted_at"],
+        upload_holder=row["upload_holder"],
         tags=tags,
         properties=properties,
     )
@@ -248,6 +250,20 @@ class SqlVmImageRepository:
         )
         self._write_children(image)
         return True
+
+    def upload_holders(self) -> builtins.list[str]:
+        c = tables.vm_images.c
+        query = select(c.upload_holder).where(c.upload_holder.is_not(None)).distinct()
+        return [holder for holder in self._connection.execute(query).scalars()]
+
+    def saving_held_by(self, holders: Sequence[str]) -> builtins.list[VmImage]:
+        if not holders:
+            return []
+        c = tables.vm_images.c
+        query = select(tables.vm_images).where(
+            c.status == ImageStatus.SAVING.value, c.upload_holder.in_(list(holders))
+        )
+        return self._hydrate(builtins.list(self._connection.execute(query).mappings()))
 
     def list(self, query: ImageQuery) -> builtins.list[VmImage]:
         c = tables.vm_images.c
