@@ -25,62 +25,9 @@ CHUNK = 1 << 20
 STALE_TEMP_SECONDS = 24 * 3600
 
 
-class FilesystemBlobWriter:
-    def __init__(self, store: FilesystemBlobStore, digest: str, size: int | None) -> None:
-        self._store = store
-        self._digest = digest
-        self._size = size
-        self._temp = store.temp_dir / f"{os.getpid()}-{secrets.token_hex(8)}"
-        self._file = open(self._temp, "xb", buffering=CHUNK)  # noqa: SIM115 - lives until commit/abort
-        self._hash = hashlib.sha256()
-        self._written = 0
-        self._closed = False
-
-    @property
-    def written(self) -> int:
-        return self._written
-
-    def write(self, chunk: bytes) -> None:
-        if self._size is not None and self._written + len(chunk) > self._size:
-            raise BlobCorrupt(f"blob {self._digest} is longer than its declared {self._size} bytes")
-        self._file.write(chunk)
-        self._hash.update(chunk)
-        self._written += len(chunk)
-
-    def reset(self) -> None:
-        self._file.seek(0)
-        self._file.truncate()
-        self._hash = hashlib.sha256()
-        self._written = 0
-
-    def commit(self) -> None:
-        if self._size is not None and self._written != self._size:
-            raise BlobCorrupt(
-                f"blob {self._digest} has {self._written} bytes, expected {self._size}"
-            )
-        actual = "sha256:" + self._hash.hexdigest()
-        if actual != self._digest:
-            raise BlobCorrupt(f"blob {self._digest} has digest {actual}")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        self._closed = True
-        final = self._store.path(self._digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self._temp, final)
-        fsync_directory(final.parent)
-
-    def abort(self) -> None:
-        if not self._closed:
-            self._file.close()
-            self._closed = True
-        with contextlib.suppress(FileNotFoundError):
-            self._temp.unlink()
-
-
-class FilesystemUploadWriter:
-    """Bytes of an unknown digest: hashed as they stream into a temp file, then renamed to
-    their content address (or dropped when the store already holds those bytes)."""
+class _HashedTempFile:
+    """A temp file in the store's tmp dir, sha256-hashed as bytes arrive, that becomes a blob
+    only through `_place`: fsync'd, renamed to its content address, directory fsync'd."""
 
     def __init__(self, store: FilesystemBlobStore) -> None:
         self._store = store
@@ -94,25 +41,26 @@ class FilesystemUploadWriter:
     def written(self) -> int:
         return self._written
 
-    def write(self, chunk: bytes) -> None:
+    def _append(self, chunk: bytes) -> None:
         self._file.write(chunk)
         self._hash.update(chunk)
         self._written += len(chunk)
 
-    def commit(self) -> str:
-        digest = "sha256:" + self._hash.hexdigest()
+    def _digest_so_far(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+    def _place(self, digest: str) -> None:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
         self._closed = True
         final = self._store.path(digest)
-        if final.is_file():
+        if final.is_file():  # the same bytes, by their hash: keep the stored copy
             self._temp.unlink()
-            return digest
+            return
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._temp, final)
         fsync_directory(final.parent)
-        return digest
 
     def abort(self) -> None:
         if not self._closed:
@@ -120,6 +68,49 @@ class FilesystemUploadWriter:
             self._closed = True
         with contextlib.suppress(FileNotFoundError):
             self._temp.unlink()
+
+
+class FilesystemBlobWriter(_HashedTempFile):
+    """Bytes promised to have a digest (and a size): refused unless they do."""
+
+    def __init__(self, store: FilesystemBlobStore, digest: str, size: int | None) -> None:
+        super().__init__(store)
+        self._digest = digest
+        self._size = size
+
+    def write(self, chunk: bytes) -> None:
+        if self._size is not None and self._written + len(chunk) > self._size:
+            raise BlobCorrupt(f"blob {self._digest} is longer than its declared {self._size} bytes")
+        self._append(chunk)
+
+    def reset(self) -> None:
+        self._file.seek(0)
+        self._file.truncate()
+        self._hash = hashlib.sha256()
+        self._written = 0
+
+    def commit(self) -> None:
+        if self._size is not None and self._written != self._size:
+            raise BlobCorrupt(
+                f"blob {self._digest} has {self._written} bytes, expected {self._size}"
+            )
+        actual = self._digest_so_far()
+        if actual != self._digest:
+            raise BlobCorrupt(f"blob {self._digest} has digest {actual}")
+        self._place(self._digest)
+
+
+class FilesystemUploadWriter(_HashedTempFile):
+    """Bytes of an unknown digest: hashed as they stream into a temp file, then renamed to
+    their content address (or dropped when the store already holds those bytes)."""
+
+    def write(self, chunk: bytes) -> None:
+        self._append(chunk)
+
+    def commit(self) -> str:
+        digest = self._digest_so_far()
+        self._place(digest)
+        return digest
 
 
 class FilesystemBlobStore:
