@@ -267,6 +267,8 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
                 log_level="warning",
                 access_log=False,
                 lifespan="off",
+                ssl_certfile=settings.tls_cert,
+                ssl_keyfile=settings.tls_key,
             )
             servers.append(EmbeddedServer(config))
     tasks = [asyncio.create_task(server.serve()) for server in servers]

@@ -57,12 +57,26 @@ def main(verbose: bool) -> None:
 @click.option(
     "--no-worker", is_flag=True, help="Serve the APIs only; run `imagedepot worker` apart."
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PEM certificate: serve both ports over HTTPS (or IMAGEDEPOT_TLS_CERT).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PEM private key of --tls-cert (or IMAGEDEPOT_TLS_KEY).",
+)
 def serve(
     host: str | None,
     port: int | None,
     registry_port: int | None,
     data_dir: str | None,
     no_worker: bool,
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> None:
     """Run the API port, the OCI registry port and the build worker in one process."""
     settings = _settings(
@@ -71,7 +85,11 @@ def serve(
         port=port,
         registry_port=registry_port,
         run_worker=False if no_worker else None,
+        tls_cert=Path(tls_cert) if tls_cert else None,
+        tls_key=Path(tls_key) if tls_key else None,
     )
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
     asyncio.run(bootstrap.serve(settings))
 
 

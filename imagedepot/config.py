@@ -38,6 +38,9 @@ class Settings:
     """Requests per second per credential (0 turns the limit off)."""
     rate_burst: int = 100
     max_body_bytes: int = 1024 * 1024
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    """With both, the API and registry ports speak HTTPS (kubectl sends tokens only over TLS)."""
     policy_file: Path | None = None
     """JSON `{"roles": {ROLE: [ACTION PATTERN, …]}}` replacing the default role policy."""
     quota_caches: int = 50
@@ -106,6 +109,9 @@ def from_env(environ: Mapping[str, str] | None = None, **overrides: object) -> S
     ):
         if env.get(f"IMAGEDEPOT_{name}"):
             values[key] = kind(env[f"IMAGEDEPOT_{name}"])
+    for key, name in (("tls_cert", "TLS_CERT"), ("tls_key", "TLS_KEY")):
+        if env.get(f"IMAGEDEPOT_{name}"):
+            values[key] = Path(env[f"IMAGEDEPOT_{name}"])
     if env.get("IMAGEDEPOT_POLICY_FILE"):
         values["policy_file"] = Path(env["IMAGEDEPOT_POLICY_FILE"])
     if _split(env.get("IMAGEDEPOT_REGIONS")):

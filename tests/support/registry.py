@@ -180,7 +180,7 @@ class RegistryServer:
         ]
         if self.tls:
             key_path = self._dir / "tls.key"
-            _self_signed(self.ca_path, key_path)
+            self_signed_certificate(self.ca_path, key_path)
             lines += [
                 "  tls:",
                 f'    certificate: "{self.ca_path}"',
@@ -215,7 +215,7 @@ class RegistryServer:
             self._dir = None
 
 
-def _self_signed(cert_path: Path, key_path: Path) -> None:
+def self_signed_certificate(cert_path: Path, key_path: Path) -> None:
     """A certificate for 127.0.0.1 and localhost, its own issuer."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imagedepot test registry")])

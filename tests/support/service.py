@@ -43,8 +43,12 @@ class Service:
         self._log = self.data_dir / "serve.log"
 
     @property
+    def tls(self) -> bool:
+        return bool(self.env.get("IMAGEDEPOT_TLS_CERT"))
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def log(self) -> str:
@@ -135,7 +139,7 @@ class Service:
 
     def client(self, token: str | None) -> httpx.Client:
         headers = {"X-Auth-Token": token} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, verify=not self.tls)
 
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs" / "sha256"

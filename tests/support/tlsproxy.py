@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
-from tests.support.registry import _self_signed
+from tests.support.registry import self_signed_certificate
 
 
 class TlsProxy:
@@ -33,7 +33,7 @@ class TlsProxy:
 
     def __enter__(self) -> TlsProxy:
         cert, key = self._dir / "tls.pem", self._dir / "tls.key"
-        _self_signed(cert, key)
+        self_signed_certificate(cert, key)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
