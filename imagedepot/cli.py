@@ -18,11 +18,11 @@ import click
 import httpx
 
 from imagedepot import bootstrap, config
+from imagedepot.cli_http import api_client, checked, server_option, token_option
 from imagedepot.cli_images import images as images_group
 from imagedepot.domain.errors import DomainError
 from imagedepot.domain.identity import Role
 
-DEFAULT_SERVER = "http://127.0.0.1:8080"
 TERMINAL = {"Available", "Failed", "Unavailable"}
 
 
@@ -440,36 +440,17 @@ def _open(data_dir: str | None) -> bootstrap.Core:
 
 # --- API commands ---------------------------------------------------------------------------
 
-server_option = click.option(
-    "--server",
-    envvar="IMAGEDEPOT_SERVER",
-    default=DEFAULT_SERVER,
-    show_default=True,
-    help="API URL (or IMAGEDEPOT_SERVER).",
-)
-token_option = click.option(
-    "--token", envvar="IMAGEDEPOT_TOKEN", default=None, help="Token (or IMAGEDEPOT_TOKEN)."
-)
-
 
 class Api:
     def __init__(self, server: str, token: str | None) -> None:
-        if not token:
-            raise click.UsageError("a token is needed: --token or IMAGEDEPOT_TOKEN")
-        self._client = httpx.Client(base_url=server, headers={"X-Auth-Token": token}, timeout=30)
+        self._client = api_client(server, token, timeout=30)
 
     def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
         try:
             response = self._client.request(method, path, json=body)
         except httpx.HTTPError as error:
             raise click.ClickException(f"cannot reach the server: {error}") from None
-        if response.status_code not in ok:
-            try:
-                message = response.json().get("error_msg", response.text)
-            except ValueError:
-                message = response.text
-            raise click.ClickException(f"{response.status_code}: {message}")
-        return response.json() if response.content else None
+        return checked(response, ok)
 
 
 @main.group()

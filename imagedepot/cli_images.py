@@ -14,7 +14,8 @@ from typing import Any
 import click
 import httpx
 
-DEFAULT_SERVER = "http://127.0.0.1:8080"
+from imagedepot.cli_http import api_client, checked, server_option, token_option
+
 CHUNK = 1 << 20
 FORMATS_BY_SUFFIX = {
     ".qcow2": "qcow2",
@@ -26,33 +27,6 @@ FORMATS_BY_SUFFIX = {
     ".vdi": "vdi",
     ".iso": "iso",
 }
-
-server_option = click.option(
-    "--server",
-    envvar="IMAGEDEPOT_SERVER",
-    default=DEFAULT_SERVER,
-    show_default=True,
-    help="API URL (or IMAGEDEPOT_SERVER).",
-)
-token_option = click.option(
-    "--token", envvar="IMAGEDEPOT_TOKEN", default=None, help="Token (or IMAGEDEPOT_TOKEN)."
-)
-
-
-def _client(server: str, token: str | None) -> httpx.Client:
-    if not token:
-        raise click.UsageError("a token is needed: --token or IMAGEDEPOT_TOKEN")
-    return httpx.Client(base_url=server, headers={"X-Auth-Token": token}, timeout=300)
-
-
-def _checked(response: httpx.Response, *ok: int) -> Any:
-    if response.status_code not in ok:
-        try:
-            message = response.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = response.text
-        raise click.ClickException(f"{response.status_code}: {message}")
-    return response.json() if response.content else None
 
 
 @click.group()
@@ -97,9 +71,9 @@ def snapshot(
     if instance_uuid:
         body["instance_uuid"] = instance_uuid
     size = source.stat().st_size
-    with _client(server, token) as client:
+    with api_client(server, token, timeout=300) as client:
         try:
-            image = _checked(client.post("/v2/images", json=body), 201)
+            image = checked(client.post("/v2/images", json=body), (201,))
             # The bar goes to stderr, so stdout stays the one line scripts read.
             bars_console = Console(stderr=True)
             columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
@@ -120,8 +94,8 @@ def snapshot(
                         "X-OpenStack-Image-Size": str(size),
                     },
                 )
-            _checked(response, 204)
-            shown = _checked(client.get(f"/v2/images/{image['id']}"), 200)
+            checked(response, (204,))
+            shown = checked(client.get(f"/v2/images/{image['id']}"), (200,))
         except httpx.HTTPError as error:
             raise click.ClickException(f"cannot reach the server: {error}") from None
     click.echo(f"{shown['id']} {shown['name']} {shown['status']} {shown['size']} bytes")
@@ -137,10 +111,10 @@ def snapshot(
 def list_images(server: str, token: str | None, image_type: str, as_json: bool) -> None:
     """List the project's images (every page)."""
     found: list[dict[str, Any]] = []
-    with _client(server, token) as client:
+    with api_client(server, token, timeout=300) as client:
         url: str | None = f"/v2/images?type={image_type}&sort_key=name&sort_dir=asc&limit=200"
         while url:
-            page = _checked(client.get(url), 200)
+            page = checked(client.get(url), (200,))
             found += page["images"]
             url = page.get("next")
     if as_json:
@@ -156,6 +130,6 @@ def list_images(server: str, token: str | None, image_type: str, as_json: bool) 
 @click.argument("image_id")
 def delete_image(server: str, token: str | None, image_id: str) -> None:
     """Delete an image (its bytes are released once no other image or cache uses them)."""
-    with _client(server, token) as client:
-        _checked(client.delete(f"/v2/images/{image_id}"), 204)
+    with api_client(server, token, timeout=300) as client:
+        checked(client.delete(f"/v2/images/{image_id}"), (204,))
     click.echo(f"{image_id} deleted")

@@ -231,46 +231,39 @@ def routes(context: ApiContext) -> list[Route]:
         found = service.list(query)
         return envelope({"count": service.count(query), "items": [cimg_item(i) for i in found]})
 
-    def create_cimg(_: Request, raw: bytes, principal: Principal) -> Response:
+    def copy_cimg(raw: bytes, principal: Principal, kind: JobType) -> Response:
+        """`create` (from a snapshot, same region) and `import` (from another region): both
+        make images that share their source's bytes."""
         body = parse_body(raw)
         region = region_of(body)
+        creating = kind is JobType.CREATE
+        source_key = "snapUuid" if creating else "originImageUuid"
         copies = []
         for index, entry in enumerate(_entries(body)):
             where = f"cimg[{index}]"
             copies.append(
                 ImageCopy(
-                    source_id=parse_uuid(entry.get("snapUuid"), f"{where}.snapUuid"),
+                    source_id=parse_uuid(entry.get(source_key), f"{where}.{source_key}"),
                     name=str(_text(entry, "name", f"{where}.name")),
                     region=region,
-                    kind=JobType.CREATE,
+                    kind=kind,
                     description=_text(entry, "description", f"{where}.description", required=False),
-                    source_region=region,
-                    require_snapshot=True,
-                    source_field=f"{where}.snapUuid",
+                    source_region=region
+                    if creating
+                    else service.check_region(
+                        entry.get("originRegionId"), f"{where}.originRegionId"
+                    ),
+                    require_snapshot=creating,
+                    source_field=f"{where}.{source_key}",
                 )
             )
         return envelope([job_body(job) for job in service.copy_images(principal, copies)])
 
+    def create_cimg(_: Request, raw: bytes, principal: Principal) -> Response:
+        return copy_cimg(raw, principal, JobType.CREATE)
+
     def import_cimg(_: Request, raw: bytes, principal: Principal) -> Response:
-        body = parse_body(raw)
-        region = region_of(body)
-        copies = []
-        for index, entry in enumerate(_entries(body)):
-            where = f"cimg[{index}]"
-            copies.append(
-                ImageCopy(
-                    source_id=parse_uuid(entry.get("originImageUuid"), f"{where}.originImageUuid"),
-                    name=str(_text(entry, "name", f"{where}.name")),
-                    region=region,
-                    kind=JobType.IMPORT,
-                    description=_text(entry, "description", f"{where}.description", required=False),
-                    source_region=service.check_region(
-                        entry.get("originRegionId"), f"{where}.originRegionId"
-                    ),
-                    source_field=f"{where}.originImageUuid",
-                )
-            )
-        return envelope([job_body(job) for job in service.copy_images(principal, copies)])
+        return copy_cimg(raw, principal, JobType.IMPORT)
 
     def delete_cimg(_: Request, raw: bytes, principal: Principal) -> Response:
         body = parse_body(raw)
