@@ -183,7 +183,8 @@ def worker_for(core: Core, registry: AiohttpRegistryClient) -> WorkerLoop:
         housekeeping=[
             lambda: core.vm_images.recover_interrupted_uploads(
                 lambda holders: dead_holders(holders, core.holder)
-            )
+            ),
+            core.caches.forget_changes,
         ],
     )
     fetcher = BlobFetcher(core.blobs, registry, settings.parallel_blobs)

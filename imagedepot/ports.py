@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from imagedepot.domain.caches import CacheStatus, ImageCache
+from imagedepot.domain.caches import CacheChange, CacheStatus, ImageCache
 from imagedepot.domain.identity import Credential, Project
 from imagedepot.domain.references import ImageReference
 from imagedepot.domain.vmimages import ImageJob, ImageQuery, VmImage
@@ -32,7 +32,8 @@ class Clock(Protocol):
 
 class CacheRepository(Protocol):
     def add(self, cache: ImageCache) -> None:
-        """Insert; raises Conflict when the project already has a cache of that name."""
+        """Insert with the next revision (set on `cache`); raises Conflict when the project
+        already has a cache of that name."""
 
     def get(self, cache_id: str, project_id: str | None = None) -> ImageCache | None:
         """One cache by id; with `project_id`, only if it belongs to that project."""
@@ -41,13 +42,28 @@ class CacheRepository(Protocol):
         """The project's caches, oldest first; `name` is an exact match."""
 
     def save(self, cache: ImageCache, expected_version: int) -> bool:
-        """Write `cache` if its stored resource_version is still `expected_version`.
+        """Write `cache` if its stored resource_version is still `expected_version`, giving
+        it the next revision (set on `cache`).
 
         False (nothing written) when another writer got there first or the row is gone.
         """
 
-    def remove(self, cache_id: str) -> bool:
-        """Delete the row; False when it was already gone."""
+    def remove(self, cache_id: str, at: datetime) -> bool:
+        """Delete the row (logged as a change at `at`); False when it was already gone."""
+
+    def revision(self) -> int:
+        """The newest revision any cache write took (the store-wide resourceVersion)."""
+
+    def compacted_revision(self) -> int:
+        """Changes at or below this revision are no longer kept."""
+
+    def changes_after(
+        self, project_id: str, revision: int, limit: int
+    ) -> builtins.list[CacheChange]:
+        """The project's cache changes after `revision`, oldest first, at most `limit`."""
+
+    def compact_changes(self, before: datetime) -> int:
+        """Forget the changes logged before `before`; how many were dropped."""
 
     def claim(
         self,

@@ -137,6 +137,14 @@ class ImageProgress:
     done: bool = False
 
 
+class ChangeType(enum.StrEnum):
+    """What a write did to a cache, as a watcher is told (the Kubernetes event types)."""
+
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+
+
 @dataclass
 class ImageCache:
     id: str
@@ -154,6 +162,11 @@ class ImageCache:
     generation: int = 1
     deletion_requested_at: datetime | None = None
     last_used_at: datetime | None = None
+    finalizers: list[str] = field(default_factory=list)
+    """Other parties' finalizers: while any is left, a deleted cache stays (Deleting)."""
+    deletion_grace_seconds: int | None = None
+    data_released: bool = False
+    """The service's own finalizer has run: the cache's blobs are released."""
 
     @classmethod
     def new(cls, project_id: str, spec: CacheSpec, now: datetime) -> ImageCache:
@@ -216,21 +229,60 @@ class ImageCache:
         self.touch(now)
 
     def update_metadata(
-        self, labels: dict[str, str], annotations: dict[str, str], now: datetime
+        self,
+        labels: dict[str, str],
+        annotations: dict[str, str],
+        now: datetime,
+        finalizers: list[str] | None = None,
     ) -> bool:
-        """Replace labels and annotations (the spec stays); False when nothing changed."""
-        if labels == self.labels and annotations == self.annotations:
+        """Replace labels, annotations and (when given) finalizers; the spec stays. False
+        when nothing changed. Once deletion is requested, finalizers may only be removed."""
+        finalizers = list(self.finalizers if finalizers is None else finalizers)
+        if self.deletion_requested_at is not None:
+            added = [name for name in finalizers if name not in self.finalizers]
+            if added:
+                raise InvalidInput(
+                    f"finalizers: no new finalizers can be added while the cache is being "
+                    f"deleted: {', '.join(added)}",
+                    field="finalizers",
+                )
+        if (labels, annotations, finalizers) == (self.labels, self.annotations, self.finalizers):
             return False
         self.labels = dict(labels)
         self.annotations = dict(annotations)
+        self.finalizers = finalizers
         self.touch(now)
         return True
 
-    def request_deletion(self, now: datetime) -> bool:
+    def request_deletion(self, now: datetime, grace_seconds: int | None = None) -> bool:
         """Move to Deleting; False when it already was (a repeated delete changes nothing)."""
         if self.status is CacheStatus.DELETING:
             return False
         self.status = CacheStatus.DELETING
         self.deletion_requested_at = now
+        self.deletion_grace_seconds = grace_seconds
         self.touch(now)
         return True
+
+    def mark_data_released(self, now: datetime) -> None:
+        """The service's part of a deletion is done; the cache lingers only for finalizers."""
+        if self.status is not CacheStatus.DELETING:
+            raise Conflict(f"cache {self.spec.name} is {self.status}, not being deleted")
+        if not self.data_released:
+            self.data_released = True
+            self.touch(now)
+
+    @property
+    def removable(self) -> bool:
+        """Deleted, released, and no finalizer holds it any more: the record can go."""
+        return self.status is CacheStatus.DELETING and self.data_released and not self.finalizers
+
+
+@dataclass(frozen=True)
+class CacheChange:
+    """One write to a cache, in the order of the store's global revision, with the cache as
+    it was right after (for DELETED: as it was last)."""
+
+    revision: int
+    type: ChangeType
+    cache: ImageCache

@@ -28,6 +28,10 @@ class Conflict(DomainError):
     """The request collides with the current state (HTTP 409)."""
 
 
+class Gone(DomainError):
+    """What was asked for is no longer kept, such as changes older than the log (HTTP 410)."""
+
+
 class Unauthenticated(DomainError):
     """No credential, or one that is not valid (HTTP 401)."""
 

@@ -6,15 +6,20 @@ every request returns at once and is safe to retry.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
-from imagedepot.domain.caches import CacheSpec, FieldNames, ImageCache
-from imagedepot.domain.errors import Conflict, NotFound, QuotaExceeded
+from imagedepot.domain.caches import CacheChange, CacheSpec, FieldNames, ImageCache
+from imagedepot.domain.errors import Conflict, Gone, NotFound, QuotaExceeded
 from imagedepot.domain.identity import Principal
 from imagedepot.ports import Clock, MetadataStore
 
 SAVE_ATTEMPTS = 5
+CHANGES_KEPT = timedelta(minutes=15)
+"""How long the change log keeps a write: a watcher that falls further behind relists."""
+COMPACT_EVERY = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,7 @@ class CacheService:
         self._store = store
         self._clock = clock
         self._quotas = quotas or Quotas()
+        self._next_compaction = clock.now()
 
     def create(
         self,
@@ -39,12 +45,19 @@ class CacheService:
         *,
         max_images: int | None = None,
         field_names: FieldNames | None = None,
+        labels: dict[str, str] | None = None,
+        annotations: dict[str, str] | None = None,
+        finalizers: list[str] | None = None,
     ) -> ImageCache:
+        """Record a new cache for the worker to build (with the dialect's metadata, if any)."""
         if max_images is None:
             spec.validate(field_names=field_names)
         else:
             spec.validate(max_images=max_images, field_names=field_names)
         cache = ImageCache.new(principal.project_id, spec, self._clock.now())
+        cache.labels = dict(labels or {})
+        cache.annotations = dict(annotations or {})
+        cache.finalizers = list(finalizers or [])
         with self._store.transaction() as uow:
             self._check_quotas(uow.caches.list(principal.project_id), spec)
             uow.caches.add(cache)
@@ -78,6 +91,38 @@ class CacheService:
         with self._store.transaction(read_only=True) as uow:
             return uow.caches.list(principal.project_id, name)
 
+    def list_at_revision(self, principal: Principal) -> tuple[builtins.list[ImageCache], int]:
+        """The project's caches and the store revision they are current at (one snapshot)."""
+        with self._store.transaction(read_only=True) as uow:
+            return uow.caches.list(principal.project_id), uow.caches.revision()
+
+    def changes(
+        self, principal: Principal, after: int, limit: int = 500
+    ) -> tuple[builtins.list[CacheChange], int]:
+        """The project's changes after revision `after` (at most `limit`) and the revision the
+        caller has then caught up to. Gone when that history is no longer kept, or when
+        `after` is a revision the store never reached."""
+        with self._store.transaction(read_only=True) as uow:
+            head = uow.caches.revision()
+            compacted = uow.caches.compacted_revision()
+            if after < compacted:
+                raise Gone(f"too old resource version: {after} ({compacted})")
+            if after > head:
+                raise Gone(f"too large resource version: {after}, current: {head}")
+            changes = uow.caches.changes_after(principal.project_id, after, limit)
+        caught_up = changes[-1].revision if len(changes) == limit else head
+        return changes, caught_up
+
+    def forget_changes(self) -> int:
+        """Drop change-log entries older than CHANGES_KEPT; a worker chore, which does its
+        work at most once every COMPACT_EVERY."""
+        now = self._clock.now()
+        if now < self._next_compaction:
+            return 0
+        self._next_compaction = now + COMPACT_EVERY
+        with self._store.transaction() as uow:
+            return uow.caches.compact_changes(now - CHANGES_KEPT)
+
     def get_by_name(self, principal: Principal, name: str) -> ImageCache:
         """The project's cache called `name` (names are unique within a project)."""
         found = self.list(principal, name)
@@ -92,7 +137,8 @@ class CacheService:
         change: Callable[[ImageCache], None],
         expected_version: int | None = None,
     ) -> ImageCache:
-        """Apply `change` (labels, annotations; it may raise to refuse) and save it.
+        """Apply `change` (labels, annotations, finalizers; it may raise to refuse) and save
+        it. A deleted cache whose last finalizer this removes goes away.
 
         With `expected_version`, the caller read that version: a newer one is a Conflict
         instead of a silent overwrite (optimistic concurrency).
@@ -112,6 +158,8 @@ class CacheService:
                 if cache.resource_version == read_version:
                     return cache
                 if uow.caches.save(cache, read_version):
+                    if cache.removable:
+                        uow.caches.remove(cache.id, self._clock.now())
                     return cache
                 if expected_version is not None:
                     expected_version = -1
@@ -122,8 +170,10 @@ class CacheService:
         principal: Principal,
         cache_id: str,
         precondition: Callable[[ImageCache], None] | None = None,
+        grace_seconds: int | None = None,
     ) -> ImageCache:
-        """Mark the cache Deleting (idempotent); the worker releases its blobs and removes it.
+        """Mark the cache Deleting (idempotent); the worker releases its blobs and removes it
+        once no finalizer holds it.
 
         `precondition` sees the stored cache inside the transaction and may raise to refuse.
         """
@@ -135,7 +185,7 @@ class CacheService:
                 if precondition is not None:
                     precondition(cache)
                 read_version = cache.resource_version
-                if not cache.request_deletion(self._clock.now()):
+                if not cache.request_deletion(self._clock.now(), grace_seconds):
                     return cache
                 if uow.caches.save(cache, read_version):
                     return cache

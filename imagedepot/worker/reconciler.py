@@ -1,7 +1,8 @@
 """Drives one cache to where its status says it should go, idempotently.
 
 `Creating` builds (resuming after a crash: blobs already stored are kept),
-`Deleting` releases the cache's blobs and removes it. Every write re-reads the
+`Deleting` releases the cache's blobs and removes it (or, while other parties' finalizers
+hold it, marks its data released and leaves the record to them). Every write re-reads the
 cache and saves with its resource version, so an API call that lands meanwhile
 (a deletion during a build) always wins cleanly.
 """
@@ -76,13 +77,37 @@ class Reconciler:
         log.info("cache %s is available", cache.id)
 
     def delete(self, cache_id: str) -> None:
-        with self._store.transaction() as uow:
-            released = [info.digest for info in uow.blob_refs.refs_of(cache_id)]
-            uow.blob_refs.drop_refs(cache_id)
-            uow.caches.remove(cache_id)
+        """Release the cache's blobs (the service's finalizer), then remove the record unless
+        another party's finalizer still holds it: then it stays, Deleting, until the last
+        one is removed through the API."""
+        released: list[str] = []
+        outcome = "gone already"
+        for _ in range(SAVE_ATTEMPTS):
+            with self._store.transaction() as uow:
+                cache = uow.caches.get(cache_id)
+                if cache is None:
+                    break
+                released += [info.digest for info in uow.blob_refs.refs_of(cache_id)]
+                uow.blob_refs.drop_refs(cache_id)
+                if not cache.data_released:
+                    # Dropping our own finalizer is a change of its own, as in a cluster.
+                    read_version = cache.resource_version
+                    cache.mark_data_released(self._clock.now())
+                    if not uow.caches.save(cache, read_version):
+                        continue
+                if cache.removable:
+                    uow.caches.remove(cache_id, self._clock.now())
+                    outcome = "removed"
+                else:
+                    outcome = f"kept for finalizers {', '.join(cache.finalizers)}"
+                break
         removed = self._blob_service.collect(released)
         log.info(
-            "cache %s deleted; %d blobs released, %d removed", cache_id, len(released), len(removed)
+            "cache %s deleted (%s); %d blobs released, %d removed",
+            cache_id,
+            outcome,
+            len(released),
+            len(removed),
         )
 
     def _logins(self, cache: ImageCache) -> dict[str, RegistryCredentials | None]:

@@ -306,7 +306,7 @@ def test_save_is_optimistic(store: SqlMetadataStore) -> None:
     assert get(store, cache.id) == current
 
     with store.transaction() as uow:
-        assert uow.caches.remove(cache.id) is True
+        assert uow.caches.remove(cache.id, T0) is True
         current.touch(T0 + timedelta(seconds=3))
         assert uow.caches.save(current, current.resource_version - 1) is False
 
@@ -315,9 +315,9 @@ def test_remove_twice(store: SqlMetadataStore) -> None:
     cache = new_cache()
     add(store, cache)
     with store.transaction() as uow:
-        assert uow.caches.remove(cache.id) is True
+        assert uow.caches.remove(cache.id, T0) is True
     with store.transaction() as uow:
-        assert uow.caches.remove(cache.id) is False
+        assert uow.caches.remove(cache.id, T0) is False
         assert uow.caches.get(cache.id) is None
         assert uow.caches.list("p1") == []
 
@@ -330,7 +330,7 @@ def test_an_exception_rolls_back_everything(store: SqlMetadataStore) -> None:
     def write_then_fail() -> None:
         with store.transaction() as uow:
             uow.caches.add(dropped)
-            assert uow.caches.remove(kept.id)
+            assert uow.caches.remove(kept.id, T0)
             uow.blob_refs.add_refs(dropped.id, [BlobInfo("sha256:" + "1" * 64, 1, "m")])
             uow.secrets.put(StoredSecret("p1", "ns", "s", "t", b"c", T0))
             uow.identity.add_project(Project("p1", "one", T0))

@@ -4,14 +4,11 @@ kubernetes Python client, kubectl, and raw HTTP for the corners neither client r
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,81 +18,18 @@ from kubernetes.client.rest import ApiException
 
 from tests.e2e.conftest import PRIVATE_PASSWORD, PRIVATE_USER
 from tests.support.images import make_layer, push_image
-from tests.support.registry import RegistryServer, require_binary
+from tests.support.kube import (
+    BASE,
+    Kubectl,
+    custom_objects,
+    snapshot,
+    status_of,
+    unique,
+    wait_gone,
+    wait_phase,
+)
+from tests.support.registry import RegistryServer
 from tests.support.service import Service
-from tests.support.tlsproxy import TlsProxy
-
-BASE = "/apis/cci/v2/imagesnapshots"
-_names = itertools.count()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{next(_names)}"
-
-
-def snapshot(name: str, registry: RegistryServer, *images: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "cci/v2",
-        "kind": "ImageSnapshot",
-        "metadata": {"name": name},
-        "spec": {
-            "images": [{"image": f"{registry.endpoint}/{image}"} for image in images],
-            "registries": [{"server": registry.endpoint, "plainHTTP": True}],
-            **spec,
-        },
-    }
-
-
-def custom_objects(service: Service, token: str) -> Iterator[k8s.CustomObjectsApi]:
-    configuration = k8s.Configuration()
-    configuration.host = service.url
-    configuration.api_key = {"authorization": token}
-    configuration.api_key_prefix = {"authorization": "Bearer"}
-    with k8s.ApiClient(configuration) as api_client:
-        yield k8s.CustomObjectsApi(api_client)
-
-
-@pytest.fixture(scope="module")
-def member(service: Service) -> str:
-    return service.credential("k8s-team", "member")
-
-
-@pytest.fixture
-def api(service: Service, member: str) -> Iterator[k8s.CustomObjectsApi]:
-    yield from custom_objects(service, member)
-
-
-def wait_phase(api: k8s.CustomObjectsApi, name: str, wanted: set[str]) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        body = api.get_cluster_custom_object("cci", "v2", "imagesnapshots", name)
-        if body["status"]["phase"] in wanted:
-            return body
-        time.sleep(0.1)
-    raise AssertionError(f"{name} stayed {body.get('status')}")
-
-
-def wait_gone(api: k8s.CustomObjectsApi, name: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            api.get_cluster_custom_object("cci", "v2", "imagesnapshots", name)
-        except ApiException as error:
-            if error.status == 404:
-                return
-            raise
-        time.sleep(0.1)
-    raise AssertionError(f"{name} is still there")
-
-
-def status_of(error: ApiException) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(error.body)
-    assert body["kind"] == "Status", body
-    assert body["apiVersion"] == "v1"
-    assert body["status"] == "Failure"
-    assert body["code"] == error.status
-    return body
 
 
 def test_the_python_client_creates_reads_lists_patches_and_deletes(
@@ -404,62 +338,6 @@ def test_discovery_documents(service: Service) -> None:
         assert http.get("/version").json()["major"] == "1"
 
 
-# --- kubectl ------------------------------------------------------------------------------
-
-
-def kubectl_binary() -> str:
-    return require_binary(str(Path(sys.executable).parent / "kubectl"))
-
-
-class Kubectl:
-    def __init__(self, binary: str, home: Path, server: str, token: str) -> None:
-        self.binary, self.home, self.server, self.token = binary, home, server, token
-
-    def __call__(
-        self, *args: str, check: bool = True, stdin: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        env = {
-            "HOME": str(self.home),
-            "KUBECONFIG": str(self.home / ".kube" / "config"),
-            "PATH": os.environ.get("PATH", ""),
-        }
-        result = subprocess.run(
-            [
-                self.binary,
-                "--server",
-                self.server,
-                "--insecure-skip-tls-verify",
-                "--token",
-                self.token,
-                *args,
-            ],
-            env=env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}:\n{result.stdout}\n{result.stderr}")
-        return result
-
-
-@pytest.fixture(scope="module")
-def tls_front(service: Service) -> Iterator[TlsProxy]:
-    with TlsProxy(service.port) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def kubectl(tls_front: TlsProxy, member: str, tmp_path: Path) -> Kubectl:
-    binary = kubectl_binary()
-    home = tmp_path / "home"
-    (home / ".kube").mkdir(parents=True)
-    (home / ".kube" / "config").write_text("apiVersion: v1\nkind: Config\n")
-    return Kubectl(binary, home, tls_front.url, member)
-
-
 def test_kubectl_create_get_and_delete(
     kubectl: Kubectl, registry: RegistryServer, api: k8s.CustomObjectsApi
 ) -> None:
@@ -613,6 +491,11 @@ def test_a_pull_secret_made_with_kubectl_builds_from_a_private_registry(
             core.read_namespaced_secret("nothing", "default")
         assert missing.value.status == 404
     assert PRIVATE_PASSWORD not in service.log
+    header, *rows = kubectl("get", "secrets", "-n", "default").stdout.splitlines()
+    assert header.split() == ["NAME", "TYPE", "DATA", "AGE"]
+    assert [row.split()[:3] for row in rows] == [
+        ["regcred", "kubernetes.io/dockerconfigjson", "1"]
+    ]
 
     wrong_type = kubectl("create", "secret", "generic", "plain", "--from-literal=a=b", check=False)
     assert wrong_type.returncode != 0

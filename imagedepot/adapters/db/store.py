@@ -11,7 +11,7 @@ import builtins
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -21,35 +21,24 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
-    Insert,
     RowMapping,
     create_engine,
     delete,
     event,
-    false,
     inspect,
-    or_,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
 
 from imagedepot.adapters.db import tables
+from imagedepot.adapters.db.cache_store import SqlCacheRepository
+from imagedepot.adapters.db.statements import chunks, insert_or_conflict, upsert
 from imagedepot.adapters.db.vmimage_store import SqlVmImageRepository
-from imagedepot.domain.caches import (
-    CacheSpec,
-    CacheStatus,
-    ImageCache,
-    ImageProgress,
-    RegistryAccess,
-)
-from imagedepot.domain.errors import Conflict
+from imagedepot.domain.caches import CacheStatus
 from imagedepot.domain.identity import Credential, CredentialKind, Project, Role
 from imagedepot.ports import (
     AuditEvent,
@@ -71,18 +60,15 @@ if TYPE_CHECKING:
     from imagedepot.ports import MetadataStore
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
-SCHEMA_HEAD: Final = "0005"
+SCHEMA_HEAD: Final = "0006"
 """The newest migration's revision; a test checks it against the migrations directory."""
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
-EXPIRABLE: Final = (CacheStatus.AVAILABLE, CacheStatus.FAILED, CacheStatus.UNAVAILABLE)
 
 # Read by the SQLite "begin" hook: which BEGIN this connection's next transaction uses.
 _SQLITE_BEGIN_OPTION: Final = "imagedepot_sqlite_begin"
 _SQLITE_BEGIN: Final = {"immediate": "BEGIN IMMEDIATE", "deferred": "BEGIN DEFERRED"}
 # Any fixed number: serialises schema upgrades of processes starting at the same time.
 _PG_MIGRATION_LOCK: Final = 0x1D_DE_90_7D
-_IN_CHUNK: Final = 500
-_CLAIM_ATTEMPTS: Final = 5
 
 
 # --- engine -------------------------------------------------------------------------------
@@ -216,275 +202,7 @@ def migrate(url: str) -> None:
         engine.dispose()
 
 
-# --- mapping ------------------------------------------------------------------------------
-
-
-def spec_to_json(spec: CacheSpec) -> dict[str, Any]:
-    return {
-        "name": spec.name,
-        "images": list(spec.images),
-        "size_gib": spec.size_gib,
-        "retention_days": spec.retention_days,
-        "cluster": spec.cluster,
-        "pull_secrets": list(spec.pull_secrets),
-        "registries": [asdict(registry) for registry in spec.registries],
-        "timeout_minutes": spec.timeout_minutes,
-    }
-
-
-def spec_from_json(data: Mapping[str, Any]) -> CacheSpec:
-    defaults = CacheSpec(name="", images=())
-    return CacheSpec(
-        name=data["name"],
-        images=tuple(data["images"]),
-        size_gib=data.get("size_gib", defaults.size_gib),
-        retention_days=data.get("retention_days", defaults.retention_days),
-        cluster=data.get("cluster"),
-        pull_secrets=tuple(data.get("pull_secrets", ())),
-        registries=tuple(
-            RegistryAccess(
-                server=entry["server"],
-                plain_http=entry.get("plain_http", False),
-                insecure_skip_verify=entry.get("insecure_skip_verify", False),
-                pull_secret=entry.get("pull_secret"),
-            )
-            for entry in data.get("registries", ())
-        ),
-        timeout_minutes=data.get("timeout_minutes", defaults.timeout_minutes),
-    )
-
-
-def _progress_from_json(data: Mapping[str, Any]) -> ImageProgress:
-    return ImageProgress(
-        image=data["image"],
-        digest=data.get("digest"),
-        size_bytes=data.get("size_bytes", 0),
-        pulled_bytes=data.get("pulled_bytes", 0),
-        done=data.get("done", False),
-    )
-
-
-def _cache_values(cache: ImageCache) -> dict[str, Any]:
-    """Every stored column of `cache` except the lease, which belongs to the store."""
-    return {
-        "id": cache.id,
-        "project_id": cache.project_id,
-        "name": cache.spec.name,
-        "spec": spec_to_json(cache.spec),
-        "status": cache.status.value,
-        "reason": cache.reason,
-        "message": cache.message,
-        "images": [asdict(image) for image in cache.images],
-        "labels": dict(cache.labels),
-        "annotations": dict(cache.annotations),
-        "resource_version": cache.resource_version,
-        "generation": cache.generation,
-        "created_at": cache.created_at,
-        "updated_at": cache.updated_at,
-        "deletion_requested_at": cache.deletion_requested_at,
-        "last_used_at": cache.last_used_at,
-        "expires_at": cache.expires_at,
-    }
-
-
-def _cache_from_row(row: RowMapping) -> ImageCache:
-    return ImageCache(
-        id=row["id"],
-        project_id=row["project_id"],
-        spec=spec_from_json(row["spec"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        status=CacheStatus(row["status"]),
-        reason=row["reason"],
-        message=row["message"],
-        images=[_progress_from_json(image) for image in row["images"]],
-        labels=dict(row["labels"]),
-        annotations=dict(row["annotations"]),
-        resource_version=row["resource_version"],
-        generation=row["generation"],
-        deletion_requested_at=row["deletion_requested_at"],
-        last_used_at=row["last_used_at"],
-    )
-
-
-def _chunks(items: builtins.list[str]) -> Iterator[builtins.list[str]]:
-    for start in range(0, len(items), _IN_CHUNK):
-        yield items[start : start + _IN_CHUNK]
-
-
-def _upsert(connection: Connection, table: Any) -> Any:
-    """The dialect's INSERT, which has ON CONFLICT support."""
-    if connection.dialect.name == "postgresql":
-        return postgresql_insert(table)
-    return sqlite_insert(table)
-
-
-def _insert_or_conflict(connection: Connection, statement: Insert, message: str) -> None:
-    # A failed INSERT aborts a whole PostgreSQL transaction; inside a savepoint only the
-    # savepoint is lost and the caller's unit of work stays usable.
-    try:
-        with connection.begin_nested():
-            connection.execute(statement)
-    except IntegrityError:
-        raise Conflict(message) from None
-
-
 # --- repositories -------------------------------------------------------------------------
-
-_CACHE_COLUMNS = [
-    column for column in tables.caches.c if column.name not in ("lease_holder", "lease_until")
-]
-
-
-class SqlCacheRepository:
-    def __init__(self, connection: Connection) -> None:
-        self._connection = connection
-
-    def add(self, cache: ImageCache) -> None:
-        c = tables.caches.c
-        taken = self._connection.execute(
-            select(c.id).where(c.project_id == cache.project_id, c.name == cache.spec.name)
-        ).first()
-        message = f"an image cache named {cache.spec.name!r} already exists"
-        if taken is not None:
-            raise Conflict(message, field="name")
-        _insert_or_conflict(
-            self._connection, tables.caches.insert().values(_cache_values(cache)), message
-        )
-
-    def get(self, cache_id: str, project_id: str | None = None) -> ImageCache | None:
-        c = tables.caches.c
-        query = select(*_CACHE_COLUMNS).where(c.id == cache_id)
-        if project_id is not None:
-            query = query.where(c.project_id == project_id)
-        row = self._connection.execute(query).mappings().first()
-        return None if row is None else _cache_from_row(row)
-
-    def list(self, project_id: str, name: str | None = None) -> builtins.list[ImageCache]:
-        c = tables.caches.c
-        query = select(*_CACHE_COLUMNS).where(c.project_id == project_id)
-        if name is not None:
-            query = query.where(c.name == name)
-        rows = self._connection.execute(query.order_by(c.created_at, c.id)).mappings()
-        return [_cache_from_row(row) for row in rows]
-
-    def save(self, cache: ImageCache, expected_version: int) -> bool:
-        c = tables.caches.c
-        values = _cache_values(cache)
-        del values["id"]
-        result = self._connection.execute(
-            update(tables.caches)
-            .where(c.id == cache.id, c.resource_version == expected_version)
-            .values(values)
-        )
-        return result.rowcount == 1
-
-    def remove(self, cache_id: str) -> bool:
-        c = tables.caches.c
-        result = self._connection.execute(delete(tables.caches).where(c.id == cache_id))
-        return result.rowcount == 1
-
-    def claim(
-        self,
-        statuses: tuple[CacheStatus, ...],
-        holder: str,
-        now: datetime,
-        lease_until: datetime,
-        dead_holders: tuple[str, ...] = (),
-    ) -> ImageCache | None:
-        if not statuses:
-            return None
-        c = tables.caches.c
-        claimable: builtins.list[ColumnElement[bool]] = [
-            c.status.in_([status.value for status in statuses]),
-            or_(
-                c.lease_holder.is_(None),
-                c.lease_until.is_(None),
-                c.lease_until < now,
-                c.lease_holder.in_(dead_holders) if dead_holders else false(),
-            ),
-        ]
-        for _ in range(_CLAIM_ATTEMPTS):
-            # PostgreSQL: lock the candidate and pass over rows another claimer has locked.
-            # SQLite ignores FOR UPDATE; its write transaction already excludes other writers.
-            candidate = self._connection.execute(
-                select(c.id)
-                .where(*claimable)
-                .order_by(c.updated_at, c.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).scalar()
-            if candidate is None:
-                return None
-            # The same conditions again: the update only wins if the lease is still free.
-            result = self._connection.execute(
-                update(tables.caches)
-                .where(c.id == candidate, *claimable)
-                .values(lease_holder=holder, lease_until=lease_until)
-            )
-            if result.rowcount == 1:
-                return self.get(candidate)
-        return None
-
-    def renew(self, cache_id: str, holder: str, lease_until: datetime) -> bool:
-        c = tables.caches.c
-        result = self._connection.execute(
-            update(tables.caches)
-            .where(c.id == cache_id, c.lease_holder == holder)
-            .values(lease_until=lease_until)
-        )
-        return result.rowcount == 1
-
-    def release(self, cache_id: str, holder: str) -> None:
-        c = tables.caches.c
-        self._connection.execute(
-            update(tables.caches)
-            .where(c.id == cache_id, c.lease_holder == holder)
-            .values(lease_holder=None, lease_until=None)
-        )
-
-    def lease_holders(self) -> builtins.list[str]:
-        c = tables.caches.c
-        query = (
-            select(c.lease_holder)
-            .where(c.lease_holder.is_not(None))
-            .distinct()
-            .order_by(c.lease_holder)
-        )
-        return [holder for holder in self._connection.execute(query).scalars() if holder]
-
-    def expired(self, now: datetime) -> builtins.list[ImageCache]:
-        c = tables.caches.c
-        query = (
-            select(*_CACHE_COLUMNS)
-            .where(
-                c.expires_at.is_not(None),
-                c.expires_at <= now,
-                c.status.in_([status.value for status in EXPIRABLE]),
-            )
-            .order_by(c.expires_at, c.id)
-        )
-        return [_cache_from_row(row) for row in self._connection.execute(query).mappings()]
-
-    def available(self, project_ids: Sequence[str]) -> builtins.list[ImageCache]:
-        if not project_ids:
-            return []
-        c = tables.caches.c
-        query = (
-            select(*_CACHE_COLUMNS)
-            .where(c.project_id.in_(list(project_ids)), c.status == CacheStatus.AVAILABLE.value)
-            .order_by(c.created_at.desc(), c.id.desc())
-        )
-        return [_cache_from_row(row) for row in self._connection.execute(query).mappings()]
-
-    def record_use(self, cache_id: str, at: datetime) -> bool:
-        c = tables.caches.c
-        result = self._connection.execute(
-            update(tables.caches)
-            .where(c.id == cache_id, or_(c.last_used_at.is_(None), c.last_used_at < at))
-            .values(last_used_at=at)
-        )
-        return result.rowcount == 1
 
 
 class SqlBlobRefRepository:
@@ -499,7 +217,7 @@ class SqlBlobRefRepository:
             {"owner_id": owner_id, "digest": b.digest, "size": b.size, "media_type": b.media_type}
             for b in unique.values()
         ]
-        statement = _upsert(self._connection, tables.blob_refs).on_conflict_do_nothing(
+        statement = upsert(self._connection, tables.blob_refs).on_conflict_do_nothing(
             index_elements=["owner_id", "digest"]
         )
         self._connection.execute(statement, rows)
@@ -518,7 +236,7 @@ class SqlBlobRefRepository:
     def referenced(self, digests: builtins.list[str]) -> set[str]:
         c = tables.blob_refs.c
         found: set[str] = set()
-        for chunk in _chunks(sorted(set(digests))):
+        for chunk in chunks(sorted(set(digests))):
             query = select(c.digest).where(c.digest.in_(chunk)).distinct()
             found.update(self._connection.execute(query).scalars())
         return found
@@ -530,7 +248,7 @@ class SqlBlobRefRepository:
     def owners_of(self, digest: str, owner_ids: Sequence[str]) -> dict[str, BlobInfo]:
         c = tables.blob_refs.c
         found: dict[str, BlobInfo] = {}
-        for chunk in _chunks(sorted(set(owner_ids))):
+        for chunk in chunks(sorted(set(owner_ids))):
             rows = self._connection.execute(
                 select(c.owner_id, c.size, c.media_type).where(
                     c.digest == digest, c.owner_id.in_(chunk)
@@ -569,7 +287,7 @@ class SqlIdentityRepository:
         statement = tables.projects.insert().values(
             id=project.id, name=project.name, created_at=project.created_at
         )
-        _insert_or_conflict(
+        insert_or_conflict(
             self._connection, statement, f"a project named {project.name!r} already exists"
         )
 
@@ -598,7 +316,7 @@ class SqlIdentityRepository:
             secret_ciphertext=credential.secret_ciphertext,
             revoked_at=credential.revoked_at,
         )
-        _insert_or_conflict(
+        insert_or_conflict(
             self._connection, statement, "the credential clashes with an existing one"
         )
 
@@ -719,7 +437,7 @@ class SqlSecretRepository:
             "ciphertext": secret.ciphertext,
             "created_at": secret.created_at,
         }
-        insert = _upsert(self._connection, tables.secrets).values(values)
+        insert = upsert(self._connection, tables.secrets).values(values)
         statement = insert.on_conflict_do_update(
             index_elements=["project_id", "namespace", "name"],
             set_={
@@ -822,7 +540,9 @@ class SqlMetadataStore:
                 if self._sqlite:
                     options[_SQLITE_BEGIN_OPTION] = "deferred"
                 else:
+                    # One snapshot for the whole read: a list and the revision it is at agree.
                     options["postgresql_readonly"] = True
+                    options["isolation_level"] = "REPEATABLE READ"
             if options:
                 connection.execution_options(**options)
             with connection.begin():

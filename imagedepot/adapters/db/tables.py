@@ -132,7 +132,7 @@ caches = Table(
     Column("images", _json(), nullable=False),
     Column("labels", _json(), nullable=False),
     Column("annotations", _json(), nullable=False),
-    Column("resource_version", Integer(), nullable=False),
+    Column("resource_version", BigInteger(), nullable=False),
     Column("generation", Integer(), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
@@ -141,11 +141,35 @@ caches = Table(
     Column("expires_at", UTCDateTime(), nullable=True),
     Column("lease_holder", String(255), nullable=True),
     Column("lease_until", UTCDateTime(), nullable=True),
+    Column("finalizers", _json(), nullable=False, server_default="[]"),
+    Column("deletion_grace_seconds", Integer(), nullable=True),
+    Column("data_released", Boolean(), nullable=False, server_default=false()),
     UniqueConstraint("project_id", "name", name="uq_caches_project_id_name"),
     # Serves both "the project's caches" and their created_at, id order without a sort.
     Index("ix_caches_project_id_created_at", "project_id", "created_at", "id"),
     Index("ix_caches_status_updated_at", "status", "updated_at"),
     Index("ix_caches_expires_at", "expires_at"),
+)
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger(), nullable=False),
+)
+
+cache_changes = Table(
+    "cache_changes",
+    metadata,
+    Column("revision", BigInteger(), primary_key=True, autoincrement=False),
+    Column("project_id", String(64), nullable=False),
+    Column("cache_id", String(64), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("cache", _json(), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    # A watcher's poll: one project's changes after a revision, in order.
+    Index("ix_cache_changes_project_id_revision", "project_id", "revision"),
+    Index("ix_cache_changes_at", "at"),
 )
 
 blob_refs = Table(

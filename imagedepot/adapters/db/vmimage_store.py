@@ -25,9 +25,9 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
 
 from imagedepot.adapters.db import tables
+from imagedepot.adapters.db.statements import chunks, insert_or_conflict
 from imagedepot.domain.errors import Conflict, InvalidInput
 from imagedepot.domain.vmimages import (
     ImageJob,
@@ -40,7 +40,6 @@ from imagedepot.domain.vmimages import (
     VmImage,
 )
 
-_IN_CHUNK = 500
 _NULLABLE_TEXT_KEYS = ("name", "disk_format", "container_format")
 
 
@@ -193,11 +192,12 @@ class SqlVmImageRepository:
         c = tables.vm_images.c
         if self._connection.execute(select(c.id).where(c.id == image.id)).first() is not None:
             raise Conflict(f"an image with id {image.id} already exists", field="id")
-        try:
-            with self._connection.begin_nested():
-                self._connection.execute(tables.vm_images.insert().values(_values(image)))
-        except IntegrityError:
-            raise Conflict(f"an image with id {image.id} already exists", field="id") from None
+        insert_or_conflict(
+            self._connection,
+            tables.vm_images.insert().values(_values(image)),
+            f"an image with id {image.id} already exists",
+            field="id",
+        )
         self._write_children(image)
 
     def _write_children(self, image: VmImage) -> None:
@@ -320,12 +320,9 @@ class SqlVmImageRepository:
     def jobs(self, project_id: str, job_ids: Sequence[str]) -> builtins.list[ImageJob]:
         c = tables.vm_image_jobs.c
         found: builtins.list[ImageJob] = []
-        wanted = sorted(set(job_ids))
-        for start in range(0, len(wanted), _IN_CHUNK):
+        for chunk in chunks(sorted(set(job_ids))):
             rows = self._connection.execute(
-                select(tables.vm_image_jobs).where(
-                    c.project_id == project_id, c.id.in_(wanted[start : start + _IN_CHUNK])
-                )
+                select(tables.vm_image_jobs).where(c.project_id == project_id, c.id.in_(chunk))
             ).mappings()
             found.extend(
                 ImageJob(
@@ -351,8 +348,7 @@ class SqlVmImageRepository:
         tags: dict[str, builtins.list[str]] = defaultdict(builtins.list)
         properties: dict[str, dict[str, str]] = defaultdict(dict)
         tag_c, property_c = tables.vm_image_tags.c, tables.vm_image_properties.c
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
+        for chunk in chunks(ids):
             for image_id, tag in self._connection.execute(
                 select(tag_c.image_id, tag_c.tag)
                 .where(tag_c.image_id.in_(chunk))

@@ -8,6 +8,7 @@ checks against live here too, since both directions of the translation share the
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -38,8 +39,8 @@ from imagedepot.domain.errors import InvalidInput
 
 FINALIZER = "imagesnapshot.kubernetes.io/imagesnapshot-finalizer"
 EXTRA_ANNOTATION = "imagedepot.io/cci-extra"
-"""Where the CCI-only fields the core does not use (EIP settings, owner references, extra
-finalizers) are kept; hidden from the annotations a client sees."""
+"""Where the CCI-only fields the core does not use (EIP settings, owner references) are kept;
+hidden from the annotations a client sees."""
 IMAGES_MAX = REGISTRIES_MAX = 10
 SIZE_RANGE = (SIZE_GIB_MIN, SIZE_GIB_MAX, SIZE_GIB_DEFAULT)
 TTL_RANGE = (RETENTION_MIN, RETENTION_MAX, 0)
@@ -54,6 +55,10 @@ FIELD_NAMES = FieldNames(
     pull_secrets="spec.registries",
 )
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+QUALIFIED_NAME_RE = re.compile(
+    r"^(?:[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
 _BUILDING_EXTRAS = ("autoCreateEIP", "autoCreateEIPAttribute", "dnsServers", "eipID", "namespace")
 
 
@@ -83,8 +88,12 @@ def render(cache: ImageCache, *, deleting_now: datetime | None = None) -> dict[s
         "resourceVersion": str(cache.resource_version),
         "generation": cache.generation,
         "creationTimestamp": timestamp(cache.created_at),
-        "finalizers": [FINALIZER, *extras.get("finalizers", [])],
     }
+    # The service's finalizer is its own: shown until the blobs are released, never dropped
+    # on a client's say-so (that would leak them).
+    finalizers = [*([] if cache.data_released else [FINALIZER]), *cache.finalizers]
+    if finalizers:
+        metadata["finalizers"] = finalizers
     if cache.labels:
         metadata["labels"] = dict(cache.labels)
     if annotations:
@@ -94,7 +103,7 @@ def render(cache: ImageCache, *, deleting_now: datetime | None = None) -> dict[s
     deleted_at = cache.deletion_requested_at or deleting_now
     if deleted_at is not None:
         metadata["deletionTimestamp"] = timestamp(deleted_at)
-        metadata["deletionGracePeriodSeconds"] = 0
+        metadata["deletionGracePeriodSeconds"] = cache.deletion_grace_seconds or 0
     building: dict[str, Any] = dict(extras.get("buildingConfig") or {})
     building["timeoutMinutes"] = spec.timeout_minutes
     registries = []
@@ -174,6 +183,8 @@ class Parsed:
     annotations: dict[str, str]
     resource_version: str | None
     uid: str | None
+    finalizers: list[str] = field(default_factory=list)
+    """Other parties' finalizers (the service's own is implied)."""
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -265,6 +276,13 @@ def parse_object(body: Any, *, strict: bool = False) -> Parsed:
     if any(not isinstance(f, str) for f in extra_finalizers):
         reader.fail("metadata.finalizers", "must be strings", "FieldValueTypeInvalid")
         extra_finalizers = []
+    for index, finalizer in enumerate(extra_finalizers):
+        if not QUALIFIED_NAME_RE.match(finalizer) or len(finalizer.rpartition("/")[2]) > 63:
+            reader.fail(
+                f"metadata.finalizers[{index}]",
+                f"{finalizer!r} is not a qualified name (an optional DNS prefix and '/', then "
+                "at most 63 of A-Z, a-z, 0-9, '-', '_', '.', beginning and ending alphanumeric)",
+            )
     owners = reader.typed(meta.get("ownerReferences"), "metadata.ownerReferences", list, [])
 
     spec_body = reader.obj(
@@ -375,8 +393,6 @@ def parse_object(body: Any, *, strict: bool = False) -> Parsed:
     kept_building = {k: building[k] for k in _BUILDING_EXTRAS if building.get(k) is not None}
     if kept_building:
         extras["buildingConfig"] = kept_building
-    if extra_finalizers:
-        extras["finalizers"] = extra_finalizers
     if owners:
         extras["ownerReferences"] = owners
     return Parsed(
@@ -387,6 +403,7 @@ def parse_object(body: Any, *, strict: bool = False) -> Parsed:
         annotations=annotations,
         resource_version=reader.typed(meta.get("resourceVersion"), "metadata.resourceVersion", str),
         uid=reader.typed(meta.get("uid"), "metadata.uid", str),
+        finalizers=list(dict.fromkeys(extra_finalizers)),
         extras=extras,
     )
 

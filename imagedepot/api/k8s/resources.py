@@ -8,27 +8,20 @@ list the app mounts.
 
 from __future__ import annotations
 
-import asyncio
 import copy
-import json
-import re
-from collections.abc import AsyncIterator, Callable
-from datetime import datetime
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from imagedepot.api.context import ApiContext
 from imagedepot.api.k8s.discovery import discovery_routes
 from imagedepot.api.k8s.matching import match_routes
-from imagedepot.api.k8s.names import API_VERSION, GROUP, KIND, LIST_KIND, PLURAL
+from imagedepot.api.k8s.names import API_VERSION, GROUP, LIST_KIND, PLURAL
 from imagedepot.api.k8s.objects import (
     FIELD_NAMES,
     IMAGES_MAX,
-    Parsed,
     check_content_type,
     load_json,
     parse_object,
@@ -41,16 +34,11 @@ from imagedepot.api.k8s.openapi import openapi_routes
 from imagedepot.api.k8s.patches import JSON_PATCH, MERGE_PATCH, json_patch, merge_patch
 from imagedepot.api.k8s.secrets import secret_routes
 from imagedepot.api.k8s.selectors import (
-    continue_key,
+    continuation,
     continue_token,
-    field_selector,
     int_param,
-    label_selector,
-    list_version,
-    micros,
-    micros_version,
+    snapshot_filter,
 )
-from imagedepot.api.k8s.selectors import selected as selected_snapshots
 from imagedepot.api.k8s.status import (
     Cause,
     StatusError,
@@ -60,13 +48,24 @@ from imagedepot.api.k8s.status import (
     render_error,
 )
 from imagedepot.api.k8s.tables import table, wants_table
+from imagedepot.api.k8s.watch import watch_response
 from imagedepot.domain.caches import CacheSpec, ImageCache
 from imagedepot.domain.errors import Conflict, InvalidInput, NotFound
 from imagedepot.domain.identity import Principal
 
-WATCH_POLL_SECONDS = 0.2
-WATCH_DEFAULT_SECONDS = 1800
-BOOKMARK_EVERY_SECONDS = 10.0
+PATCH_ATTEMPTS = 5
+
+
+def _names_resource_version(patch: Any) -> bool:
+    """Whether a merge or JSON patch sets metadata.resourceVersion (then a conflict stands)."""
+    if isinstance(patch, dict):
+        meta = patch.get("metadata")
+        return isinstance(meta, dict) and "resourceVersion" in meta
+    if isinstance(patch, list):
+        return any(
+            isinstance(op, dict) and op.get("path") == "/metadata/resourceVersion" for op in patch
+        )
+    return False
 
 
 def _dry_run(values: list[str]) -> bool:
@@ -110,19 +109,21 @@ def routes(context: ApiContext) -> list[Route]:
         _check_accept(request)
         if request.query_params.get("watch") in ("true", "1"):
             context.gate.identity.authorize(principal, "cci:imagesnapshot:watch")
-            return watch(request, principal)
-        selected = selected_snapshots(request, caches.list(principal))
-        version = list_version(selected)
+            return watch_response(request, principal, caches, clock)
+        matches = snapshot_filter(request)
+        found, revision = caches.list_at_revision(principal)
+        selected = [cache for cache in found if matches(cache)]
         token = request.query_params.get("continue")
         if token:
-            after = continue_key(token)
-            selected = [c for c in selected if (micros(c.created_at), c.id) > after]
+            after = continuation(token)
+            revision = after.revision
+            selected = [cache for cache in selected if after.precedes(cache)]
         limit = int_param(request, "limit") or 0
         page = selected[:limit] if limit else selected
-        meta: dict[str, Any] = {"resourceVersion": version}
+        meta: dict[str, Any] = {"resourceVersion": str(revision)}
         rest = len(selected) - len(page)
         if limit and rest > 0:
-            meta["continue"] = continue_token(page[-1])
+            meta["continue"] = continue_token(page[-1], revision)
             meta["remainingItemCount"] = rest
         if wants_table(request):
             return JSONResponse(table(page, clock.now(), meta))
@@ -134,78 +135,6 @@ def routes(context: ApiContext) -> list[Route]:
                 "items": [render(cache) for cache in page],
             }
         )
-
-    def watch(request: Request, principal: Principal) -> Response:
-        labels = label_selector(request.query_params.get("labelSelector", ""))
-        names = field_selector(request.query_params.get("fieldSelector", ""))
-        as_table = wants_table(request)
-        timeout = int_param(request, "timeoutSeconds") or WATCH_DEFAULT_SECONDS
-        since = request.query_params.get("resourceVersion", "")
-        bookmarks = request.query_params.get("allowWatchBookmarks") in ("true", "1")
-        selector = request.query_params.get("fieldSelector", "")
-        wanted_name = re.fullmatch(r"\s*metadata\.name\s*==?\s*([^,]+?)\s*", selector)
-
-        def snapshot() -> dict[str, ImageCache]:
-            return {
-                c.id: c for c in caches.list(principal) if labels(c.labels) and names(c.spec.name)
-            }
-
-        def event(kind: str, cache: ImageCache | dict[str, Any]) -> bytes:
-            if isinstance(cache, dict):
-                obj = cache
-            elif as_table:
-                obj = table([cache], clock.now(), {"resourceVersion": str(cache.resource_version)})
-            else:
-                obj = render(cache)
-            return json.dumps({"type": kind, "object": obj}).encode() + b"\n"
-
-        async def stream() -> AsyncIterator[bytes]:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            next_bookmark = loop.time()  # the first right after the initial events
-            known = await run_in_threadpool(snapshot)
-            after = micros_version(since)
-            if since in ("", "0"):
-                for cache in known.values():
-                    yield event("ADDED", cache)
-            elif after is not None:
-                # From a list's version: what changed since that list (deletions excepted).
-                for cache in known.values():
-                    if micros(cache.created_at) > after:
-                        yield event("ADDED", cache)
-                    elif micros(cache.updated_at) > after:
-                        yield event("MODIFIED", cache)
-            if since not in ("", "0") and not known and wanted_name:
-                # Watching one name from a list that still had it: it is gone by now.
-                gone = {
-                    "apiVersion": API_VERSION,
-                    "kind": KIND,
-                    "metadata": {"name": wanted_name.group(1), "resourceVersion": since},
-                }
-                yield event("DELETED", gone)
-            while loop.time() < deadline:
-                await asyncio.sleep(WATCH_POLL_SECONDS)
-                current = await run_in_threadpool(snapshot)
-                for uid, cache in current.items():
-                    before = known.get(uid)
-                    if before is None:
-                        yield event("ADDED", cache)
-                    elif before.resource_version != cache.resource_version:
-                        yield event("MODIFIED", cache)
-                for uid, cache in known.items():
-                    if uid not in current:
-                        yield event("DELETED", cache)
-                known = current
-                if bookmarks and loop.time() >= next_bookmark:
-                    next_bookmark = loop.time() + BOOKMARK_EVERY_SECONDS
-                    mark = {
-                        "apiVersion": API_VERSION,
-                        "kind": KIND,
-                        "metadata": {"resourceVersion": list_version(list(current.values()))},
-                    }
-                    yield event("BOOKMARK", mark)
-
-        return StreamingResponse(stream(), media_type="application/json")
 
     def create_snapshot(request: Request, raw: bytes, principal: Principal) -> Response:
         check_content_type(request)
@@ -229,10 +158,17 @@ def routes(context: ApiContext) -> list[Route]:
             if dry_run:
                 cache = ImageCache.new(principal.project_id, spec, clock.now())
                 cache.labels, cache.annotations = parsed.labels, stored_annotations(parsed)
+                cache.finalizers = parsed.finalizers
                 return JSONResponse(render(cache), status_code=201)
             try:
                 cache = caches.create(
-                    principal, spec, max_images=IMAGES_MAX, field_names=FIELD_NAMES
+                    principal,
+                    spec,
+                    max_images=IMAGES_MAX,
+                    field_names=FIELD_NAMES,
+                    labels=parsed.labels,
+                    annotations=stored_annotations(parsed),
+                    finalizers=parsed.finalizers,
                 )
             except Conflict as error:
                 if error.field == "name" and not parsed.name:
@@ -245,10 +181,6 @@ def routes(context: ApiContext) -> list[Route]:
                         name=name,
                     ) from None
                 raise
-            if parsed.labels or parsed.annotations or parsed.extras:
-                cache = caches.update_metadata(
-                    principal, cache.id, _metadata_setter(parsed, clock.now())
-                )
             context.notify_worker()
             return JSONResponse(render(cache), status_code=201)
         raise StatusError(
@@ -300,7 +232,11 @@ def routes(context: ApiContext) -> list[Route]:
         def change(cache: ImageCache) -> None:
             if spec_changes(cache, parsed):
                 raise invalid(name, spec_changes(cache, parsed))
-            cache.update_metadata(labels, annotations, clock.now())
+            try:
+                cache.update_metadata(labels, annotations, clock.now(), parsed.finalizers)
+            except InvalidInput as error:
+                cause = Cause("metadata.finalizers", error.message, "FieldValueForbidden")
+                raise invalid(name, [cause]) from None
 
         if dry_run:
             preview = copy.deepcopy(current)
@@ -341,27 +277,31 @@ def routes(context: ApiContext) -> list[Route]:
                 f"the body of the request was in an unknown format - accepted media types "
                 f"include: {JSON_PATCH}, {MERGE_PATCH}",
             )
-        current = lookup(principal, request.path_params["name"])
-        rendered = render(current)
         patch = load_json(raw)
-        if media == MERGE_PATCH:
-            if not isinstance(patch, dict):
-                raise bad_request("a merge patch must be a JSON object")
-            patched = merge_patch(rendered, patch)
-        else:
-            patched = json_patch(rendered, patch)
-        if not isinstance(patched, dict):
-            raise bad_request("the patched object is not a JSON object")
-        meta = patched.get("metadata")
-        if (
-            isinstance(meta, dict)
-            and meta.get("resourceVersion") == rendered["metadata"]["resourceVersion"]
-        ):
-            # Unless the patch names a version itself, it applies to whatever is current.
-            patch_meta = patch.get("metadata") if isinstance(patch, dict) else None
-            if not (isinstance(patch_meta, dict) and "resourceVersion" in patch_meta):
-                meta["resourceVersion"] = str(current.resource_version)
-        return apply_update(request, principal, current, patched, _strict(request))
+        if media == MERGE_PATCH and not isinstance(patch, dict):
+            raise bad_request("a merge patch must be a JSON object")
+        pinned = _names_resource_version(patch)
+
+        def apply_to_current() -> Response:
+            current = lookup(principal, request.path_params["name"])
+            rendered = render(current)
+            if media == MERGE_PATCH:
+                patched = merge_patch(rendered, patch)
+            else:
+                patched = json_patch(rendered, patch)
+            if not isinstance(patched, dict):
+                raise bad_request("the patched object is not a JSON object")
+            return apply_update(request, principal, current, patched, _strict(request))
+
+        for _ in range(PATCH_ATTEMPTS - 1):
+            try:
+                return apply_to_current()
+            except StatusError as error:
+                # A patch that names no version applies to whatever is current: when the
+                # worker wrote in between, apply it again to the newer object.
+                if pinned or error.code != 409:
+                    raise
+        return apply_to_current()
 
     def delete_snapshot(request: Request, raw: bytes, principal: Principal) -> Response:
         name = request.path_params["name"]
@@ -426,17 +366,15 @@ def routes(context: ApiContext) -> list[Route]:
         check(current)
         code = 202 if policy == "Foreground" else 200
         if dry_run:
-            shown = render(current, deleting_now=current.deletion_requested_at or clock.now())
-            return JSONResponse(shown, status_code=code)
+            preview = copy.deepcopy(current)
+            preview.request_deletion(clock.now(), grace)
+            return JSONResponse(render(preview), status_code=code)
         try:
-            cache = caches.request_deletion(principal, current.id, check)
+            cache = caches.request_deletion(principal, current.id, check, grace)
         except NotFound:
             raise not_found(name) from None
         context.notify_worker()
-        shown = render(cache)
-        if grace:
-            shown["metadata"]["deletionGracePeriodSeconds"] = grace
-        return JSONResponse(shown, status_code=code)
+        return JSONResponse(render(cache), status_code=code)
 
     gate = context.gate
     collection = {
@@ -458,12 +396,3 @@ def routes(context: ApiContext) -> list[Route]:
         *secret_routes(context),
         *match_routes(context),
     ]
-
-
-def _metadata_setter(parsed: Parsed, now: datetime) -> Callable[[ImageCache], None]:
-    labels, annotations = parsed.labels, stored_annotations(parsed)
-
-    def change(cache: ImageCache) -> None:
-        cache.update_metadata(labels, annotations, now)
-
-    return change

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -18,11 +19,18 @@ from imagedepot.api.context import ApiContext
 from imagedepot.api.k8s.objects import check_content_type, load_json, timestamp
 from imagedepot.api.k8s.protobuf import PROTOBUF, secret_from_protobuf
 from imagedepot.api.k8s.status import Cause, StatusError, bad_request, render_error, status_body
+from imagedepot.api.k8s.tables import Column, human_age, table_document, wants_table
 from imagedepot.domain.errors import DomainError, Forbidden, InvalidInput, NotFound
 from imagedepot.domain.identity import Principal
 from imagedepot.services.secrets import DOCKER_CONFIG_JSON, SecretSummary
 
 DOCKER_CONFIG_KEY = ".dockerconfigjson"
+_COLUMNS: list[Column] = [
+    ("Name", "string", 0, "Name must be unique within a namespace."),
+    ("Type", "string", 0, "The type of secret."),
+    ("Data", "string", 0, "The number of entries in data."),
+    ("Age", "string", 0, "Time since the secret was created."),
+]
 
 
 def render_secret_error(error: DomainError) -> Response:
@@ -49,6 +57,24 @@ def _secret_object(summary: SecretSummary, data: bytes | None) -> dict[str, Any]
     if data is not None:
         body["data"] = {DOCKER_CONFIG_KEY: base64.b64encode(data).decode()}
     return body
+
+
+def secret_table(summaries: list[SecretSummary], now: datetime) -> dict[str, Any]:
+    rows = [
+        (
+            [
+                summary.name,
+                summary.type,
+                1,
+                human_age((now - summary.created_at).total_seconds())
+                if summary.created_at
+                else "<unknown>",
+            ],
+            _secret_object(summary, None)["metadata"],
+        )
+        for summary in summaries
+    ]
+    return table_document(_COLUMNS, rows, {})
 
 
 def parse_secret(body: Any, namespace: str) -> tuple[str, bytes]:
@@ -106,6 +132,7 @@ def secret_routes(context: ApiContext) -> list[Route]:
     if service is None:
         return []
     identity = context.gate.identity
+    clock = context.gate.clock
 
     def may_read(principal: Principal) -> bool:
         try:
@@ -116,9 +143,12 @@ def secret_routes(context: ApiContext) -> list[Route]:
 
     def list_secrets(request: Request, _: bytes, principal: Principal) -> Response:
         namespace = request.path_params["namespace"]
+        summaries = service.summaries(principal.project_id, namespace)
+        if wants_table(request):
+            return JSONResponse(secret_table(summaries, clock.now()))
         reveal = may_read(principal)
         items = []
-        for summary in service.summaries(principal.project_id, namespace):
+        for summary in summaries:
             data = None
             if reveal:
                 data = service.reveal(principal.project_id, namespace, summary.name)[1]
@@ -154,6 +184,8 @@ def secret_routes(context: ApiContext) -> list[Route]:
             summary, data = service.reveal(principal.project_id, namespace, name)
         except NotFound:
             raise StatusError(404, f'secrets "{name}" not found', name=name) from None
+        if wants_table(request):
+            return JSONResponse(secret_table([summary], clock.now()))
         return JSONResponse(_secret_object(summary, data))
 
     def delete_secret(request: Request, _: bytes, principal: Principal) -> Response:

@@ -1,6 +1,6 @@
 """What a list or watch request selects and where a page starts: label selectors, the
-`metadata.name` field selector, continue tokens, and the resourceVersion of a list (the
-newest change it reflects, which a watch may start from). Kept apart from the routes because
+`metadata.name` field selector, and continue tokens (which carry the first page's revision).
+Kept apart from the routes because
 the selector grammar and the paging arithmetic are self-contained and tested on their own.
 """
 
@@ -10,6 +10,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -110,21 +111,34 @@ def field_selector(selector: str) -> NameSelector:
     return NameSelector(tuple(equal), tuple(unequal))
 
 
-def continue_token(last: ImageCache) -> str:
+def continue_token(last: ImageCache, revision: int) -> str:
     """Where the next page starts: after this object in (creation, uid) order, so objects
-    removed meanwhile shift nothing."""
-    key = {"after": [micros(last.created_at), last.id]}
+    removed meanwhile shift nothing; and the revision of the first page, which every page
+    reports, so a watch started from the last page replays whatever the pages missed."""
+    key = {"after": [micros(last.created_at), last.id], "revision": revision}
     return base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
 
 
-def continue_key(token: str) -> tuple[int, str]:
+@dataclass(frozen=True)
+class Continuation:
+    created_micros: int
+    uid: str
+    revision: int
+
+    def precedes(self, cache: ImageCache) -> bool:
+        return (micros(cache.created_at), cache.id) > (self.created_micros, self.uid)
+
+
+def continuation(token: str) -> Continuation:
     try:
-        micros, uid = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
+        key = json.loads(base64.urlsafe_b64decode(token.encode()))
+        created, uid = key["after"]
+        revision = key["revision"]
     except (binascii.Error, ValueError, KeyError, TypeError):
         raise bad_request("the continue token is not valid") from None
-    if not isinstance(micros, int) or not isinstance(uid, str):
+    if not all(isinstance(v, int) for v in (created, revision)) or not isinstance(uid, str):
         raise bad_request("the continue token is not valid")
-    return micros, uid
+    return Continuation(created, uid, revision)
 
 
 def int_param(request: Request, name: str) -> int | None:
@@ -140,30 +154,12 @@ def int_param(request: Request, name: str) -> int | None:
     return value
 
 
-def selected(request: Request, caches: list[ImageCache]) -> list[ImageCache]:
+def snapshot_filter(request: Request) -> Callable[[ImageCache], bool]:
+    """The request's labelSelector and fieldSelector as one test of a snapshot."""
     labels = label_selector(request.query_params.get("labelSelector", ""))
     names = field_selector(request.query_params.get("fieldSelector", ""))
-    return [c for c in caches if labels(c.labels) and names(c.spec.name)]
+    return lambda cache: labels(cache.labels) and names(cache.spec.name)
 
 
 def micros(at: datetime) -> int:
     return int(at.timestamp() * 1_000_000)
-
-
-def list_version(caches: list[ImageCache]) -> str:
-    """A list's resourceVersion: opaque to clients, the newest change the list reflects (in
-    microseconds since the epoch; an object's own resourceVersion is its update counter)."""
-    newest = max((c.updated_at for c in caches), default=None)
-    return str(micros(newest)) if newest else "1"
-
-
-_LIST_VERSION_FLOOR = 10**12
-"""Below this a resourceVersion is an object's counter, not a list's time: no replay."""
-
-
-def micros_version(version: str) -> int | None:
-    """The time a list's resourceVersion stands for; None for anything else."""
-    if not version.isdigit():
-        return None
-    value = int(version)
-    return value if value >= _LIST_VERSION_FLOOR or value == 1 else None

@@ -1,5 +1,5 @@
-"""The `Table` form of ImageSnapshots that `kubectl get` asks for (`Accept: ...;as=Table`):
-the columns, and kubectl's way of writing ages and sizes. It exists so that the columns a
+"""The `Table` form that `kubectl get` asks for (`Accept: ...;as=Table`): the document shape,
+the ImageSnapshot columns, and kubectl's way of writing ages and sizes. It exists so that the columns a
 human sees are defined in one place, apart from the JSON objects clients program against.
 """
 
@@ -50,7 +50,10 @@ def human_bytes(size: int) -> str:
     return f"{size}B"
 
 
-_COLUMNS = [
+Column = tuple[str, str, int, str]
+"""name, type, priority (0: always shown, 1: with -o wide), description."""
+
+_COLUMNS: list[Column] = [
     ("Name", "string", 0, "Name must be unique within a project."),
     ("Phase", "string", 0, "Where the snapshot is in its lifecycle."),
     ("Images", "integer", 0, "How many images the snapshot holds."),
@@ -63,31 +66,11 @@ _COLUMNS = [
 ]
 
 
-def table(caches: list[ImageCache], now: datetime, list_meta: dict[str, Any]) -> dict[str, Any]:
-    rows = []
-    for cache in caches:
-        rendered = render(cache)
-        cells: list[Any] = [
-            cache.spec.name,
-            cache.status.value,
-            len(cache.spec.images),
-            human_bytes(cache.total_bytes),
-            human_age((now - cache.created_at).total_seconds()),
-            f"{cache.spec.size_gib}Gi",
-            f"{cache.spec.retention_days}d",
-            cache.id,
-            cache.message or "",
-        ]
-        rows.append(
-            {
-                "cells": cells,
-                "object": {
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": rendered["metadata"],
-                },
-            }
-        )
+def table_document(
+    columns: list[Column], rows: list[tuple[list[Any], dict[str, Any]]], list_meta: dict[str, Any]
+) -> dict[str, Any]:
+    """A meta.k8s.io/v1 Table: the column definitions, then per row its cells and the
+    object's metadata (which kubectl uses for names, -w and --show-labels)."""
     return {
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
@@ -100,7 +83,38 @@ def table(caches: list[ImageCache], now: datetime, list_meta: dict[str, Any]) ->
                 "description": description,
                 "priority": priority,
             }
-            for name, kind, priority, description in _COLUMNS
+            for name, kind, priority, description in columns
         ],
-        "rows": rows,
+        "rows": [
+            {
+                "cells": cells,
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": metadata,
+                },
+            }
+            for cells, metadata in rows
+        ],
     }
+
+
+def table(caches: list[ImageCache], now: datetime, list_meta: dict[str, Any]) -> dict[str, Any]:
+    rows = [
+        (
+            [
+                cache.spec.name,
+                cache.status.value,
+                len(cache.spec.images),
+                human_bytes(cache.total_bytes),
+                human_age((now - cache.created_at).total_seconds()),
+                f"{cache.spec.size_gib}Gi",
+                f"{cache.spec.retention_days}d",
+                cache.id,
+                cache.message or "",
+            ],
+            render(cache)["metadata"],
+        )
+        for cache in caches
+    ]
+    return table_document(_COLUMNS, rows, list_meta)
