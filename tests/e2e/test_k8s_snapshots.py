@@ -493,9 +493,7 @@ def test_a_pull_secret_made_with_kubectl_builds_from_a_private_registry(
     assert PRIVATE_PASSWORD not in service.log
     header, *rows = kubectl("get", "secrets", "-n", "default").stdout.splitlines()
     assert header.split() == ["NAME", "TYPE", "DATA", "AGE"]
-    assert [row.split()[:3] for row in rows] == [
-        ["regcred", "kubernetes.io/dockerconfigjson", "1"]
-    ]
+    assert [row.split()[:3] for row in rows] == [["regcred", "kubernetes.io/dockerconfigjson", "1"]]
 
     wrong_type = kubectl("create", "secret", "generic", "plain", "--from-literal=a=b", check=False)
     assert wrong_type.returncode != 0
