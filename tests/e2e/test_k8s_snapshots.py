@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -632,22 +631,9 @@ def test_kubectl_get_watch_prints_each_change(
     push_image(registry.url, "k8s/getw", "v1", [make_layer(seed=56)])
     name = unique("getw")
     label = unique("getw")
-    command = [
-        kubectl.binary,
-        "--server",
-        kubectl.server,
-        "--insecure-skip-tls-verify",
-        "--token",
-        kubectl.token,
-        "get",
-        "imagesnapshots",
-        "-l",
-        f"w={label}",
-        "-w",
-    ]
-    env = {"HOME": str(kubectl.home), "PATH": os.environ.get("PATH", "")}
+    command = kubectl.command("get", "imagesnapshots", "-l", f"w={label}", "-w")
     with subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command, env=kubectl.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as watcher:
         try:
             time.sleep(1)

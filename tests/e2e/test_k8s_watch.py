@@ -6,6 +6,7 @@ not have, selector watches, and a foreign finalizer that holds a deletion until 
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 from typing import Any
@@ -260,3 +261,71 @@ def test_bad_finalizer_names_are_invalid_and_create_nothing(
     with pytest.raises(ApiException) as missing:
         api.get_cluster_custom_object(*GROUP_ARGS, name)
     assert missing.value.status == 404
+
+
+def test_kubectl_wait_and_server_side_apply(
+    service: Service,
+    registry: RegistryServer,
+    api: k8s.CustomObjectsApi,
+    kubectl: Kubectl,
+    member: str,
+) -> None:
+    push_image(registry.url, "watch/ssa", "v1", [make_layer(seed=74)])
+    name = unique("ssa")
+    body = snapshot(name, registry, "watch/ssa:v1")
+    created = kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(body))
+    assert f"imagesnapshot.cci/{name} serverside-applied" in created.stdout
+    # kubectl wait lists, then watches from the list's version until the condition holds.
+    waited = kubectl(
+        "wait", f"imagesnapshot/{name}", "--for=jsonpath={.status.phase}=Available", "--timeout=60s"
+    )
+    assert "condition met" in waited.stdout
+
+    body["metadata"]["labels"] = {"tier": "gold"}
+    again = kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(body))
+    assert "serverside-applied" in again.stdout
+    assert api.get_cluster_custom_object(*GROUP_ARGS, name)["metadata"]["labels"] == {
+        "tier": "gold"
+    }
+    body["spec"]["imageSnapshotSize"] = 30
+    refused = kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(body), check=False)
+    assert refused.returncode != 0
+    assert "spec.imageSnapshotSize" in refused.stderr
+    assert api.get_cluster_custom_object(*GROUP_ARGS, name)["spec"]["imageSnapshotSize"] == 20
+    with httpx.Client(base_url=service.url, headers={"X-Auth-Token": member}) as http:
+        body["spec"]["imageSnapshotSize"] = 20
+        body["metadata"]["labels"] = {"tier": "lead"}
+        unmanaged = http.patch(
+            f"{BASE}/{name}",
+            content=json.dumps(body),
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+        assert unmanaged.status_code == 422
+        assert unmanaged.json()["details"]["causes"][0]["field"] == "fieldManager"
+        not_json = http.patch(
+            f"{BASE}/{name}",
+            params={"fieldManager": "me"},
+            content=b"metadata:\n  name: x\n",
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+        assert not_json.status_code == 400
+        assert not_json.json()["kind"] == "Status"
+    assert api.get_cluster_custom_object(*GROUP_ARGS, name)["metadata"]["labels"] == {
+        "tier": "gold"
+    }
+
+    deleting = subprocess.Popen(
+        kubectl.command("wait", f"imagesnapshot/{name}", "--for=delete", "--timeout=60s"),
+        env=kubectl.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1)
+    api.delete_cluster_custom_object(*GROUP_ARGS, name)
+    out, err = deleting.communicate(timeout=90)
+    assert deleting.returncode == 0, err
+    assert "condition met" in out
+    with pytest.raises(ApiException) as gone:
+        api.get_cluster_custom_object(*GROUP_ARGS, name)
+    assert gone.value.status == 404

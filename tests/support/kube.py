@@ -91,25 +91,31 @@ class Kubectl:
     def __init__(self, binary: str, home: Path, server: str, token: str) -> None:
         self.binary, self.home, self.server, self.token = binary, home, server, token
 
-    def __call__(
-        self, *args: str, check: bool = True, stdin: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        env = {
+    @property
+    def env(self) -> dict[str, str]:
+        return {
             "HOME": str(self.home),
             "KUBECONFIG": str(self.home / ".kube" / "config"),
             "PATH": os.environ.get("PATH", ""),
         }
+
+    def command(self, *args: str) -> list[str]:
+        return [
+            self.binary,
+            "--server",
+            self.server,
+            "--insecure-skip-tls-verify",
+            "--token",
+            self.token,
+            *args,
+        ]
+
+    def __call__(
+        self, *args: str, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [
-                self.binary,
-                "--server",
-                self.server,
-                "--insecure-skip-tls-verify",
-                "--token",
-                self.token,
-                *args,
-            ],
-            env=env,
+            self.command(*args),
+            env=self.env,
             input=stdin,
             capture_output=True,
             text=True,

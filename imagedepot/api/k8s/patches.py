@@ -13,6 +13,8 @@ from imagedepot.api.k8s.status import StatusError, bad_request
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+"""Server-side apply; kubectl sends the applied configuration as JSON (which is YAML)."""
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

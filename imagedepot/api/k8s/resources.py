@@ -9,6 +9,7 @@ list the app mounts.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -22,6 +23,7 @@ from imagedepot.api.k8s.names import API_VERSION, GROUP, LIST_KIND, PLURAL
 from imagedepot.api.k8s.objects import (
     FIELD_NAMES,
     IMAGES_MAX,
+    Parsed,
     check_content_type,
     load_json,
     parse_object,
@@ -31,7 +33,13 @@ from imagedepot.api.k8s.objects import (
     suffix,
 )
 from imagedepot.api.k8s.openapi import openapi_routes
-from imagedepot.api.k8s.patches import JSON_PATCH, MERGE_PATCH, json_patch, merge_patch
+from imagedepot.api.k8s.patches import (
+    APPLY_PATCH,
+    JSON_PATCH,
+    MERGE_PATCH,
+    json_patch,
+    merge_patch,
+)
 from imagedepot.api.k8s.secrets import secret_routes
 from imagedepot.api.k8s.selectors import (
     continuation,
@@ -138,8 +146,11 @@ def routes(context: ApiContext) -> list[Route]:
 
     def create_snapshot(request: Request, raw: bytes, principal: Principal) -> Response:
         check_content_type(request)
-        dry_run = _query_dry_run(request)
         parsed = parse_object(load_json(raw), strict=_strict(request))
+        return create_parsed(request, principal, parsed)
+
+    def create_parsed(request: Request, principal: Principal, parsed: Parsed) -> Response:
+        dry_run = _query_dry_run(request)
         attempts = 1 if parsed.name else 5
         for _ in range(attempts):
             name = parsed.name or f"{parsed.generate_name}{suffix()}"
@@ -271,24 +282,60 @@ def routes(context: ApiContext) -> list[Route]:
 
     def patch_snapshot(request: Request, raw: bytes, principal: Principal) -> Response:
         media = request.headers.get("content-type", "").split(";")[0].strip()
-        if media not in (MERGE_PATCH, JSON_PATCH):
+        if media not in (MERGE_PATCH, JSON_PATCH, APPLY_PATCH):
             raise StatusError(
                 415,
                 f"the body of the request was in an unknown format - accepted media types "
-                f"include: {JSON_PATCH}, {MERGE_PATCH}",
+                f"include: {JSON_PATCH}, {MERGE_PATCH}, {APPLY_PATCH}",
             )
         patch = load_json(raw)
+        if media == APPLY_PATCH:
+            return server_side_apply(request, principal, patch)
         if media == MERGE_PATCH and not isinstance(patch, dict):
             raise bad_request("a merge patch must be a JSON object")
+        if media == MERGE_PATCH:
+            return patch_current(request, principal, lambda obj: merge_patch(obj, patch), patch)
+        return patch_current(request, principal, lambda obj: json_patch(obj, patch), patch)
+
+    def server_side_apply(request: Request, principal: Principal, applied: Any) -> Response:
+        """Server-side apply without managed fields: the applied configuration creates the
+        snapshot when it is missing, and is otherwise merged into it (its labels,
+        annotations and finalizers set; its spec must be the one the snapshot has)."""
+        name = request.path_params["name"]
+        if not request.query_params.get("fieldManager"):
+            cause = Cause("fieldManager", "is required for apply requests", "FieldValueRequired")
+            raise invalid(name, [cause])
+        if not isinstance(applied, dict):
+            raise bad_request(
+                "an apply patch must be a JSON object (YAML that is not JSON is not read)"
+            )
+        applied.pop("status", None)
+        meta = applied.get("metadata")
+        if isinstance(meta, dict):
+            meta.setdefault("name", name)
+        try:
+            caches.get_by_name(principal, name)
+        except NotFound:
+            parsed = parse_object(applied, strict=_strict(request))
+            if parsed.name != name:
+                raise bad_request(
+                    f"the name of the object ({parsed.name}) does not match the name on the "
+                    f"URL ({name})"
+                ) from None
+            return create_parsed(request, principal, parsed)
+        return patch_current(request, principal, lambda obj: merge_patch(obj, applied), applied)
+
+    def patch_current(
+        request: Request, principal: Principal, patch_into: Callable[[Any], Any], patch: Any
+    ) -> Response:
+        """Apply a patch to the current object and save it. A patch that names no
+        resourceVersion applies to whatever is current: when the worker wrote in between,
+        it is applied again to the newer object."""
         pinned = _names_resource_version(patch)
 
         def apply_to_current() -> Response:
             current = lookup(principal, request.path_params["name"])
-            rendered = render(current)
-            if media == MERGE_PATCH:
-                patched = merge_patch(rendered, patch)
-            else:
-                patched = json_patch(rendered, patch)
+            patched = patch_into(render(current))
             if not isinstance(patched, dict):
                 raise bad_request("the patched object is not a JSON object")
             return apply_update(request, principal, current, patched, _strict(request))
@@ -297,8 +344,6 @@ def routes(context: ApiContext) -> list[Route]:
             try:
                 return apply_to_current()
             except StatusError as error:
-                # A patch that names no version applies to whatever is current: when the
-                # worker wrote in between, apply it again to the newer object.
                 if pinned or error.code != 409:
                     raise
         return apply_to_current()
