@@ -11,6 +11,7 @@ from imagedepot.domain.errors import (
     Conflict,
     DomainError,
     Forbidden,
+    Gone,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
@@ -24,6 +25,7 @@ HTTP_STATUS: Sequence[tuple[type[DomainError], int]] = (
     (Forbidden, 403),
     (NotFound, 404),
     (Conflict, 409),
+    (Gone, 410),
     (PayloadTooLarge, 413),
     (RateLimited, 429),
 )

@@ -68,6 +68,41 @@ def test_resource_versions_are_one_store_wide_order(
         api.delete_cluster_custom_object(*GROUP_ARGS, body["metadata"]["name"])
 
 
+def test_a_list_is_served_at_the_newest_version_or_refused(
+    service: Service, registry: RegistryServer, api: k8s.CustomObjectsApi, member: str
+) -> None:
+    name = unique("versions")
+    api.create_cluster_custom_object(*GROUP_ARGS, snapshot(name, registry, "watch/none:v1"))
+    wait_phase(api, name, {"Failed"})
+    head = version(api.list_cluster_custom_object(*GROUP_ARGS))
+    assert head > 1
+    served = api.list_cluster_custom_object(*GROUP_ARGS, resource_version=str(max(head - 1, 0)))
+    assert version(served) >= head
+    with httpx.Client(base_url=service.url, headers={"X-Auth-Token": member}) as http:
+        for params, code, reason in [
+            ({"resourceVersion": str(head + 1000)}, 504, "Timeout"),
+            ({"resourceVersion": "1", "resourceVersionMatch": "Exact"}, 410, "Expired"),
+            ({"resourceVersionMatch": "Exact"}, 400, "BadRequest"),
+            ({"resourceVersion": "1", "resourceVersionMatch": "Newest"}, 400, "BadRequest"),
+            ({"resourceVersion": "abc"}, 400, "BadRequest"),
+        ]:
+            response = http.get(BASE, params=params)
+            assert response.status_code == code, (params, response.text)
+            assert response.json()["reason"] == reason
+        # Exact at the newest version is served (retried in case a deletion elsewhere in
+        # this module moves the version between the two requests).
+        for _ in range(5):
+            head = version(api.list_cluster_custom_object(*GROUP_ARGS))
+            exact = http.get(
+                BASE, params={"resourceVersion": str(head), "resourceVersionMatch": "Exact"}
+            )
+            if exact.status_code == 200:
+                break
+        assert exact.status_code == 200
+        assert version(exact.json()) == head
+    api.delete_cluster_custom_object(*GROUP_ARGS, name)
+
+
 def test_a_watch_resumed_from_a_list_sees_a_deletion_made_meanwhile(
     registry: RegistryServer, api: k8s.CustomObjectsApi
 ) -> None:

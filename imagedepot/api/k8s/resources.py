@@ -76,6 +76,36 @@ def _names_resource_version(patch: Any) -> bool:
     return False
 
 
+def _check_list_version(request: Request, head: int) -> None:
+    """A list is always served at the newest revision: fine for any version the client may
+    already have seen, an error where Kubernetes would answer from history we do not keep."""
+    wanted = request.query_params.get("resourceVersion", "")
+    match = request.query_params.get("resourceVersionMatch", "")
+    if match and match not in ("NotOlderThan", "Exact"):
+        raise bad_request(f"resourceVersionMatch must be NotOlderThan or Exact, got {match!r}")
+    if match and wanted == "":
+        raise bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided")
+    if wanted == "":
+        return
+    if not wanted.isdigit():
+        raise bad_request(f"resourceVersion must be a non-negative integer, got {wanted!r}")
+    version = int(wanted)
+    if version > head:
+        raise StatusError(
+            504,
+            f"Too large resource version: {version}, current: {head}",
+            reason="Timeout",
+            causes=[Cause("", "Too large resource version", "ResourceVersionTooLarge")],
+        )
+    if match == "Exact" and version != head:
+        raise StatusError(
+            410,
+            f"too old resource version: {version} ({head}); lists are served at the newest "
+            "version only",
+            reason="Expired",
+        )
+
+
 def _dry_run(values: list[str]) -> bool:
     for value in values:
         if value != "All":
@@ -120,6 +150,7 @@ def routes(context: ApiContext) -> list[Route]:
             return watch_response(request, principal, caches, clock)
         matches = snapshot_filter(request)
         found, revision = caches.list_at_revision(principal)
+        _check_list_version(request, revision)
         selected = [cache for cache in found if matches(cache)]
         token = request.query_params.get("continue")
         if token:

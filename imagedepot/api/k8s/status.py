@@ -26,11 +26,13 @@ _REASONS = {
     405: "MethodNotAllowed",
     406: "NotAcceptable",
     409: "Conflict",
+    410: "Expired",
     413: "RequestEntityTooLarge",
     415: "UnsupportedMediaType",
     422: "Invalid",
     429: "TooManyRequests",
     500: "InternalError",
+    504: "Timeout",
 }
 
 
