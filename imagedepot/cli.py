@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
 from imagedepot import bootstrap, config
-from imagedepot.cli_http import api_client, checked, server_option, token_option
+from imagedepot.cli_http import Api, server_option, token_option
 from imagedepot.cli_images import images as images_group
 from imagedepot.domain.errors import DomainError
 from imagedepot.domain.identity import Role
@@ -308,6 +307,7 @@ def fsck(data_dir: str | None, as_json: bool) -> None:
                     "damaged": report.damaged,
                     "missing": report.missing,
                     "unreferenced": report.unreferenced,
+                    "pending": report.pending,
                 }
             )
         )
@@ -317,6 +317,7 @@ def fsck(data_dir: str | None, as_json: bool) -> None:
             ("damaged", report.damaged),
             ("missing", report.missing),
             ("unreferenced", report.unreferenced),
+            ("pending (a build in progress is fetching it)", report.pending),
         ):
             for digest in digests:
                 click.echo(f"{label}: {digest}")
@@ -439,18 +440,6 @@ def _open(data_dir: str | None) -> bootstrap.Core:
 
 
 # --- API commands ---------------------------------------------------------------------------
-
-
-class Api:
-    def __init__(self, server: str, token: str | None) -> None:
-        self._client = api_client(server, token, timeout=30)
-
-    def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
-        try:
-            response = self._client.request(method, path, json=body)
-        except httpx.HTTPError as error:
-            raise click.ClickException(f"cannot reach the server: {error}") from None
-        return checked(response, ok)
 
 
 @main.group()

@@ -4,6 +4,8 @@ one-line message."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -51,3 +53,24 @@ def checked(response: httpx.Response, ok: tuple[int, ...]) -> Any:
     if response.status_code not in ok:
         raise click.ClickException(f"{response.status_code}: {error_message(response)}")
     return response.json() if response.content else None
+
+
+@contextmanager
+def reaching_server() -> Iterator[None]:
+    """A connection that fails (refused, reset, timed out) becomes a one-line message."""
+    try:
+        yield
+    except httpx.HTTPError as error:
+        raise click.ClickException(f"cannot reach the server: {error}") from None
+
+
+class Api:
+    """JSON calls to a running server; any answer but the expected ones is a ClickException."""
+
+    def __init__(self, server: str, token: str | None, timeout: float = 30) -> None:
+        self._client = api_client(server, token, timeout=timeout)
+
+    def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> Any:
+        with reaching_server():
+            response = self._client.request(method, path, json=body)
+        return checked(response, ok)

@@ -12,9 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
-from imagedepot.cli_http import api_client, checked, server_option, token_option
+from imagedepot.cli_http import (
+    Api,
+    api_client,
+    checked,
+    reaching_server,
+    server_option,
+    token_option,
+)
 
 CHUNK = 1 << 20
 FORMATS_BY_SUFFIX = {
@@ -71,33 +77,30 @@ def snapshot(
     if instance_uuid:
         body["instance_uuid"] = instance_uuid
     size = source.stat().st_size
-    with api_client(server, token, timeout=300) as client:
-        try:
-            image = checked(client.post("/v2/images", json=body), (201,))
-            # The bar goes to stderr, so stdout stays the one line scripts read.
-            bars_console = Console(stderr=True)
-            columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
-            with Progress(*columns, console=bars_console) as bars:
-                task = bars.add_task(name, total=size)
+    with api_client(server, token, timeout=300) as client, reaching_server():
+        image = checked(client.post("/v2/images", json=body), (201,))
+        # The bar goes to stderr, so stdout stays the one line scripts read.
+        bars_console = Console(stderr=True)
+        columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn())
+        with Progress(*columns, console=bars_console) as bars:
+            task = bars.add_task(name, total=size)
 
-                def chunks() -> Iterator[bytes]:
-                    with source.open("rb") as handle:
-                        while chunk := handle.read(CHUNK):
-                            bars.advance(task, len(chunk))
-                            yield chunk
+            def chunks() -> Iterator[bytes]:
+                with source.open("rb") as handle:
+                    while chunk := handle.read(CHUNK):
+                        bars.advance(task, len(chunk))
+                        yield chunk
 
-                response = client.put(
-                    f"/v2/images/{image['id']}/file",
-                    content=chunks(),
-                    headers={
-                        "Content-Type": "application/octet-stream",
-                        "X-OpenStack-Image-Size": str(size),
-                    },
-                )
-            checked(response, (204,))
-            shown = checked(client.get(f"/v2/images/{image['id']}"), (200,))
-        except httpx.HTTPError as error:
-            raise click.ClickException(f"cannot reach the server: {error}") from None
+            response = client.put(
+                f"/v2/images/{image['id']}/file",
+                content=chunks(),
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "X-OpenStack-Image-Size": str(size),
+                },
+            )
+        checked(response, (204,))
+        shown = checked(client.get(f"/v2/images/{image['id']}"), (200,))
     click.echo(f"{shown['id']} {shown['name']} {shown['status']} {shown['size']} bytes")
 
 
@@ -111,12 +114,12 @@ def snapshot(
 def list_images(server: str, token: str | None, image_type: str, as_json: bool) -> None:
     """List the project's images (every page)."""
     found: list[dict[str, Any]] = []
-    with api_client(server, token, timeout=300) as client:
-        url: str | None = f"/v2/images?type={image_type}&sort_key=name&sort_dir=asc&limit=200"
-        while url:
-            page = checked(client.get(url), (200,))
-            found += page["images"]
-            url = page.get("next")
+    api = Api(server, token, timeout=300)
+    url: str | None = f"/v2/images?type={image_type}&sort_key=name&sort_dir=asc&limit=200"
+    while url:
+        page = api.call("GET", url)
+        found += page["images"]
+        url = page.get("next")
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
@@ -130,6 +133,5 @@ def list_images(server: str, token: str | None, image_type: str, as_json: bool) 
 @click.argument("image_id")
 def delete_image(server: str, token: str | None, image_id: str) -> None:
     """Delete an image (its bytes are released once no other image or cache uses them)."""
-    with api_client(server, token, timeout=300) as client:
-        checked(client.delete(f"/v2/images/{image_id}"), (204,))
+    Api(server, token, timeout=300).call("DELETE", f"/v2/images/{image_id}", ok=(204,))
     click.echo(f"{image_id} deleted")

@@ -118,6 +118,10 @@ class BlobRefRepository(Protocol):
     def all_referenced(self) -> set[str]:
         """Every digest that some owner uses."""
 
+    def referenced_by_settled_owners(self) -> set[str]:
+        """The digests used by some owner other than a cache still being built (whose
+        references are recorded before its bytes arrive)."""
+
     def owners_of(self, digest: str, owner_ids: Sequence[str]) -> dict[str, BlobInfo]:
         """Which of `owner_ids` use `digest`, each with what it recorded about it."""
 

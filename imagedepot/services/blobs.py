@@ -19,6 +19,8 @@ class FsckReport:
     damaged: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unreferenced: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    """Not stored yet, but only caches still being built use them: in flight, not lost."""
 
     @property
     def healthy(self) -> bool:
@@ -42,15 +44,19 @@ class BlobService:
         return removed
 
     def fsck(self) -> FsckReport:
-        """Re-hash every stored blob; report damaged ones, referenced-but-missing, and orphans."""
+        """Re-hash every stored blob; report damaged ones, referenced-but-missing (apart from
+        those only builds in progress wait for), and orphans."""
         report = FsckReport()
         stored = set(self._blobs.digests())
         for digest in sorted(stored):
             report.checked += 1
             if not self._blobs.verify(digest):
                 report.damaged.append(digest)
-        with self._store.transaction() as uow:
+        with self._store.transaction(read_only=True) as uow:
             referenced = uow.blob_refs.all_referenced()
-        report.missing = sorted(referenced - stored)
+            settled = uow.blob_refs.referenced_by_settled_owners()
+        absent = referenced - stored
+        report.missing = sorted(absent & settled)
+        report.pending = sorted(absent - settled)
         report.unreferenced = sorted(stored - referenced)
         return report

@@ -552,6 +552,20 @@ def test_blob_refs(store: SqlMetadataStore) -> None:
         assert uow.blob_refs.referenced([digest(3), digest(1)]) == {digest(1)}
 
 
+def test_references_of_builds_in_progress_are_told_apart(store: SqlMetadataStore) -> None:
+    building, built = new_cache("building"), new_cache("built")
+    built.mark_available([], T0)
+    add(store, building, built)
+    with store.transaction() as uow:
+        uow.blob_refs.add_refs(
+            building.id, [BlobInfo(digest(1), 1, "m"), BlobInfo(digest(2), 2, "m")]
+        )
+        uow.blob_refs.add_refs(built.id, [BlobInfo(digest(2), 2, "m"), BlobInfo(digest(3), 3, "m")])
+        uow.blob_refs.add_refs("vmimage:x", [BlobInfo(digest(4), 4, "m")])
+    with store.transaction(read_only=True) as uow:
+        assert uow.blob_refs.referenced_by_settled_owners() == {digest(2), digest(3), digest(4)}
+
+
 def test_referenced_handles_long_lists(store: SqlMetadataStore) -> None:
     blobs = [BlobInfo(digest(n), n, "m") for n in range(0, 3000, 2)]
     with store.transaction() as uow:

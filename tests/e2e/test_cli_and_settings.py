@@ -4,6 +4,7 @@ mirrors (docker.io served by a loopback registry) and `all` platforms."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -71,6 +72,22 @@ def test_the_cli_refuses_without_a_token(service: Service) -> None:
     result = service.cli("caches", "list", "--server", service.url, check=False)
     assert result.returncode != 0
     assert "token" in result.stderr
+
+
+def test_every_api_command_says_when_the_server_cannot_be_reached(service: Service) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"  # bound, never listening
+        for command in (
+            ("caches", "list"),
+            ("caches", "get", "some-id"),
+            ("images", "list"),
+            ("images", "delete", "some-id"),
+        ):
+            result = service.cli(*command, "--server", closed, "--token", "t", check=False)
+            assert result.returncode == 1, (command, result.stderr)
+            assert "cannot reach the server" in result.stderr, (command, result.stderr)
+            assert "Traceback" not in result.stderr
 
 
 def test_docker_hub_images_come_from_the_configured_mirror(

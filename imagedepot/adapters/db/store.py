@@ -26,6 +26,7 @@ from sqlalchemy import (
     delete,
     event,
     inspect,
+    or_,
     select,
     text,
     update,
@@ -244,6 +245,16 @@ class SqlBlobRefRepository:
     def all_referenced(self) -> set[str]:
         c = tables.blob_refs.c
         return set(self._connection.execute(select(c.digest).distinct()).scalars())
+
+    def referenced_by_settled_owners(self) -> set[str]:
+        refs, caches = tables.blob_refs.c, tables.caches.c
+        query = (
+            select(refs.digest)
+            .select_from(tables.blob_refs.outerjoin(tables.caches, caches.id == refs.owner_id))
+            .where(or_(caches.id.is_(None), caches.status != CacheStatus.CREATING.value))
+            .distinct()
+        )
+        return set(self._connection.execute(query).scalars())
 
     def owners_of(self, digest: str, owner_ids: Sequence[str]) -> dict[str, BlobInfo]:
         c = tables.blob_refs.c

@@ -1,0 +1,52 @@
+"""`fsck` on a real store pair: a blob only a running build waits for is pending, not
+missing; one a built cache needs is missing; damage and orphans are reported as such."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+from imagedepot.adapters.blobs.filesystem import FilesystemBlobStore
+from imagedepot.adapters.db.store import SqlMetadataStore
+from imagedepot.domain.caches import CacheSpec, ImageCache
+from imagedepot.ports import BlobInfo
+from imagedepot.services.blobs import BlobService
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_fsck_tells_in_flight_from_missing(tmp_path: Path) -> None:
+    store = SqlMetadataStore(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    blobs = FilesystemBlobStore(tmp_path / "blobs")
+    try:
+        stored, damaged, orphan = b"stored", b"damaged", b"orphan"
+        for data in (stored, damaged, orphan):
+            blobs.put_bytes(digest_of(data), data)
+        blobs.path(digest_of(damaged)).write_bytes(b"bit rot")
+        building = ImageCache.new("p", CacheSpec(name="building", images=("a:1",)), NOW)
+        built = ImageCache.new("p", CacheSpec(name="built", images=("b:1",)), NOW)
+        built.mark_available([], NOW)
+
+        def info(data: bytes) -> BlobInfo:
+            return BlobInfo(digest_of(data), len(data), "m")
+
+        with store.transaction() as uow:
+            uow.caches.add(building)
+            uow.caches.add(built)
+            uow.blob_refs.add_refs(building.id, [info(stored), info(b"on its way")])
+            uow.blob_refs.add_refs(built.id, [info(stored), info(damaged), info(b"lost")])
+
+        report = BlobService(store, blobs).fsck()
+        assert report.checked == 3
+        assert report.damaged == [digest_of(damaged)]
+        assert report.missing == [digest_of(b"lost")]
+        assert report.pending == [digest_of(b"on its way")]
+        assert report.unreferenced == [digest_of(orphan)]
+        assert not report.healthy
+    finally:
+        store.close()
