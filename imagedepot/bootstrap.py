@@ -35,6 +35,7 @@ from imagedepot.services.audit import AuditService
 from imagedepot.services.blobs import BlobService
 from imagedepot.services.caches import CacheService, Quotas
 from imagedepot.services.identity import IdentityService
+from imagedepot.services.image_sharing import ImageSharingService
 from imagedepot.services.oci_layouts import OciLayoutService
 from imagedepot.services.secrets import SecretService
 from imagedepot.services.serving import ServingService
@@ -67,6 +68,7 @@ class Core:
     layouts: OciLayoutService
     admin_token_path: Path | None
     vm_images: VmImageService
+    image_sharing: ImageSharingService
     holder: str
     """This process as a lease and upload holder (host/pid/nonce), shared by the API and worker."""
 
@@ -120,6 +122,7 @@ def open_core(settings: Settings) -> Core:
             max_image_bytes=settings.max_image_bytes,
             holder=holder,
         ),
+        image_sharing=ImageSharingService(store, clock),
         holder=holder,
     )
 
@@ -255,7 +258,12 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
             settings.max_body_bytes,
         )
         context = ApiContext(
-            gate, core.caches, notify_worker, vm_images=core.vm_images, secrets=core.secrets
+            gate,
+            core.caches,
+            notify_worker,
+            vm_images=core.vm_images,
+            image_sharing=core.image_sharing,
+            secrets=core.secrets,
         )
         for app, port in (
             (api_app(context), settings.port),

@@ -18,6 +18,7 @@ from typing import Protocol
 from imagedepot.domain.caches import CacheChange, CacheStatus, ImageCache
 from imagedepot.domain.identity import Credential, Project
 from imagedepot.domain.references import ImageReference
+from imagedepot.domain.sharing import ImageMember
 from imagedepot.domain.vmimages import ImageJob, ImageQuery, VmImage
 
 
@@ -143,6 +144,23 @@ class VmImageRepository(Protocol):
     def save(self, image: VmImage, expected_version: int) -> bool:
         """Write `image` (tags and properties too) if its stored version is still
         `expected_version`; False when another writer got there first."""
+
+    def get_visible(self, image_id: str, project_id: str) -> VmImage | None:
+        """The image if `project_id` may read it: owned, public, community, or shared with it
+        (whatever its member status); deleted images never."""
+
+    def add_member(self, member: ImageMember) -> None:
+        """Record a member; Conflict (field `member`) when it already is one."""
+
+    def member(self, image_id: str, member_id: str) -> ImageMember | None: ...
+
+    def members(self, image_id: str) -> builtins.list[ImageMember]:
+        """The image's members, oldest first."""
+
+    def save_member(self, member: ImageMember) -> None: ...
+
+    def remove_member(self, image_id: str, member_id: str) -> bool:
+        """False when it was not a member."""
 
     def list(self, query: ImageQuery) -> builtins.list[VmImage]:
         """One page, in the query's order, after its marker; InvalidInput (field `marker`)

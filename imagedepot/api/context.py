@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from imagedepot.api.auth import Gate
 from imagedepot.services.caches import CacheService
+from imagedepot.services.image_sharing import ImageSharingService
 from imagedepot.services.secrets import SecretService
 from imagedepot.services.vmimages import VmImageService
 
@@ -19,5 +20,7 @@ class ApiContext:
     notify_worker: Callable[[], None]
     vm_images: VmImageService | None = None
     """The VM image dialects (Glance, DiDi) are mounted only when this is given."""
+    image_sharing: ImageSharingService | None = None
+    """Glance's image members; without it the member routes are not mounted."""
     secrets: SecretService | None = None
     """The core v1 Secret API of the Kubernetes dialect is mounted only when this is given."""

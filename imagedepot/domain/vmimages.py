@@ -432,3 +432,9 @@ class ImageQuery:
     marker: str | None = None
     offset: int = 0
     """Rows to skip before the page (DiDi's `start`); markers are the better way."""
+    include_visible: bool = False
+    """Also other projects' images this one may see (Glance's sharing); `visibility` then
+    selects among them as Glance does, and `member_status` (default accepted) which shared
+    images count."""
+    member_status: str | None = None
+    owner: str | None = None

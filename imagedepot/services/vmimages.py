@@ -17,8 +17,9 @@ from pathlib import Path
 
 from imagedepot.domain.diskformats import PREFIX_BYTES, TAIL_BYTES, HeaderView
 from imagedepot.domain.diskformats import inspect as inspect_disk
-from imagedepot.domain.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
+from imagedepot.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
 from imagedepot.domain.identity import Principal
+from imagedepot.domain.sharing import check_visibility_change
 from imagedepot.domain.vmimages import (
     ImageJob,
     ImageQuery,
@@ -28,7 +29,7 @@ from imagedepot.domain.vmimages import (
     VmImage,
     apply_create,
 )
-from imagedepot.ports import BlobInfo, BlobStore, Clock, MetadataStore, UploadWriter
+from imagedepot.ports import BlobInfo, BlobStore, Clock, MetadataStore, UnitOfWork, UploadWriter
 
 SAVE_ATTEMPTS = 5
 IMAGE_MEDIA_TYPE = "application/octet-stream"
@@ -149,6 +150,19 @@ class ImageUpload:
             self._service._abandon_upload(self._principal, self.image.id)
 
 
+def owned_image(uow: UnitOfWork, principal: Principal, image_id: str) -> VmImage:
+    """The caller's own image, for a change; Forbidden when it may only read it (shared,
+    community, public), NotFound when it may not even see it."""
+    image = uow.vm_images.get(image_id, principal.project_id)
+    if image is not None:
+        return image
+    if uow.vm_images.get_visible(image_id, principal.project_id) is not None:
+        raise Forbidden(
+            f"image {image_id} belongs to another project; only its owner may change it"
+        )
+    raise NotFound(f"no image with id {image_id}")
+
+
 class VmImageService:
     def __init__(
         self,
@@ -173,6 +187,15 @@ class VmImageService:
     def get(self, principal: Principal, image_id: str) -> VmImage:
         with self._store.transaction(read_only=True) as uow:
             image = uow.vm_images.get(image_id, principal.project_id)
+        if image is None:
+            raise NotFound(f"no image with id {image_id}")
+        return image
+
+    def get_visible(self, principal: Principal, image_id: str) -> VmImage:
+        """The image if the caller may read it: its own, or one shared with it, community
+        or public (Glance's sharing)."""
+        with self._store.transaction(read_only=True) as uow:
+            image = uow.vm_images.get_visible(image_id, principal.project_id)
         if image is None:
             raise NotFound(f"no image with id {image_id}")
         return image
@@ -305,6 +328,7 @@ class VmImageService:
             region=self.default_region,
         )
         apply_create(image, attributes)
+        check_visibility_change(None, image.visibility, principal.system_admin)
         with self._store.transaction() as uow:
             uow.vm_images.add(image)
         return image
@@ -316,11 +340,10 @@ class VmImageService:
         nothing is saved when `apply` raises."""
         for _ in range(SAVE_ATTEMPTS):
             with self._store.transaction() as uow:
-                image = uow.vm_images.get(image_id, principal.project_id)
-                if image is None:
-                    raise NotFound(f"no image with id {image_id}")
-                read_version = image.version
+                image = owned_image(uow, principal, image_id)
+                read_version, visibility = image.version, image.visibility
                 apply(image)
+                check_visibility_change(visibility, image.visibility, principal.system_admin)
                 if image.version == read_version:
                     image.touch(self._clock.now())
                 if uow.vm_images.save(image, read_version):
@@ -347,9 +370,7 @@ class VmImageService:
         """Mark the image deleted (it stays listed by `changes-since`) and release its bytes."""
         for _ in range(SAVE_ATTEMPTS):
             with self._store.transaction() as uow:
-                image = uow.vm_images.get(image_id, principal.project_id)
-                if image is None:
-                    raise NotFound(f"no image with id {image_id}")
+                image = owned_image(uow, principal, image_id)
                 read_version = image.version
                 image.mark_deleted(self._clock.now())
                 if uow.vm_images.save(image, read_version):
@@ -433,8 +454,9 @@ class VmImageService:
         raise Conflict(f"image {image_id} is changing too fast; retry the upload")
 
     def data(self, principal: Principal, image_id: str) -> ImageData:
-        """The image and its bytes' path; path None when the image has no data (yet)."""
-        image = self.get(principal, image_id)
+        """The image (the caller's, or one it may read) and its bytes' path; path None when
+        the image has no data (yet)."""
+        image = self.get_visible(principal, image_id)
         image.check_downloadable()
         if image.status is not ImageStatus.ACTIVE or image.blob_digest is None:
             return ImageData(image, None)

@@ -18,7 +18,15 @@ def test_every_route_declares_an_action_for_each_method(tmp_path: Path) -> None:
     try:
         gate = Gate(core.identity, core.audit, RateLimiter(0, 1), core.clock, 1024)
         apps = [
-            api_app(ApiContext(gate, core.caches, lambda: None, vm_images=core.vm_images)),
+            api_app(
+                ApiContext(
+                    gate,
+                    core.caches,
+                    lambda: None,
+                    vm_images=core.vm_images,
+                    image_sharing=core.image_sharing,
+                )
+            ),
             registry_app(bootstrap.registry_context(core)),
         ]
         registry_routes = {id(route) for route in apps[1].routes}

@@ -277,3 +277,21 @@ vm_image_properties = Table(
     PrimaryKeyConstraint("image_id", "name", name="pk_vm_image_properties"),
     Index("ix_vm_image_properties_name", "name"),
 )
+
+vm_image_members = Table(
+    "vm_image_members",
+    metadata,
+    Column(
+        "image_id",
+        String(36),
+        ForeignKey("vm_images.id", name="fk_vm_image_members_image_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("member_id", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("image_id", "member_id", name="pk_vm_image_members"),
+    # "Images shared with me": the list's visibility test runs per member.
+    Index("ix_vm_image_members_member_id", "member_id", "status"),
+)

@@ -29,6 +29,7 @@ from sqlalchemy import (
 from imagedepot.adapters.db import tables
 from imagedepot.adapters.db.statements import chunks, insert_or_conflict
 from imagedepot.domain.errors import Conflict, InvalidInput
+from imagedepot.domain.sharing import ImageMember, MemberStatus
 from imagedepot.domain.vmimages import (
     ImageJob,
     ImageQuery,
@@ -41,6 +42,26 @@ from imagedepot.domain.vmimages import (
 )
 
 _NULLABLE_TEXT_KEYS = ("name", "disk_format", "container_format")
+
+
+def _member_values(member: ImageMember) -> dict[str, Any]:
+    return {
+        "image_id": member.image_id,
+        "member_id": member.member_id,
+        "status": member.status.value,
+        "created_at": member.created_at,
+        "updated_at": member.updated_at,
+    }
+
+
+def _member_from_row(row: RowMapping) -> ImageMember:
+    return ImageMember(
+        image_id=row["image_id"],
+        member_id=row["member_id"],
+        status=MemberStatus(row["status"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
 
 
 def _values(image: VmImage) -> dict[str, Any]:
@@ -128,9 +149,57 @@ def _after_marker(
     return or_(*alternatives)
 
 
+def _member_of(project_id: str, status: str | None) -> ColumnElement[bool]:
+    """The image has `project_id` as a member (with `status`; any when "all")."""
+    c, m = tables.vm_images.c, tables.vm_image_members.c
+    wanted = [m.image_id == c.id, m.member_id == project_id]
+    if status != "all":
+        wanted.append(m.status == (status or MemberStatus.ACCEPTED.value))
+    return exists().where(*wanted)
+
+
+def _visible_to(project_id: str) -> ColumnElement[bool]:
+    """Readable by id: owned, public, community, or shared with the project (any status)."""
+    c = tables.vm_images.c
+    return or_(
+        c.project_id == project_id,
+        c.visibility.in_([Visibility.PUBLIC.value, Visibility.COMMUNITY.value]),
+        and_(c.visibility == Visibility.SHARED.value, _member_of(project_id, "all")),
+    )
+
+
+def _listed_for(query: ImageQuery) -> ColumnElement[bool]:
+    """Which images a Glance list shows the project, by its `visibility` filter."""
+    c = tables.vm_images.c
+    owned = c.project_id == query.project_id
+    shared_with = and_(
+        c.visibility == Visibility.SHARED.value, _member_of(query.project_id, query.member_status)
+    )
+    public = c.visibility == Visibility.PUBLIC.value
+    community = c.visibility == Visibility.COMMUNITY.value
+    chosen = query.visibility
+    if chosen is None:
+        return or_(owned, public, shared_with)
+    if chosen == "all":
+        return or_(owned, public, community, shared_with)
+    if chosen == Visibility.SHARED.value:
+        return and_(c.visibility == chosen, or_(owned, shared_with))
+    if chosen in (Visibility.PUBLIC.value, Visibility.COMMUNITY.value):
+        return c.visibility == chosen
+    return and_(c.visibility == chosen, owned)
+
+
 def _filters(query: ImageQuery) -> list[ColumnElement[bool]]:
     c = tables.vm_images.c
-    conditions: list[ColumnElement[bool]] = [c.project_id == query.project_id]
+    conditions: list[ColumnElement[bool]] = []
+    if query.include_visible:
+        conditions.append(_listed_for(query))
+        if query.owner is not None:
+            conditions.append(c.project_id == query.owner)
+    else:
+        conditions.append(c.project_id == query.project_id)
+        if query.visibility is not None and query.visibility != "all":
+            conditions.append(c.visibility == query.visibility)
     if query.changes_since is not None:
         conditions.append(c.updated_at >= query.changes_since)
     else:
@@ -144,8 +213,6 @@ def _filters(query: ImageQuery) -> list[ColumnElement[bool]]:
     ):
         if wanted:
             conditions.append(column.in_(list(wanted)))
-    if query.visibility is not None and query.visibility != "all":
-        conditions.append(c.visibility == query.visibility)
     if query.protected is not None:
         conditions.append(c.protected.is_(query.protected))
     if query.os_hidden is not None:
@@ -228,6 +295,68 @@ class SqlVmImageRepository:
         if row is None:
             return None
         return self._hydrate([row])[0]
+
+    def get_visible(self, image_id: str, project_id: str) -> VmImage | None:
+        c = tables.vm_images.c
+        row = (
+            self._connection.execute(
+                select(tables.vm_images).where(
+                    c.id == image_id,
+                    c.status != ImageStatus.DELETED.value,
+                    _visible_to(project_id),
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return None if row is None else self._hydrate([row])[0]
+
+    # --- members ---
+
+    def add_member(self, member: ImageMember) -> None:
+        insert_or_conflict(
+            self._connection,
+            tables.vm_image_members.insert().values(_member_values(member)),
+            f"{member.member_id} is already a member of image {member.image_id}",
+            field="member",
+        )
+
+    def member(self, image_id: str, member_id: str) -> ImageMember | None:
+        m = tables.vm_image_members.c
+        row = (
+            self._connection.execute(
+                select(tables.vm_image_members).where(
+                    m.image_id == image_id, m.member_id == member_id
+                )
+            )
+            .mappings()
+            .first()
+        )
+        return None if row is None else _member_from_row(row)
+
+    def members(self, image_id: str) -> builtins.list[ImageMember]:
+        m = tables.vm_image_members.c
+        rows = self._connection.execute(
+            select(tables.vm_image_members)
+            .where(m.image_id == image_id)
+            .order_by(m.created_at, m.member_id)
+        ).mappings()
+        return [_member_from_row(row) for row in rows]
+
+    def save_member(self, member: ImageMember) -> None:
+        m = tables.vm_image_members.c
+        self._connection.execute(
+            update(tables.vm_image_members)
+            .where(m.image_id == member.image_id, m.member_id == member.member_id)
+            .values(status=member.status.value, updated_at=member.updated_at)
+        )
+
+    def remove_member(self, image_id: str, member_id: str) -> bool:
+        m = tables.vm_image_members.c
+        result = self._connection.execute(
+            delete(tables.vm_image_members).where(m.image_id == image_id, m.member_id == member_id)
+        )
+        return result.rowcount == 1
 
     def save(self, image: VmImage, expected_version: int) -> bool:
         c = tables.vm_images.c

@@ -30,6 +30,7 @@ from imagedepot.domain.errors import (
     QuotaExceeded,
 )
 from imagedepot.domain.identity import Principal
+from imagedepot.domain.sharing import MemberStatus
 from imagedepot.domain.vmimages import (
     COMPARISONS,
     CONTAINER_FORMATS,
@@ -323,12 +324,15 @@ def _split_in(field: str, text: str) -> tuple[str, ...]:
 
 def parse_query(request: Request, project_id: str) -> ImageQuery:
     params = request.query_params.multi_items()
-    fields: dict[str, Any] = {"project_id": project_id, "sort": parse_sort(params)}
+    fields: dict[str, Any] = {
+        "project_id": project_id,
+        "sort": parse_sort(params),
+        "include_visible": True,
+    }
     tags: list[str] = []
     properties: list[tuple[str, str]] = []
     times: list[TimeFilter] = []
     in_values: dict[str, list[str]] = {}
-    foreign_owner = False
     for key, value in params:
         if key in _SORT_PARAMS:
             continue
@@ -339,7 +343,7 @@ def parse_query(request: Request, project_id: str) -> ImageQuery:
         elif key in _IN_FILTERS:
             in_values.setdefault(key, []).extend(_split_in(key, value))
         elif key == "owner":
-            foreign_owner = foreign_owner or value != project_id
+            fields["owner"] = value
         elif key == "tag":
             tags.append(value)
         elif key == "visibility":
@@ -366,7 +370,12 @@ def parse_query(request: Request, project_id: str) -> ImageQuery:
                 raise InvalidInput(f"type {value!r} must be snapshot, image or all", field="type")
             fields["image_type"] = _TYPES.get(lowered)
         elif key == "member_status":
-            continue
+            if value not in ("all", *[status.value for status in MemberStatus]):
+                raise InvalidInput(
+                    f"member_status must be pending, accepted, rejected or all, got {value!r}",
+                    field="member_status",
+                )
+            fields["member_status"] = value
         else:
             properties.append((key, value))
     statuses = in_values.get("status", [])
@@ -376,8 +385,6 @@ def parse_query(request: Request, project_id: str) -> ImageQuery:
     for key, target in _IN_FILTERS.items():
         if key in in_values:
             fields[target] = tuple(in_values[key])
-    if foreign_owner:
-        fields["ids"] = ("",)  # another project's images are never listed
     fields["tags"] = tuple(tags)
     fields["properties"] = tuple(properties)
     fields["times"] = tuple(times)
@@ -512,7 +519,7 @@ def routes(context: ApiContext) -> list[Route]:
         )
 
     def show_image(request: Request, _: bytes, principal: Principal) -> Response:
-        return JSONResponse(image_body(service.get(principal, image_id(request))))
+        return JSONResponse(image_body(service.get_visible(principal, image_id(request))))
 
     def patch_image(request: Request, raw: bytes, principal: Principal) -> Response:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
