@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from imagedepot.adapters.db.store import SqlMetadataStore
 from tests.support.postgres import PostgresCluster, PostgresUnavailable, running_cluster
 
 
@@ -38,3 +39,13 @@ def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield cluster.url(name)
     finally:
         cluster.drop_database(name)
+
+
+@pytest.fixture
+def store(metadata_url: str) -> Iterator[SqlMetadataStore]:
+    """A store opened (and migrated) on the empty database of `metadata_url`."""
+    opened = SqlMetadataStore(metadata_url)
+    try:
+        yield opened
+    finally:
+        opened.close()

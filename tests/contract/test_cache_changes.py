@@ -6,25 +6,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 
-import pytest
 from alembic import command
 from sqlalchemy import text
 
 from imagedepot.adapters.db.store import SqlMetadataStore, _alembic_config, create_engine_for
 from imagedepot.domain.caches import ChangeType, ImageCache
 from tests.contract.test_metadata_store import T0, add, new_cache
-
-
-@pytest.fixture
-def store(metadata_url: str) -> Iterator[SqlMetadataStore]:
-    opened = SqlMetadataStore(metadata_url)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def relabel(store: SqlMetadataStore, cache_id: str, value: str) -> ImageCache:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -35,15 +34,6 @@ from imagedepot.ports import BlobInfo, StoredSecret
 
 T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 BUILDING = (CacheStatus.CREATING, CacheStatus.DELETING)
-
-
-@pytest.fixture
-def store(metadata_url: str) -> Iterator[SqlMetadataStore]:
-    opened = SqlMetadataStore(metadata_url)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def new_cache(

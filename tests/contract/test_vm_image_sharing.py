@@ -4,8 +4,6 @@ rows themselves."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from imagedepot.adapters.db.store import SqlMetadataStore
@@ -13,15 +11,6 @@ from imagedepot.domain.errors import Conflict
 from imagedepot.domain.sharing import ImageMember, MemberStatus
 from imagedepot.domain.vmimages import ImageQuery, ImageStatus, Visibility, VmImage
 from tests.contract.test_vmimages_store import T0, add, image
-
-
-@pytest.fixture
-def store(metadata_url: str) -> Iterator[SqlMetadataStore]:
-    opened = SqlMetadataStore(metadata_url)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def owned_by(owner: str, name: str, visibility: Visibility) -> VmImage:

@@ -3,7 +3,6 @@ project isolation, optimistic saves, and the list's filters, sorts and keyset pa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,15 +22,6 @@ from imagedepot.domain.vmimages import (
 )
 
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-
-
-@pytest.fixture
-def store(metadata_url: str) -> Iterator[SqlMetadataStore]:
-    opened = SqlMetadataStore(metadata_url)
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def image(

@@ -7,10 +7,8 @@ import base64
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
@@ -20,12 +18,14 @@ from tests.support.images import make_layer, push_image
 from tests.support.kube import (
     BASE,
     Kubectl,
+    core_v1,
     custom_objects,
     snapshot,
     status_of,
     unique,
     wait_gone,
     wait_phase,
+    watch_events,
 )
 from tests.support.registry import RegistryServer
 from tests.support.service import Service
@@ -401,24 +401,14 @@ def test_watch_streams_changes(
 ) -> None:
     push_image(registry.url, "k8s/watch", "v1", [make_layer(seed=49)])
     name = unique("watch")
-    with (
-        httpx.Client(base_url=service.url, headers={"X-Auth-Token": member}, timeout=30) as http,
-        http.stream(
-            "GET",
-            BASE,
-            params={
-                "watch": "true",
-                "fieldSelector": f"metadata.name={name}",
-                "timeoutSeconds": 20,
-            },
-        ) as stream,
-    ):
+    with watch_events(
+        service, member, fieldSelector=f"metadata.name={name}", timeoutSeconds=20
+    ) as events:
         api.create_cluster_custom_object(
             "cci", "v2", "imagesnapshots", snapshot(name, registry, "k8s/watch:v1")
         )
         seen: list[tuple[str, str]] = []
-        for line in stream.iter_lines():
-            event = json.loads(line)
+        for event in events:
             kind, phase = event["type"], event["object"]["status"]["phase"]
             seen.append((kind, phase))
             if kind != "DELETED" and phase == "Available":
@@ -428,15 +418,6 @@ def test_watch_streams_changes(
     assert seen[0][0] == "ADDED"
     assert "Available" in [phase for _, phase in seen]
     assert seen[-1][0] == "DELETED"
-
-
-def core_v1(service: Service, token: str) -> Iterator[k8s.CoreV1Api]:
-    configuration = k8s.Configuration()
-    configuration.host = service.url
-    configuration.api_key = {"authorization": token}
-    configuration.api_key_prefix = {"authorization": "Bearer"}
-    with k8s.ApiClient(configuration) as api_client:
-        yield k8s.CoreV1Api(api_client)
 
 
 def test_a_pull_secret_made_with_kubectl_builds_from_a_private_registry(
@@ -592,30 +573,22 @@ def test_watch_from_a_list_version_sends_bookmarks_and_changes(
     )
     version = listed["metadata"]["resourceVersion"]
     name = unique("mark")
-    with (
-        httpx.Client(base_url=service.url, headers={"X-Auth-Token": member}, timeout=30) as http,
-        http.stream(
-            "GET",
-            BASE,
-            params={
-                "watch": "1",
-                "labelSelector": f"watch={label}",
-                "resourceVersion": version,
-                "allowWatchBookmarks": "true",
-                "timeoutSeconds": 20,
-            },
-        ) as stream,
-    ):
-        lines = stream.iter_lines()
-        first = json.loads(next(lines))
+    with watch_events(
+        service,
+        member,
+        labelSelector=f"watch={label}",
+        resourceVersion=version,
+        allowWatchBookmarks="true",
+        timeoutSeconds=20,
+    ) as events:
+        first = next(events)
         assert first["type"] == "BOOKMARK"
         assert first["object"]["metadata"]["resourceVersion"]
         body = snapshot(name, registry, "k8s/mark:v1")
         body["metadata"]["labels"] = {"watch": label}
         api.create_cluster_custom_object("cci", "v2", "imagesnapshots", body)
         kinds = []
-        for line in lines:
-            event = json.loads(line)
+        for event in events:
             kinds.append(event["type"])
             if event["type"] != "BOOKMARK":
                 assert event["object"]["metadata"]["name"] == name
@@ -672,20 +645,14 @@ def test_a_watch_from_a_list_replays_what_changed_since_and_dry_run_creates_noth
     api.patch_cluster_custom_object(
         "cci", "v2", "imagesnapshots", name, {"metadata": {"labels": {"seen": "later"}}}
     )
-    with (
-        httpx.Client(base_url=service.url, headers={"X-Auth-Token": member}, timeout=30) as http,
-        http.stream(
-            "GET",
-            BASE,
-            params={
-                "watch": "true",
-                "fieldSelector": selector,
-                "resourceVersion": listed["metadata"]["resourceVersion"],
-                "timeoutSeconds": 5,
-            },
-        ) as stream,
-    ):
-        event = json.loads(next(stream.iter_lines()))
+    with watch_events(
+        service,
+        member,
+        fieldSelector=selector,
+        resourceVersion=listed["metadata"]["resourceVersion"],
+        timeoutSeconds=5,
+    ) as events:
+        event = next(events)
     assert event["type"] == "MODIFIED"
     assert event["object"]["metadata"]["labels"] == {"seen": "later"}
     api.delete_cluster_custom_object("cci", "v2", "imagesnapshots", name)

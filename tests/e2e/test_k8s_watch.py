@@ -18,7 +18,16 @@ from kubernetes import watch
 from kubernetes.client.rest import ApiException
 
 from tests.support.images import make_layer, push_image
-from tests.support.kube import BASE, Kubectl, snapshot, status_of, unique, wait_gone, wait_phase
+from tests.support.kube import (
+    BASE,
+    Kubectl,
+    snapshot,
+    status_of,
+    unique,
+    wait_gone,
+    wait_phase,
+    watch_events,
+)
 from tests.support.registry import RegistryServer
 from tests.support.service import Service
 
@@ -180,24 +189,17 @@ def test_a_selector_watch_sees_snapshots_enter_and_leave_it(
             time.sleep(0.5)
 
     changer = threading.Thread(target=relabel_later)
-    with (
-        httpx.Client(base_url=service.url, headers={"X-Auth-Token": member}, timeout=30) as http,
-        http.stream(
-            "GET",
-            BASE,
-            params={
-                "watch": "1",
-                "labelSelector": f"team={team}",
-                "sendInitialEvents": "true",
-                "resourceVersionMatch": "NotOlderThan",
-                "allowWatchBookmarks": "true",
-                "timeoutSeconds": 20,
-            },
-        ) as stream,
-    ):
+    with watch_events(
+        service,
+        member,
+        labelSelector=f"team={team}",
+        sendInitialEvents="true",
+        resourceVersionMatch="NotOlderThan",
+        allowWatchBookmarks="true",
+        timeoutSeconds=20,
+    ) as events:
         changer.start()
-        for line in stream.iter_lines():
-            event = json.loads(line)
+        for event in events:
             received.append(event)
             mine = [e["type"] for e in received if e["object"]["metadata"].get("name") == name]
             if mine.count("ADDED") == 2:

@@ -4,7 +4,7 @@ before the cut is told its history is Gone."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,17 +14,10 @@ from imagedepot.domain.caches import CacheSpec, ChangeType
 from imagedepot.domain.errors import Gone
 from imagedepot.domain.identity import Principal, Role
 from imagedepot.services.caches import CHANGES_KEPT, COMPACT_EVERY, CacheService
+from tests.support.clock import MovableClock
 
 PROJECT = Principal("project-1", Role.ADMIN, "cred-1")
 OTHER = Principal("project-2", Role.ADMIN, "cred-2")
-
-
-class MovableClock:
-    def __init__(self) -> None:
-        self.current = datetime(2026, 3, 1, tzinfo=UTC)
-
-    def now(self) -> datetime:
-        return self.current
 
 
 def spec(name: str) -> CacheSpec:

@@ -8,7 +8,7 @@ import hashlib
 import socket
 import threading
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography.fernet import Fernet
@@ -27,16 +27,9 @@ from imagedepot.services.caches import CacheService
 from imagedepot.services.secrets import SecretService
 from imagedepot.worker.loop import WorkerLoop
 from imagedepot.worker.reconciler import Reconciler
+from tests.support.clock import MovableClock
 
 PROJECT = Principal("project-1", Role.ADMIN, "cred-1")
-
-
-class MovableClock:
-    def __init__(self) -> None:
-        self.current = datetime(2026, 3, 1, tzinfo=UTC)
-
-    def now(self) -> datetime:
-        return self.current
 
 
 class Harness:

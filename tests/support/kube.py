@@ -11,9 +11,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
@@ -41,13 +43,35 @@ def snapshot(name: str, registry: RegistryServer, *images: str, **spec: Any) -> 
     }
 
 
-def custom_objects(service: Service, token: str) -> Iterator[k8s.CustomObjectsApi]:
+def _api_client(service: Service, token: str) -> k8s.ApiClient:
     configuration = k8s.Configuration()
     configuration.host = service.url
     configuration.api_key = {"authorization": token}
     configuration.api_key_prefix = {"authorization": "Bearer"}
-    with k8s.ApiClient(configuration) as api_client:
+    return k8s.ApiClient(configuration)
+
+
+def custom_objects(service: Service, token: str) -> Iterator[k8s.CustomObjectsApi]:
+    with _api_client(service, token) as api_client:
         yield k8s.CustomObjectsApi(api_client)
+
+
+def core_v1(service: Service, token: str) -> Iterator[k8s.CoreV1Api]:
+    with _api_client(service, token) as api_client:
+        yield k8s.CoreV1Api(api_client)
+
+
+@contextmanager
+def watch_events(
+    service: Service, token: str, **params: str | int
+) -> Iterator[Iterator[dict[str, Any]]]:
+    """The events of one raw `?watch=true` request on the snapshot list, parsed, as they
+    arrive (for what the kubernetes client's Watch hides: bookmarks, initial-events ends)."""
+    with (
+        httpx.Client(base_url=service.url, headers={"X-Auth-Token": token}, timeout=30) as http,
+        http.stream("GET", BASE, params={"watch": "true", **params}) as stream,
+    ):
+        yield (json.loads(line) for line in stream.iter_lines())
 
 
 def wait_phase(api: k8s.CustomObjectsApi, name: str, wanted: set[str]) -> dict[str, Any]:
