@@ -19,7 +19,7 @@ from typing import Any, Final
 from sqlalchemy import ColumnElement, Connection, delete, false, or_, select, update
 
 from imagedepot.adapters.db import tables
-from imagedepot.adapters.db.statements import insert_or_conflict
+from imagedepot.adapters.db.statements import insert_or_conflict, update_if_version
 from imagedepot.domain.caches import (
     CacheChange,
     CacheSpec,
@@ -266,12 +266,9 @@ class SqlCacheRepository:
         values = _cache_values(cache)
         del values["id"]
         values["resource_version"] = revision
-        result = self._connection.execute(
-            update(tables.caches)
-            .where(c.id == cache.id, c.resource_version == expected_version)
-            .values(values)
-        )
-        if result.rowcount != 1:
+        if not update_if_version(
+            self._connection, tables.caches, cache.id, c.resource_version, expected_version, values
+        ):
             return False
         cache.resource_version = revision
         self._log(ChangeType.MODIFIED, cache, cache.updated_at)

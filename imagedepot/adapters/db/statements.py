@@ -1,5 +1,5 @@
 """Statement helpers every SQL repository shares: inserts that report a taken key as a
-Conflict, the dialect's upsert, and chunked IN lists. Kept here so the repositories of each
+Conflict, the dialect's upsert, versioned updates, and chunked IN lists. Kept here so the repositories of each
 noun (caches, VM images, the rest in `store.py`) use one spelling of each.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
-from sqlalchemy import Connection, Executable
+from sqlalchemy import Column, Connection, Executable, Table, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -42,3 +42,20 @@ def insert_or_conflict(
             connection.execute(statement)
     except IntegrityError:
         raise Conflict(message, field=field) from None
+
+
+def update_if_version(
+    connection: Connection,
+    table: Table,
+    row_id: str,
+    version: Column[Any],
+    expected: int,
+    values: dict[str, Any],
+) -> bool:
+    """Optimistic concurrency: write `values` to the row `row_id` only if its `version`
+    column still holds `expected`; False (nothing written) when another writer was first
+    or the row is gone."""
+    result = connection.execute(
+        update(table).where(table.c.id == row_id, version == expected).values(values)
+    )
+    return result.rowcount == 1

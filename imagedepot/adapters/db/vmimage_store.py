@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 
 from imagedepot.adapters.db import tables
-from imagedepot.adapters.db.statements import chunks, insert_or_conflict
+from imagedepot.adapters.db.statements import chunks, insert_or_conflict, update_if_version
 from imagedepot.domain.errors import Conflict, InvalidInput
 from imagedepot.domain.sharing import ImageMember, MemberStatus
 from imagedepot.domain.vmimages import (
@@ -362,12 +362,9 @@ class SqlVmImageRepository:
         c = tables.vm_images.c
         values = _values(image)
         del values["id"]
-        result = self._connection.execute(
-            update(tables.vm_images)
-            .where(c.id == image.id, c.version == expected_version)
-            .values(values)
-        )
-        if result.rowcount != 1:
+        if not update_if_version(
+            self._connection, tables.vm_images, image.id, c.version, expected_version, values
+        ):
             return False
         self._connection.execute(
             delete(tables.vm_image_tags).where(tables.vm_image_tags.c.image_id == image.id)
