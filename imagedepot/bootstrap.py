@@ -226,6 +226,7 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
     from imagedepot.api.auth import Gate
     from imagedepot.api.context import ApiContext
     from imagedepot.api.limits import RateLimiter
+    from imagedepot.zero_copy import http_protocol
 
     class EmbeddedServer(uvicorn.Server):
         """A uvicorn server that leaves signal handling to `serve`, which runs several of them."""
@@ -273,6 +274,7 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
                 app,
                 host=settings.host,
                 port=port,
+                http=http_protocol(),
                 log_level="warning",
                 access_log=False,
                 lifespan="off",

@@ -84,6 +84,12 @@ class RegistryServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int:
+        """The server process (for benchmarks that read its CPU time)."""
+        assert self._process is not None, "not started"
+        return self._process.pid
+
+    @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
 

@@ -43,6 +43,12 @@ class Service:
         self._log = self.data_dir / "serve.log"
 
     @property
+    def pid(self) -> int:
+        """The server process (for benchmarks that read its CPU time)."""
+        assert self._process is not None, "not started"
+        return self._process.pid
+
+    @property
     def tls(self) -> bool:
         return bool(self.env.get("IMAGEDEPOT_TLS_CERT"))
 
