@@ -43,6 +43,7 @@ from imagedepot.services.vmimages import VmImageService
 
 if TYPE_CHECKING:
     from imagedepot.adapters.registry.client import AiohttpRegistryClient
+    from imagedepot.api.limits import AuthFailureLimiter
     from imagedepot.api.registry_context import RegistryContext
     from imagedepot.services.building import BuildPolicy
     from imagedepot.worker.loop import WorkerLoop
@@ -206,15 +207,22 @@ def new_registry_client(settings: Settings) -> AiohttpRegistryClient:
     )
 
 
-def registry_context(core: Core) -> RegistryContext:
+def registry_context(
+    core: Core, auth_failures: AuthFailureLimiter | None = None
+) -> RegistryContext:
     """The registry port's services; its pull tokens are signed with a key derived from the
     newest secret key, so rotating that key only cuts short the tokens of the last minutes."""
+    from imagedepot.api.limits import AuthFailureLimiter
     from imagedepot.api.registry_context import RegistryContext
     from imagedepot.services.pull_tokens import PullTokens, derive_key
 
     keys = load_or_create_key(core.settings.data_dir, core.settings.secret_key)
     signing_key = derive_key(keys.split(b",", 1)[0])
-    return RegistryContext(core.serving, PullTokens(core.identity, core.clock, signing_key))
+    return RegistryContext(
+        core.serving,
+        PullTokens(core.identity, core.clock, signing_key),
+        auth_failures or AuthFailureLimiter(0, 1),
+    )
 
 
 async def serve(settings: Settings, *, with_api: bool = True) -> None:
@@ -225,7 +233,7 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
     from imagedepot.api.app import api_app, registry_app
     from imagedepot.api.auth import Gate
     from imagedepot.api.context import ApiContext
-    from imagedepot.api.limits import RateLimiter
+    from imagedepot.api.limits import AuthFailureLimiter, RateLimiter
     from imagedepot.zero_copy import http_protocol
 
     class EmbeddedServer(uvicorn.Server):
@@ -251,12 +259,15 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
 
     servers: list[uvicorn.Server] = []
     if with_api:
+        # One count of failed authentications per address, whichever port they hit.
+        auth_failures = AuthFailureLimiter(settings.auth_failure_rate, settings.auth_failure_burst)
         gate = Gate(
             core.identity,
             core.audit,
             RateLimiter(settings.rate_limit, settings.rate_burst),
             core.clock,
             settings.max_body_bytes,
+            auth_failures,
         )
         context = ApiContext(
             gate,
@@ -268,7 +279,7 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
         )
         for app, port in (
             (api_app(context), settings.port),
-            (registry_app(registry_context(core)), settings.registry_port),
+            (registry_app(registry_context(core, auth_failures)), settings.registry_port),
         ):
             config = uvicorn.Config(
                 app,

@@ -37,6 +37,10 @@ class Settings:
     rate_limit: float = 50.0
     """Requests per second per credential (0 turns the limit off)."""
     rate_burst: int = 100
+    auth_failure_rate: float = 0.2
+    """Failed authentications forgiven per second per client address (0 turns it off)."""
+    auth_failure_burst: int = 20
+    """Failed authentications from one address before it is refused outright (429)."""
     max_body_bytes: int = 1024 * 1024
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -101,6 +105,8 @@ def from_env(environ: Mapping[str, str] | None = None, **overrides: object) -> S
         ("lease_seconds", "LEASE_SECONDS", float),
         ("rate_limit", "RATE_LIMIT", float),
         ("rate_burst", "RATE_BURST", int),
+        ("auth_failure_rate", "AUTH_FAILURE_RATE", float),
+        ("auth_failure_burst", "AUTH_FAILURE_BURST", int),
         ("max_body_bytes", "MAX_BODY_BYTES", int),
         ("quota_caches", "QUOTA_CACHES", int),
         ("quota_images", "QUOTA_IMAGES", int),

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from imagedepot.api.limits import RateLimiter, read_body
+from imagedepot.api.limits import AuthFailureLimiter, RateLimiter, read_body
 from imagedepot.domain import signing
-from imagedepot.domain.errors import DomainError
+from imagedepot.domain.errors import DomainError, Unauthenticated
 from imagedepot.domain.identity import Principal
 from imagedepot.ports import AuditEvent, Clock
 from imagedepot.services.audit import AuditService
@@ -77,6 +77,8 @@ class Gate:
     limiter: RateLimiter
     clock: Clock
     max_body_bytes: int
+    auth_failures: AuthFailureLimiter = field(default_factory=lambda: AuthFailureLimiter(0, 1))
+    """Off unless given (bootstrap gives the configured one)."""
 
     def authenticate(self, request: Request, body: bytes) -> Principal:
         hint = request.headers.get("x-project-id") or None
@@ -118,9 +120,15 @@ class Gate:
     ) -> Response:
         """Read the body, authenticate, permit, answer; render domain errors; audit changes."""
         principal: Principal | None = None
+        remote = request.client.host if request.client else None
         try:
+            self.auth_failures.check(remote)
             raw = await body()
-            principal = await run_in_threadpool(self.authenticate, request, raw)
+            try:
+                principal = await run_in_threadpool(self.authenticate, request, raw)
+            except Unauthenticated:
+                self.auth_failures.failed(remote)
+                raise
             self.permit(principal, action)
             response = await answer(principal, raw)
         except DomainError as error:

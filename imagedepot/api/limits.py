@@ -1,11 +1,13 @@
-"""Abuse limits at the door: a per-credential request rate and a request body size.
+"""Abuse limits at the door: a per-credential request rate, failed authentications per
+client address, and a request body size.
 
-The rate limiter is a token bucket per credential, in memory: each server process
-enforces its own share, which is what a limit against runaway scripts needs.
+The limiters are token buckets in memory: each server process enforces its own share, which
+is what a limit against runaway scripts and password guessing needs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -28,7 +30,20 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def check(self, key: str) -> None:
+    def check(self, key: str, what: str = "requests from this credential") -> None:
+        """Take one token, or raise RateLimited (naming `what`) when there is none."""
+        self._take(key, what, spend=True)
+
+    def refuse_if_empty(self, key: str, what: str) -> None:
+        """Raise RateLimited when `key` has no token left, without spending one."""
+        self._take(key, what, spend=False)
+
+    def spend(self, key: str) -> None:
+        """Take one token if there is one (recording an event, never refusing it)."""
+        with contextlib.suppress(RateLimited):
+            self._take(key, "", spend=True)
+
+    def _take(self, key: str, what: str, *, spend: bool) -> None:
         if self._rate <= 0:
             return
         now = self._clock()
@@ -38,10 +53,8 @@ class RateLimiter:
             if tokens < 1:
                 self._buckets[key] = (tokens, now)
                 wait = math.ceil((1 - tokens) / self._rate)
-                raise RateLimited(
-                    f"too many requests from this credential; retry in {wait} s", retry_after=wait
-                )
-            self._buckets[key] = (tokens - 1, now)
+                raise RateLimited(f"too many {what}; retry in {wait} s", retry_after=wait)
+            self._buckets[key] = (tokens - 1 if spend else tokens, now)
             if len(self._buckets) > 100_000:
                 self._forget_full_buckets(now)
 
@@ -53,6 +66,25 @@ class RateLimiter:
         ]
         for key in full:
             del self._buckets[key]
+
+
+class AuthFailureLimiter:
+    """Failed authentications per client address. Once an address has failed `burst` times
+    (forgiven at `rate` per second) every request from it is refused with 429 before its
+    credentials are looked at, so guessing tokens, passwords or secret keys gets nowhere."""
+
+    WHAT = "failed authentications from this address"
+
+    def __init__(
+        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._bucket = RateLimiter(rate, burst, clock)
+
+    def check(self, remote: str | None) -> None:
+        self._bucket.refuse_if_empty(remote or "unknown", self.WHAT)
+
+    def failed(self, remote: str | None) -> None:
+        self._bucket.spend(remote or "unknown")
 
 
 async def read_body(request: Request, limit: int) -> bytes:

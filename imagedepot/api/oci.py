@@ -27,8 +27,16 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from imagedepot.api.auth import public
+from imagedepot.api.errors import finish
 from imagedepot.api.registry_context import RegistryContext
-from imagedepot.domain.errors import DomainError, Forbidden, InvalidInput, NotFound, Unauthenticated
+from imagedepot.domain.errors import (
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+)
 from imagedepot.services.pull_tokens import PULL_ACTION
 from imagedepot.services.serving import (
     ANONYMOUS,
@@ -63,6 +71,7 @@ _ERRORS: list[tuple[type[DomainError], int, str]] = [
     (ManifestUnknown, 404, "MANIFEST_UNKNOWN"),
     (BlobUnknown, 404, "BLOB_UNKNOWN"),
     (Unauthenticated, 401, "UNAUTHORIZED"),
+    (RateLimited, 429, "TOOMANYREQUESTS"),
     (Forbidden, 403, "DENIED"),
     (NotFound, 404, "NAME_UNKNOWN"),
     (InvalidInput, 400, "UNSUPPORTED"),
@@ -89,9 +98,9 @@ def error_response(
     )
 
 
-def domain_error_response(error: DomainError, detail: Any = None) -> JSONResponse:
+def domain_error_response(error: DomainError, detail: Any = None) -> Response:
     status, code = next((s, c) for kind, s, c in _ERRORS if isinstance(error, kind))
-    return error_response(status, code, error.message, detail)
+    return finish(error_response(status, code, error.message, detail), error)
 
 
 async def internal_error(_: Request, error: Exception) -> Response:
@@ -180,7 +189,7 @@ PullHandler = Callable[[Request, Puller], Awaitable[Response]]
 
 
 def routes(context: RegistryContext) -> list[BaseRoute]:
-    serving, tokens = context.serving, context.tokens
+    serving, tokens, failures = context.serving, context.tokens, context.auth_failures
     recording: set[asyncio.Task[None]] = set()
 
     def puller_of(request: Request) -> Puller | None:
@@ -194,11 +203,14 @@ def routes(context: RegistryContext) -> list[BaseRoute]:
         async def endpoint(request: Request) -> Response:
             if request.method not in PULL_METHODS:
                 return unsupported(request)
+            remote = request.client.host if request.client else None
             try:
+                failures.check(remote)
                 presented = await run_in_threadpool(puller_of, request)
-            except Forbidden as error:
+            except (Forbidden, RateLimited) as error:
                 return domain_error_response(error, _detail(request))
             except DomainError as error:
+                failures.failed(remote)
                 return unauthorized(request, error.message, invalid=True)
             puller = presented or ANONYMOUS
             try:
@@ -295,6 +307,11 @@ def routes(context: RegistryContext) -> list[BaseRoute]:
     async def token(request: Request) -> Response:
         """GET with basic auth (or none, for an anonymous token), as docker and skopeo ask;
         POST with an OAuth2 password grant, as containerd asks when it has credentials."""
+        remote = request.client.host if request.client else None
+        try:
+            failures.check(remote)
+        except RateLimited as error:
+            return domain_error_response(error)
         if request.method == "POST":
             form = await _token_form(request)
             if form.get("grant_type") != "password":
@@ -307,10 +324,12 @@ def routes(context: RegistryContext) -> list[BaseRoute]:
             try:
                 credential = presented_credential(request)
             except Unauthenticated as error:
+                failures.failed(remote)
                 return error_response(401, "UNAUTHORIZED", error.message)
         try:
             issued = await run_in_threadpool(tokens.issue, credential)
         except Unauthenticated as error:
+            failures.failed(remote)
             return error_response(401, "UNAUTHORIZED", error.message)
         except Forbidden as error:
             return domain_error_response(error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imagedepot.api.limits import AuthFailureLimiter
 from imagedepot.services.pull_tokens import PullTokens
 from imagedepot.services.serving import ServingService
 
@@ -13,3 +14,4 @@ from imagedepot.services.serving import ServingService
 class RegistryContext:
     serving: ServingService
     tokens: PullTokens
+    auth_failures: AuthFailureLimiter

@@ -280,6 +280,35 @@ def test_the_rate_limit_answers_429_then_recovers(limited: Service) -> None:
         assert client.get("/v5/imagecaches").status_code == 200
 
 
+def test_guessing_credentials_is_cut_off_per_address_on_both_ports() -> None:
+    # Three failures allowed, forgiven at one per second.
+    env = {"IMAGEDEPOT_AUTH_FAILURE_BURST": "3", "IMAGEDEPOT_AUTH_FAILURE_RATE": "1"}
+    with Service(env=env) as service:
+        token = service.credential("guarded")
+        registry = f"http://127.0.0.1:{service.registry_port}"
+        with httpx.Client(base_url=service.url) as api, httpx.Client(base_url=registry) as oci:
+            assert api.get("/v5/imagecaches", headers={"X-Auth-Token": token}).status_code == 200
+            for guess in ("a", "b"):
+                wrong = api.get("/v5/imagecaches", headers={"X-Auth-Token": guess})
+                assert wrong.status_code == 401
+            # The registry port counts against the same address.
+            assert oci.get("/token", auth=("user", "c")).status_code == 401
+            # Out of guesses: even the right token is refused now, without being looked at.
+            cut_off = api.get("/v5/imagecaches", headers={"X-Auth-Token": token})
+            assert cut_off.status_code == 429
+            assert cut_off.json()["error_code"] == "CCE.01429001"
+            assert "failed authentications" in cut_off.json()["error_msg"]
+            refused_token = oci.get("/token", auth=("user", token))
+            assert refused_token.status_code == 429
+            assert refused_token.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
+            assert int(refused_token.headers["retry-after"]) >= 1
+            refused_pull = oci.get("/v2/_catalog", headers={"Authorization": f"Bearer {token}"})
+            assert refused_pull.status_code == 429
+            time.sleep(int(cut_off.headers["retry-after"]) + 0.5)
+            assert api.get("/v5/imagecaches", headers={"X-Auth-Token": token}).status_code == 200
+            assert oci.get("/token", auth=("user", token)).status_code == 200
+
+
 def test_a_body_over_the_limit_is_a_413_and_changes_nothing(limited: Service) -> None:
     token = limited.credential("bulky")
     with limited.client(token) as client:

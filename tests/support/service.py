@@ -35,6 +35,9 @@ class Service:
             "IMAGEDEPOT_ADMIN_TOKEN": ADMIN_TOKEN,
             "IMAGEDEPOT_RETRY_BASE_DELAY": "0.05",
             "IMAGEDEPOT_LEASE_SECONDS": "10",
+            # Tests of refused credentials send many from one address; the limit on failed
+            # authentications has a test of its own.
+            "IMAGEDEPOT_AUTH_FAILURE_BURST": "10000",
             **(env or {}),
         }
         self.port = 0
