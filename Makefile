@@ -24,6 +24,7 @@ peers:
 	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
 	command -v htpasswd >/dev/null || missing="$$missing apache2-utils"; \
 	command -v qemu-img >/dev/null || missing="$$missing qemu-utils"; \
+	command -v containerd >/dev/null || missing="$$missing containerd"; \
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$$missing postgresql-15"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian peers:$$missing"; \
