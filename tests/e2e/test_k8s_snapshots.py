@@ -327,7 +327,7 @@ def test_discovery_documents(service: Service) -> None:
         assert resource["namespaced"] is False
         assert http.get("/api").json()["versions"] == ["v1"]
         core = http.get("/api/v1").json()
-        assert [r["name"] for r in core["resources"]] == ["secrets"]
+        assert [r["name"] for r in core["resources"]] == ["events", "secrets"]
         index = http.get("/openapi/v3").json()
         url = index["paths"]["apis/cci/v2"]["serverRelativeURL"]
         document = http.get(url).json()

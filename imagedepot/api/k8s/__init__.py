@@ -9,8 +9,9 @@ released its blobs), `kubectl get` gets a `Table`, and `?watch=true` streams eve
 
 Each module owns one noun: `status` (errors as Status), `objects` (rendering and parsing an
 ImageSnapshot), `patches`, `selectors` (selectors and paging), `tables`, `discovery`,
-`openapi`, `resources` (the ImageSnapshot routes), `matching` (ImageSnapshotMatch), `secrets`
-and `protobuf` (core v1 Secrets); this module re-exports what the app and the tests use.
+`openapi`, `resources` (the ImageSnapshot routes), `watch` (event streams), `matching`
+(ImageSnapshotMatch), `events` (core v1 Events read from a snapshot's state), `secrets` and
+`protobuf` (core v1 Secrets); this module re-exports what the app and the tests use.
 """
 
 from __future__ import annotations

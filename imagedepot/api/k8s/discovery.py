@@ -35,6 +35,16 @@ SECRET_RESOURCE = {
 }
 
 
+EVENT_RESOURCE = {
+    "name": "events",
+    "singularName": "event",
+    "namespaced": True,
+    "kind": "Event",
+    "verbs": ["list"],
+    "shortNames": ["ev"],
+}
+
+
 def discovery_routes(with_secrets: bool) -> list[Route]:
     version = {"groupVersion": API_VERSION, "version": VERSION}
     documents: dict[str, dict[str, Any]] = {
@@ -47,7 +57,7 @@ def discovery_routes(with_secrets: bool) -> list[Route]:
             "kind": "APIResourceList",
             "apiVersion": "v1",
             "groupVersion": "v1",
-            "resources": [SECRET_RESOURCE] if with_secrets else [],
+            "resources": [EVENT_RESOURCE, *([SECRET_RESOURCE] if with_secrets else [])],
         },
         "/apis": {
             "kind": "APIGroupList",

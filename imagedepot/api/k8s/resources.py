@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from imagedepot.api.context import ApiContext
 from imagedepot.api.k8s.discovery import discovery_routes
+from imagedepot.api.k8s.events import event_routes
 from imagedepot.api.k8s.matching import match_routes
 from imagedepot.api.k8s.names import API_VERSION, GROUP, LIST_KIND, PLURAL
 from imagedepot.api.k8s.objects import (
@@ -471,4 +472,5 @@ def routes(context: ApiContext) -> list[Route]:
         Route(f"{base}/{{name}}", gate.route(item, render_error), methods=list(item)),
         *secret_routes(context),
         *match_routes(context),
+        *event_routes(context),
     ]
