@@ -113,7 +113,7 @@ def open_core(settings: Settings) -> Core:
         blob_service=BlobService(store, blobs),
         audit=AuditService(store),
         serving=ServingService(store, blobs, clock),
-        layouts=OciLayoutService(store, blobs, clock),
+        layouts=OciLayoutService(store, blobs, clock, quotas, BlobService(store, blobs)),
         admin_token_path=token_path,
         vm_images=VmImageService(
             store,

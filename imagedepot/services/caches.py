@@ -30,6 +30,23 @@ class Quotas:
     images: int = 1000
     gib: int = 20000
 
+    def check(self, existing: list[ImageCache], spec: CacheSpec) -> None:
+        """QuotaExceeded (naming the quota) when adding `spec` to `existing` goes over one."""
+        if len(existing) + 1 > self.caches:
+            raise QuotaExceeded(f"quota exceeded: the project may hold {self.caches} caches")
+        images = sum(len(cache.spec.images) for cache in existing) + len(spec.images)
+        if images > self.images:
+            raise QuotaExceeded(
+                f"quota exceeded: the project may cache {self.images} images in all, "
+                f"this would make {images}"
+            )
+        gib = sum(cache.spec.size_gib for cache in existing) + spec.size_gib
+        if gib > self.gib:
+            raise QuotaExceeded(
+                f"quota exceeded: the project's caches may total {self.gib} GiB, "
+                f"this would make {gib} GiB"
+            )
+
 
 class CacheService:
     def __init__(self, store: MetadataStore, clock: Clock, quotas: Quotas | None = None) -> None:
@@ -59,26 +76,9 @@ class CacheService:
         cache.annotations = dict(annotations or {})
         cache.finalizers = list(finalizers or [])
         with self._store.transaction() as uow:
-            self._check_quotas(uow.caches.list(principal.project_id), spec)
+            self._quotas.check(uow.caches.list(principal.project_id), spec)
             uow.caches.add(cache)
         return cache
-
-    def _check_quotas(self, existing: list[ImageCache], spec: CacheSpec) -> None:
-        quotas = self._quotas
-        if len(existing) + 1 > quotas.caches:
-            raise QuotaExceeded(f"quota exceeded: the project may hold {quotas.caches} caches")
-        images = sum(len(cache.spec.images) for cache in existing) + len(spec.images)
-        if images > quotas.images:
-            raise QuotaExceeded(
-                f"quota exceeded: the project may cache {quotas.images} images in all, "
-                f"this would make {images}"
-            )
-        gib = sum(cache.spec.size_gib for cache in existing) + spec.size_gib
-        if gib > quotas.gib:
-            raise QuotaExceeded(
-                f"quota exceeded: the project's caches may total {quotas.gib} GiB, "
-                f"this would make {gib} GiB"
-            )
 
     def get(self, principal: Principal, cache_id: str) -> ImageCache:
         with self._store.transaction(read_only=True) as uow:

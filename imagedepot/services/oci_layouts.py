@@ -39,6 +39,8 @@ from imagedepot.domain.manifests import (
 )
 from imagedepot.domain.references import DIGEST_RE, parse_reference
 from imagedepot.ports import BlobCorrupt, BlobInfo, BlobStore, Clock, MetadataStore
+from imagedepot.services.blobs import BlobService
+from imagedepot.services.caches import Quotas
 
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
@@ -60,10 +62,19 @@ class _Layout(Protocol):
 
 
 class OciLayoutService:
-    def __init__(self, store: MetadataStore, blobs: BlobStore, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: MetadataStore,
+        blobs: BlobStore,
+        clock: Clock,
+        quotas: Quotas | None = None,
+        blob_service: BlobService | None = None,
+    ) -> None:
         self._store = store
         self._blobs = blobs
         self._clock = clock
+        self._quotas = quotas or Quotas()
+        self._blob_service = blob_service or BlobService(store, blobs)
 
     # --- export -----------------------------------------------------------------------------
 
@@ -148,7 +159,9 @@ class OciLayoutService:
     # --- import -----------------------------------------------------------------------------
 
     def import_layout(self, source: Path, project_name: str, cache_name: str) -> ImageCache:
-        """A new Available cache in `project_name` holding every image the layout names."""
+        """A new Available cache in `project_name` holding every image the layout names,
+        within the project's quotas; an import that fails leaves no blob behind that no
+        other cache uses."""
         with _open_layout(source) as layout:
             images, blobs = _read_layout(layout)
             total = sum(blob.size for blob in blobs)
@@ -159,6 +172,9 @@ class OciLayoutService:
             spec.validate()
             with self._store.transaction() as uow:
                 project = uow.identity.project_by_name(project_name)
+                if project is not None:
+                    # Early, before any byte is copied; again when the cache is added.
+                    self._quotas.check(uow.caches.list(project.id), spec)
             if project is None:
                 raise NotFound(f"project {project_name!r} does not exist", field="project")
             cache = ImageCache.new(project.id, spec, self._clock.now())
@@ -170,10 +186,12 @@ class OciLayoutService:
                         self._store_blob(layout, blob)
                 cache.mark_available(images, self._clock.now())
                 with self._store.transaction() as uow:
+                    self._quotas.check(uow.caches.list(project.id), spec)
                     uow.caches.add(cache)
             except BaseException:
                 with self._store.transaction() as uow:
                     uow.blob_refs.drop_refs(cache.id)
+                self._blob_service.collect([blob.digest for blob in blobs])
                 raise
         return cache
 

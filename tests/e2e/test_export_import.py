@@ -175,7 +175,8 @@ def test_a_damaged_layout_is_refused_and_leaves_nothing(
     assert pushed.layer_digests[0] in refused.stderr
     with elsewhere.client(elsewhere_token) as client:
         assert client.get("/v5/imagecaches").json()["image_caches"] == []
-    assert pushed.layer_digests[0] not in elsewhere.stored_digests()
+    # Nothing of the refused import stays behind, not even the blobs that were intact.
+    assert not set(pushed.blob_digests) & elsewhere.stored_digests()
     missing = elsewhere.cli(
         "export",
         "no-such-cache",
@@ -187,3 +188,48 @@ def test_a_damaged_layout_is_refused_and_leaves_nothing(
     )
     assert missing.returncode != 0
     assert "not found" in missing.stderr
+
+
+def test_an_import_counts_against_the_project_quotas(
+    service: Service, registry: RegistryServer, tmp_path: Path
+) -> None:
+    pushed = push_image(registry.url, "export/quota", "1", [make_layer(seed=2200)])
+    token = service.credential("export-quota")
+    with service.client(token) as client:
+        created = client.post(
+            "/v5/imagecaches",
+            json={"name": "quota", "images": [f"{registry.endpoint}/export/quota:1"]},
+        )
+        cache_id = created.json()["image_cache"]["id"]
+        assert wait_for_status(client, cache_id, {"Available", "Failed"})["status"] == "Available"
+    layout = tmp_path / "layout"
+    service.cli(
+        "export", cache_id, "--data-dir", str(service.data_dir), "--oci-layout", str(layout)
+    )
+    with Service(env={"IMAGEDEPOT_QUOTA_CACHES": "1"}) as small:
+        small_token = small.credential("quota-team")
+
+        def import_as(name: str) -> subprocess.CompletedProcess[str]:
+            return small.cli(
+                "import",
+                "--data-dir",
+                str(small.data_dir),
+                "--project",
+                "quota-team",
+                "--name",
+                name,
+                "--oci-layout",
+                str(layout),
+                check=False,
+            )
+
+        assert import_as("first").returncode == 0
+        stored = small.stored_digests()
+        refused = import_as("second")
+        assert refused.returncode != 0
+        assert "quota exceeded" in refused.stderr
+        assert small.stored_digests() == stored
+        with small.client(small_token) as client:
+            names = [c["name"] for c in client.get("/v5/imagecaches").json()["image_caches"]]
+        assert names == ["first"]
+    assert pushed.manifest_digest in stored
