@@ -278,9 +278,11 @@ class SqlCacheRepository:
         cache = self.get(cache_id)
         if cache is None:
             return False
+        # The counter first, then the row, as every writer does: no two lock in the other
+        # order (PostgreSQL would report a deadlock).
+        cache.resource_version = self._next_revision()
         c = tables.caches.c
         self._connection.execute(delete(tables.caches).where(c.id == cache_id))
-        cache.resource_version = self._next_revision()
         self._log(ChangeType.DELETED, cache, at)
         return True
 
