@@ -46,7 +46,18 @@ def http_protocol() -> Any:
                 if self.flow.write_paused:
                     await self.flow.drain()
                 if size:
-                    await asyncio.get_running_loop().sendfile(self.transport, file, 0, size)
+                    try:
+                        await asyncio.get_running_loop().sendfile(self.transport, file, 0, size)
+                    except (ConnectionError, RuntimeError) as error:
+                        # RuntimeError: asyncio's "Transport is closing", the same thing seen
+                        # earlier; anything else is a real fault.
+                        gone = isinstance(error, ConnectionError) or self.transport.is_closing()
+                        if not gone:
+                            raise
+                        # The client went away mid-file: nothing more to send, nothing wrong.
+                        self.transport.close()
+                        self.disconnected = True
+                        return
                 self.expected_content_length -= size
             finally:
                 file.close()

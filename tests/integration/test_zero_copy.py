@@ -4,9 +4,11 @@ the next request after a sent file."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -120,3 +122,23 @@ def test_whole_files_ranges_and_head(served: Served, monkeypatch: pytest.MonkeyP
         assert head.content == b""
     assert offered
     assert all(offered)
+
+
+def test_a_client_that_leaves_mid_file_is_no_error(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    (served.directory / "large").write_bytes(os.urandom(64 * 1024 * 1024))
+    host, port = served.base.rsplit("/", 1)[1].split(":")
+    raw = socket.create_connection((host, int(port)))
+    if served.base.startswith("https:"):
+        assert isinstance(served.verify, ssl.SSLContext)
+        raw = served.verify.wrap_socket(raw, server_hostname=host)
+    with raw:
+        raw.sendall(b"GET /files/large HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert raw.recv(65536).startswith(b"HTTP/1.1 200")
+        # Reset rather than close: the server is mid-file when the connection goes.
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    time.sleep(1)
+    with httpx.Client(base_url=served.base, verify=served.verify) as client:
+        assert client.get("/files/large").status_code == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
