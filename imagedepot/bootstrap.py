@@ -30,12 +30,14 @@ from imagedepot.adapters.secretbox import (
 from imagedepot.config import Settings
 from imagedepot.domain.errors import InvalidInput
 from imagedepot.domain.policy import Policy
+from imagedepot.metrics import Metrics
 from imagedepot.processes import dead_holders, new_holder_id
 from imagedepot.services.audit import AuditService
 from imagedepot.services.blobs import BlobService
 from imagedepot.services.caches import CacheService, Quotas
 from imagedepot.services.identity import IdentityService
 from imagedepot.services.image_sharing import ImageSharingService
+from imagedepot.services.inventory import InventoryService
 from imagedepot.services.oci_layouts import OciLayoutService
 from imagedepot.services.secrets import SecretService
 from imagedepot.services.serving import ServingService
@@ -70,6 +72,9 @@ class Core:
     admin_token_path: Path | None
     vm_images: VmImageService
     image_sharing: ImageSharingService
+    inventory: InventoryService
+    metrics: Metrics
+    """This process's counters, shared by its ports and its worker."""
     holder: str
     """This process as a lease and upload holder (host/pid/nonce), shared by the API and worker."""
 
@@ -124,6 +129,8 @@ def open_core(settings: Settings) -> Core:
             holder=holder,
         ),
         image_sharing=ImageSharingService(store, clock),
+        inventory=InventoryService(store),
+        metrics=Metrics(),
         holder=holder,
     )
 
@@ -193,8 +200,20 @@ def worker_for(core: Core, registry: AiohttpRegistryClient) -> WorkerLoop:
     )
     fetcher = BlobFetcher(core.blobs, registry, settings.parallel_blobs)
     builder = CacheBuilder(core.store, core.blobs, registry, fetcher, policy)
+
+    def build_finished(outcome: str, seconds: float) -> None:
+        core.metrics.builds.inc(outcome=outcome)
+        core.metrics.build_seconds.observe(seconds)
+
     loop.reconciler = Reconciler(
-        core.store, core.clock, builder, core.blob_service, core.secrets, policy, loop.renew_lease
+        core.store,
+        core.clock,
+        builder,
+        core.blob_service,
+        core.secrets,
+        policy,
+        loop.renew_lease,
+        build_finished,
     )
     return loop
 
@@ -234,6 +253,7 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
     from imagedepot.api.auth import Gate
     from imagedepot.api.context import ApiContext
     from imagedepot.api.limits import AuthFailureLimiter, RateLimiter
+    from imagedepot.api.metrics import CountingMiddleware
     from imagedepot.zero_copy import http_protocol
 
     class EmbeddedServer(uvicorn.Server):
@@ -276,13 +296,19 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
             vm_images=core.vm_images,
             image_sharing=core.image_sharing,
             secrets=core.secrets,
+            metrics=core.metrics,
+            inventory=core.inventory,
         )
-        for app, port in (
-            (api_app(context), settings.port),
-            (registry_app(registry_context(core, auth_failures)), settings.registry_port),
+        for app, name, port in (
+            (api_app(context), "api", settings.port),
+            (
+                registry_app(registry_context(core, auth_failures)),
+                "registry",
+                settings.registry_port,
+            ),
         ):
             config = uvicorn.Config(
-                app,
+                CountingMiddleware(app, core.metrics, name),
                 host=settings.host,
                 port=port,
                 http=http_protocol(),

@@ -91,6 +91,9 @@ class CacheRepository(Protocol):
     def available(self, project_ids: Sequence[str]) -> builtins.list[ImageCache]:
         """The Available caches of these projects, newest (by creation) first."""
 
+    def count_by_status(self) -> dict[str, int]:
+        """How many caches each status has, over every project."""
+
     def record_use(self, cache_id: str, at: datetime) -> bool:
         """Move last_used_at forward to `at` (never back); the resource version stays, since a
         pull changes nothing about the cache. False when nothing changed."""
@@ -119,6 +122,9 @@ class BlobRefRepository(Protocol):
     def all_referenced(self) -> set[str]:
         """Every digest that some owner uses."""
 
+    def referenced_totals(self) -> tuple[int, int]:
+        """How many distinct blobs some owner uses, and their bytes."""
+
     def referenced_by_settled_owners(self) -> set[str]:
         """The digests used by some owner other than a cache still being built (whose
         references are recorded before its bytes arrive)."""
@@ -144,6 +150,9 @@ class VmImageRepository(Protocol):
     def save(self, image: VmImage, expected_version: int) -> bool:
         """Write `image` (tags and properties too) if its stored version is still
         `expected_version`; False when another writer got there first."""
+
+    def count_by_status(self) -> dict[str, int]:
+        """How many images each status has, over every project (deleted ones left out)."""
 
     def get_visible(self, image_id: str, project_id: str) -> VmImage | None:
         """The image if `project_id` may read it: owned, public, community, or shared with it

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from imagedepot.api import cce, didi, glance, k8s, oci
 from imagedepot.api.auth import public
 from imagedepot.api.context import ApiContext
+from imagedepot.api.metrics import metrics_routes
 from imagedepot.api.registry_context import RegistryContext
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ def api_app(context: ApiContext) -> Starlette:
     ]
     if context.vm_images is not None:
         routes += [*glance.routes(context), *didi.routes(context)]
+    if context.metrics is not None and context.inventory is not None:
+        routes += metrics_routes(context.metrics, context.inventory)
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: http_error, Exception: internal_error},

@@ -7,8 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from imagedepot.api.auth import Gate
+from imagedepot.metrics import Metrics
 from imagedepot.services.caches import CacheService
 from imagedepot.services.image_sharing import ImageSharingService
+from imagedepot.services.inventory import InventoryService
 from imagedepot.services.secrets import SecretService
 from imagedepot.services.vmimages import VmImageService
 
@@ -24,3 +26,6 @@ class ApiContext:
     """Glance's image members; without it the member routes are not mounted."""
     secrets: SecretService | None = None
     """The core v1 Secret API of the Kubernetes dialect is mounted only when this is given."""
+    metrics: Metrics | None = None
+    inventory: InventoryService | None = None
+    """With both, `/metrics` is served."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from imagedepot.domain.caches import CacheStatus, FailureReason, ImageCache, ImageProgress
@@ -34,6 +35,7 @@ class Reconciler:
         secrets: SecretService,
         policy: BuildPolicy,
         renew_lease: Callable[[str], bool],
+        on_build_finished: Callable[[str, float], None] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -42,6 +44,7 @@ class Reconciler:
         self._secrets = secrets
         self._policy = policy
         self._renew_lease = renew_lease
+        self._on_build_finished = on_build_finished or (lambda outcome, seconds: None)
 
     async def reconcile(self, cache: ImageCache) -> None:
         if cache.status is CacheStatus.DELETING:
@@ -56,6 +59,11 @@ class Reconciler:
             return await asyncio.to_thread(self._checkpoint, cache.id, images)
 
         log.info("building cache %s (%s)", cache.spec.name, cache.id)
+        started = time.monotonic()
+
+        def finished(outcome: str) -> None:
+            self._on_build_finished(outcome, time.monotonic() - started)
+
         try:
             images = await asyncio.wait_for(
                 self._builder.build(cache, logins.get, checkpoint),
@@ -66,14 +74,17 @@ class Reconciler:
             return
         except BuildFailed as failure:
             await asyncio.to_thread(self._fail, cache.id, failure.reason, failure.message)
+            finished("failed")
             return
         except TimeoutError:
             message = f"build did not finish within {cache.spec.timeout_minutes} minutes"
             await asyncio.to_thread(self._fail, cache.id, FailureReason.TIMEOUT, message)
+            finished("timeout")
             return
         await asyncio.to_thread(
             self._update, cache.id, lambda c: c.mark_available(images, self._clock.now())
         )
+        finished("available")
         log.info("cache %s is available", cache.id)
 
     def delete(self, cache_id: str) -> None:

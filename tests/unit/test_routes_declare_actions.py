@@ -25,6 +25,8 @@ def test_every_route_declares_an_action_for_each_method(tmp_path: Path) -> None:
                     lambda: None,
                     vm_images=core.vm_images,
                     image_sharing=core.image_sharing,
+                    metrics=core.metrics,
+                    inventory=core.inventory,
                 )
             ),
             registry_app(bootstrap.registry_context(core)),

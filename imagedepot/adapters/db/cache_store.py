@@ -16,7 +16,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Connection, delete, false, or_, select, update
+from sqlalchemy import ColumnElement, Connection, delete, false, func, or_, select, update
 
 from imagedepot.adapters.db import tables
 from imagedepot.adapters.db.statements import insert_or_conflict, update_if_version
@@ -382,6 +382,11 @@ class SqlCacheRepository:
             .order_by(c.created_at.desc(), c.id.desc())
         )
         return [_cache_from_row(row) for row in self._connection.execute(query).mappings()]
+
+    def count_by_status(self) -> dict[str, int]:
+        c = tables.caches.c
+        rows = self._connection.execute(select(c.status, func.count()).group_by(c.status))
+        return {status: int(count) for status, count in rows}
 
     def record_use(self, cache_id: str, at: datetime) -> bool:
         c = tables.caches.c

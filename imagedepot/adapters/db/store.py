@@ -25,6 +25,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     inspect,
     or_,
     select,
@@ -245,6 +246,14 @@ class SqlBlobRefRepository:
     def all_referenced(self) -> set[str]:
         c = tables.blob_refs.c
         return set(self._connection.execute(select(c.digest).distinct()).scalars())
+
+    def referenced_totals(self) -> tuple[int, int]:
+        c = tables.blob_refs.c
+        distinct = select(c.digest, func.max(c.size).label("size")).group_by(c.digest).subquery()
+        count, total = self._connection.execute(
+            select(func.count(), func.coalesce(func.sum(distinct.c.size), 0))
+        ).one()
+        return int(count), int(total)
 
     def referenced_by_settled_owners(self) -> set[str]:
         refs, caches = tables.blob_refs.c, tables.caches.c

@@ -296,6 +296,15 @@ class SqlVmImageRepository:
             return None
         return self._hydrate([row])[0]
 
+    def count_by_status(self) -> dict[str, int]:
+        c = tables.vm_images.c
+        rows = self._connection.execute(
+            select(c.status, func.count())
+            .where(c.status != ImageStatus.DELETED.value)
+            .group_by(c.status)
+        )
+        return {status: int(count) for status, count in rows}
+
     def get_visible(self, image_id: str, project_id: str) -> VmImage | None:
         c = tables.vm_images.c
         row = (
