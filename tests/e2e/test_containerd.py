@@ -72,15 +72,7 @@ def test_containerd_uses_imagedepot_as_a_mirror_while_the_upstream_is_down(
         pushed = push_image(upstream.url, "ctr/base", "3.1", [make_layer(seed=1702)])
         token = service.credential("ctr-mirror")
         cache_of(service, token, f"{upstream.endpoint}/ctr/base:3.1")
-        service.cli(
-            "projects",
-            "set-anonymous-pull",
-            "--data-dir",
-            str(service.data_dir),
-            "--project",
-            "ctr-mirror",
-            "--on",
-        )
+        service.set_anonymous_pull("ctr-mirror", True)
         upstream_endpoint = upstream.endpoint
     # The upstream is stopped: everything below comes from imagedepot.
     hosts = tmp_path / "hosts" / upstream_endpoint

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.commands import run_command
 from tests.support.images import (
     OCI_INDEX,
     OCI_MANIFEST,
@@ -51,16 +52,8 @@ def build_cache(service: Service, token: str, images: list[str]) -> dict[str, An
 
 
 def skopeo(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [require_binary(SKOPEO), "--override-os", "linux", "--override-arch", "amd64", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"skopeo {' '.join(args)} failed:\n{result.stderr}")
-    return result
+    command = [require_binary(SKOPEO), "--override-os", "linux", "--override-arch", "amd64"]
+    return run_command([*command, *args], check=check)
 
 
 def copy_to_layout(
@@ -325,19 +318,8 @@ def test_anonymous_pull_when_the_project_allows_it(
     build_cache(service, token, [f"{registry.endpoint}/mirror/base:1"])
     registry_url = f"http://127.0.0.1:{service.registry_port}"
 
-    def set_anonymous(flag: str) -> None:
-        service.cli(
-            "projects",
-            "set-anonymous-pull",
-            "--data-dir",
-            str(service.data_dir),
-            "--project",
-            "reg-mirror",
-            flag,
-        )
-
     assert httpx.get(f"{registry_url}/v2/mirror/base/manifests/1").status_code == 401
-    set_anonymous("--on")
+    service.set_anonymous_pull("reg-mirror", True)
     try:
         direct = httpx.get(f"{registry_url}/v2/mirror/base/manifests/1")
         assert direct.status_code == 200
@@ -364,18 +346,9 @@ def test_anonymous_pull_when_the_project_allows_it(
         assert unknown_tag.status_code == 404
         assert errors(unknown_tag) == ["MANIFEST_UNKNOWN"]
     finally:
-        set_anonymous("--off")
+        service.set_anonymous_pull("reg-mirror", False)
     assert httpx.get(f"{registry_url}/v2/mirror/base/manifests/1").status_code == 401
-    missing = service.cli(
-        "projects",
-        "set-anonymous-pull",
-        "--data-dir",
-        str(service.data_dir),
-        "--project",
-        "no-such-project",
-        "--on",
-        check=False,
-    )
+    missing = service.set_anonymous_pull("no-such-project", True, check=False)
     assert missing.returncode != 0
     assert "no-such-project" in missing.stderr
 

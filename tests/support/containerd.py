@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from tests.support.commands import run_command
 from tests.support.registry import require_binary
 
 CONTAINERD = "/usr/bin/containerd"
@@ -70,13 +71,4 @@ class Containerd:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [CTR, "--address", str(self.socket), *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"ctr {' '.join(args)}:\n{result.stdout}\n{result.stderr}")
-        return result
+        return run_command([CTR, "--address", str(self.socket), *args], check=check)

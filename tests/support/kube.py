@@ -19,6 +19,7 @@ import httpx
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from tests.support.commands import run_command
 from tests.support.registry import RegistryServer, require_binary
 from tests.support.service import Service
 
@@ -137,15 +138,4 @@ class Kubectl:
     def __call__(
         self, *args: str, check: bool = True, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            self.command(*args),
-            env=self.env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}:\n{result.stdout}\n{result.stderr}")
-        return result
+        return run_command(self.command(*args), check=check, stdin=stdin, env=self.env, timeout=90)

@@ -131,6 +131,21 @@ class Service:
             )
         return result
 
+    def set_anonymous_pull(
+        self, project: str, allowed: bool, *, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        flag = "--on" if allowed else "--off"
+        return self.cli(
+            "projects",
+            "set-anonymous-pull",
+            "--data-dir",
+            str(self.data_dir),
+            "--project",
+            project,
+            flag,
+            check=check,
+        )
+
     def credential(self, project: str, role: str = "member") -> str:
         result = self.cli(
             "credentials",
