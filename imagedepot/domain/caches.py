@@ -35,6 +35,10 @@ class CacheStatus(enum.StrEnum):
     DELETING = "Deleting"
 
 
+REBUILDABLE = frozenset({CacheStatus.CREATING, CacheStatus.FAILED})
+"""Statuses in which a cache holds nothing built yet, so its spec may still change."""
+
+
 class FailureReason(enum.StrEnum):
     """Why a build failed; the message names the image and tells the details."""
 
@@ -227,6 +231,26 @@ class ImageCache:
         self.reason = reason.value
         self.message = message
         self.touch(now)
+
+    def change_spec(self, spec: CacheSpec, now: datetime) -> bool:
+        """Take a new spec while nothing is built yet (building, or failed): the build starts
+        over from it, as a new generation. False when it is the same spec; Conflict once the
+        cache is built or being deleted, since what it holds is then frozen."""
+        if spec == self.spec:
+            return False
+        if spec.name != self.spec.name:
+            raise InvalidInput("a cache's name never changes", field="name")
+        if self.status not in REBUILDABLE or self.deletion_requested_at is not None:
+            raise Conflict(
+                f"cache {self.spec.name} is {self.status}: its spec is frozen once it is built"
+            )
+        self.spec = spec
+        self.images = [ImageProgress(image=image) for image in spec.images]
+        self.status = CacheStatus.CREATING
+        self.reason = self.message = None
+        self.generation += 1
+        self.touch(now)
+        return True
 
     def update_metadata(
         self,

@@ -326,7 +326,9 @@ class CacheBuilder:
                 )
             for blob in image.blobs:
                 infos.setdefault(blob.digest, BlobInfo(blob.digest, blob.size, blob.media_type))
+        # The build's blobs replace whatever an earlier build of another spec recorded.
         with self._blobs.reuse_guard(), self._store.transaction() as uow:
+            uow.blob_refs.drop_refs(cache_id)
             uow.blob_refs.add_refs(cache_id, list(infos.values()))
 
     def _store_manifests(self, resolved: list[_ResolvedImage]) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from imagedepot.domain.caches import CacheStatus, FailureReason, ImageCache, ImageProgress
 from imagedepot.domain.references import parse_reference
@@ -56,8 +57,9 @@ class Reconciler:
         logins = await asyncio.to_thread(self._logins, cache)
 
         async def checkpoint(images: list[ImageProgress]) -> bool:
-            return await asyncio.to_thread(self._checkpoint, cache.id, images)
+            return await asyncio.to_thread(self._checkpoint, target, images)
 
+        target = _Target(cache.id, cache.generation)
         log.info("building cache %s (%s)", cache.spec.name, cache.id)
         started = time.monotonic()
 
@@ -73,17 +75,20 @@ class Reconciler:
             log.info("cache %s stopped building", cache.id)
             return
         except BuildFailed as failure:
-            await asyncio.to_thread(self._fail, cache.id, failure.reason, failure.message)
-            finished("failed")
+            if await asyncio.to_thread(self._fail, target, failure.reason, failure.message):
+                finished("failed")
             return
         except TimeoutError:
             message = f"build did not finish within {cache.spec.timeout_minutes} minutes"
-            await asyncio.to_thread(self._fail, cache.id, FailureReason.TIMEOUT, message)
-            finished("timeout")
+            if await asyncio.to_thread(self._fail, target, FailureReason.TIMEOUT, message):
+                finished("timeout")
             return
-        await asyncio.to_thread(
-            self._update, cache.id, lambda c: c.mark_available(images, self._clock.now())
+        available = await asyncio.to_thread(
+            self._update, target, lambda c: c.mark_available(images, self._clock.now())
         )
+        if not available:
+            log.info("cache %s changed while building; its new spec is built next", cache.id)
+            return
         finished("available")
         log.info("cache %s is available", cache.id)
 
@@ -135,28 +140,45 @@ class Reconciler:
             for host in hosts
         }
 
-    def _checkpoint(self, cache_id: str, images: list[ImageProgress]) -> bool:
-        if not self._renew_lease(cache_id):
+    def _checkpoint(self, target: _Target, images: list[ImageProgress]) -> bool:
+        if not self._renew_lease(target.cache_id):
             return False
-        return self._update(cache_id, lambda c: c.record_progress(images, self._clock.now()))
+        return self._update(target, lambda c: c.record_progress(images, self._clock.now()))
 
-    def _fail(self, cache_id: str, reason: FailureReason, message: str) -> None:
-        log.warning("cache %s failed: %s", cache_id, message)
-        if self._update(cache_id, lambda c: c.mark_failed(reason, message, self._clock.now())):
-            with self._store.transaction() as uow:
-                released = [info.digest for info in uow.blob_refs.refs_of(cache_id)]
-                uow.blob_refs.drop_refs(cache_id)
-            self._blob_service.collect(released)
+    def _fail(self, target: _Target, reason: FailureReason, message: str) -> bool:
+        """Record the failure and release the blobs; False when the cache no longer wants
+        this build (deleted, or its spec changed meanwhile)."""
+        log.warning("cache %s failed: %s", target.cache_id, message)
+        if not self._update(target, lambda c: c.mark_failed(reason, message, self._clock.now())):
+            return False
+        with self._store.transaction() as uow:
+            released = [info.digest for info in uow.blob_refs.refs_of(target.cache_id)]
+            uow.blob_refs.drop_refs(target.cache_id)
+        self._blob_service.collect(released)
+        return True
 
-    def _update(self, cache_id: str, change: Callable[[ImageCache], None]) -> bool:
-        """Apply `change` to the latest copy while the cache is still Creating; False once it is not."""
+    def _update(self, target: _Target, change: Callable[[ImageCache], None]) -> bool:
+        """Apply `change` to the latest copy while the cache still wants this build (Creating,
+        at the generation the build started from); False once it does not."""
         for _ in range(SAVE_ATTEMPTS):
             with self._store.transaction() as uow:
-                cache = uow.caches.get(cache_id)
-                if cache is None or cache.status is not CacheStatus.CREATING:
+                cache = uow.caches.get(target.cache_id)
+                if (
+                    cache is None
+                    or cache.status is not CacheStatus.CREATING
+                    or cache.generation != target.generation
+                ):
                     return False
                 read_version = cache.resource_version
                 change(cache)
                 if uow.caches.save(cache, read_version):
                     return True
         return False
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What one build is for: the cache, at the generation (spec) it started from."""
+
+    cache_id: str
+    generation: int

@@ -17,6 +17,7 @@ from kubernetes import client as k8s
 from kubernetes import watch
 from kubernetes.client.rest import ApiException
 
+from tests.support.faultproxy import FaultProxy
 from tests.support.images import make_layer, push_image
 from tests.support.kube import (
     BASE,
@@ -366,3 +367,76 @@ def test_kubectl_wait_and_server_side_apply(
     with pytest.raises(ApiException) as gone:
         api.get_cluster_custom_object(*GROUP_ARGS, name)
     assert gone.value.status == 404
+
+
+def test_a_failed_or_building_snapshot_takes_a_new_spec_and_builds_it(
+    service: Service, registry: RegistryServer, api: k8s.CustomObjectsApi, member: str
+) -> None:
+    fixed = push_image(registry.url, "watch/fixed", "v1", [make_layer(seed=75)])
+    name = unique("respec")
+    api.create_cluster_custom_object(*GROUP_ARGS, snapshot(name, registry, "watch/typo:v1"))
+    failed = wait_phase(api, name, {"Failed"})
+    assert failed["metadata"]["generation"] == 1
+
+    # Nothing was built: the spec may still change, and the build starts over.
+    patched = api.patch_cluster_custom_object(
+        *GROUP_ARGS,
+        name,
+        {"spec": {"images": [{"image": f"{registry.endpoint}/watch/fixed:v1"}]}},
+    )
+    assert patched["metadata"]["generation"] == 2
+    assert patched["status"]["phase"] == "Creating"
+    assert "reason" not in patched["status"]
+    built = wait_phase(api, name, {"Available", "Failed"})
+    assert built["status"]["phase"] == "Available", built["status"]
+    assert built["status"]["images"] == [
+        {
+            "image": f"{registry.endpoint}/watch/fixed:v1",
+            "digest": fixed.manifest_digest,
+            "sizeBytes": built["status"]["images"][0]["sizeBytes"],
+        }
+    ]
+    with httpx.Client(base_url=service.url, headers={"X-Auth-Token": member}) as http:
+        cce = http.get(f"/v5/imagecaches/{built['metadata']['uid']}").json()["image_cache"]
+    assert cce["images"] == [f"{registry.endpoint}/watch/fixed:v1"]
+
+    # Built now: frozen.
+    with pytest.raises(ApiException) as frozen:
+        api.patch_cluster_custom_object(
+            *GROUP_ARGS, name, {"spec": {"images": [{"image": "busybox:1"}]}}
+        )
+    assert frozen.value.status == 422
+    assert "built" in status_of(frozen.value)["message"]
+    api.delete_cluster_custom_object(*GROUP_ARGS, name)
+
+
+def test_a_spec_changed_mid_build_stops_the_old_build(
+    registry: RegistryServer, api: k8s.CustomObjectsApi
+) -> None:
+    slow = make_layer(1024 * 1024, seed=76)
+    push_image(registry.url, "watch/slow", "v1", [slow])
+    quick = push_image(registry.url, "watch/quick", "v1", [make_layer(seed=77)])
+    with FaultProxy(registry.url) as proxy:
+        proxy.throttle(f"/blobs/{slow.digest}", 128 * 1024)
+        name = unique("midway")
+        body = snapshot(name, registry, "watch/slow:v1")
+        body["spec"]["images"] = [{"image": f"{proxy.endpoint}/watch/slow:v1"}]
+        body["spec"]["registries"] = [{"server": proxy.endpoint, "plainHTTP": True}]
+        api.create_cluster_custom_object(*GROUP_ARGS, body)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            building = api.get_cluster_custom_object(*GROUP_ARGS, name)
+            if building["status"]["images"]:
+                break  # the slow layer is on its way
+            time.sleep(0.1)
+        assert building["status"]["phase"] == "Creating"
+        api.patch_cluster_custom_object(
+            *GROUP_ARGS,
+            name,
+            {"spec": {"images": [{"image": f"{proxy.endpoint}/watch/quick:v1"}]}},
+        )
+        done = wait_phase(api, name, {"Available", "Failed"})
+    assert done["status"]["phase"] == "Available", done["status"]
+    assert done["metadata"]["generation"] == 2
+    assert [i["digest"] for i in done["status"]["images"]] == [quick.manifest_digest]
+    api.delete_cluster_custom_object(*GROUP_ARGS, name)

@@ -81,3 +81,24 @@ def test_forever_caches_never_expire() -> None:
     cache = ImageCache.new("p", spec(retention_days=0), NOW)
     assert cache.expires_at is None
     assert not cache.is_expired(NOW + timedelta(days=100000))
+
+
+def test_a_spec_changes_only_while_nothing_is_built() -> None:
+    cache = ImageCache.new("p", CacheSpec(name="web", images=("a:1",)), NOW)
+    same = CacheSpec(name="web", images=("a:1",))
+    assert cache.change_spec(same, NOW) is False
+    assert cache.generation == 1
+    cache.mark_failed(FailureReason.NOT_FOUND, "image a:1: not found", NOW)
+    assert cache.change_spec(CacheSpec(name="web", images=("a:2", "b:1")), NOW) is True
+    assert (cache.status, cache.reason, cache.message) == (CacheStatus.CREATING, None, None)
+    assert cache.generation == 2
+    assert [p.image for p in cache.images] == ["a:2", "b:1"]
+    with pytest.raises(InvalidInput):
+        cache.change_spec(CacheSpec(name="other", images=("a:2",)), NOW)
+    cache.mark_available([], NOW)
+    with pytest.raises(Conflict, match="frozen"):
+        cache.change_spec(CacheSpec(name="web", images=("c:1",)), NOW)
+    deleting = ImageCache.new("p", CacheSpec(name="gone", images=("a:1",)), NOW)
+    deleting.request_deletion(NOW)
+    with pytest.raises(Conflict):
+        deleting.change_spec(CacheSpec(name="gone", images=("b:1",)), NOW)

@@ -416,7 +416,8 @@ def stored_annotations(parsed: Parsed) -> dict[str, str]:
 
 
 def spec_changes(old: ImageCache, new: Parsed) -> list[Cause]:
-    """The spec fields `new` would change; a built snapshot's spec never changes."""
+    """The spec fields `new` would change (a built snapshot's spec never changes; one that is
+    building or failed takes a new spec and builds it)."""
     before, after = old.spec, new.spec
     pairs = [
         ("spec.images", before.images, after.images),
@@ -431,7 +432,7 @@ def spec_changes(old: ImageCache, new: Parsed) -> list[Cause]:
         ),
     ]
     return [
-        Cause(where, "field is immutable once the snapshot is created")
+        Cause(where, "field is immutable once the snapshot is built")
         for where, was, wanted in pairs
         if was != wanted
     ]

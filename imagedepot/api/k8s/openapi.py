@@ -54,7 +54,8 @@ def openapi_schemas() -> dict[str, Any]:
                 "metadata": {**_ref(f"{_META}ObjectMeta"), "description": "Standard metadata."},
                 "spec": {
                     **_ref(f"{p}ImageSnapshotSpec"),
-                    "description": "What the snapshot holds; immutable once created.",
+                    "description": "What the snapshot holds; immutable once built (a "
+                    "building or failed snapshot takes a new spec and builds it again).",
                 },
                 "status": {
                     **_ref(f"{p}ImageSnapshotStatus"),

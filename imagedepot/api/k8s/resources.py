@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -58,7 +59,7 @@ from imagedepot.api.k8s.status import (
 )
 from imagedepot.api.k8s.tables import table, wants_table
 from imagedepot.api.k8s.watch import watch_response
-from imagedepot.domain.caches import CacheSpec, ImageCache
+from imagedepot.domain.caches import REBUILDABLE, CacheSpec, ImageCache
 from imagedepot.domain.errors import Conflict, InvalidInput, NotFound
 from imagedepot.domain.identity import Principal
 
@@ -267,14 +268,29 @@ def routes(context: ApiContext) -> list[Route]:
                 expected = int(parsed.resource_version)
             except ValueError:
                 expected = -1
-        changes = spec_changes(current, parsed)
-        if changes:
-            raise invalid(name, changes)
         labels, annotations = parsed.labels, stored_annotations(parsed)
 
         def change(cache: ImageCache) -> None:
-            if spec_changes(cache, parsed):
-                raise invalid(name, spec_changes(cache, parsed))
+            changes = spec_changes(cache, parsed)
+            if changes and (
+                cache.status not in REBUILDABLE or cache.deletion_requested_at is not None
+            ):
+                raise invalid(name, changes)
+            if changes:
+                # Nothing is built yet: the new spec replaces the old and the build starts over.
+                spec = replace(
+                    cache.spec,
+                    images=parsed.spec.images,
+                    size_gib=parsed.spec.size_gib,
+                    retention_days=parsed.spec.retention_days,
+                    registries=parsed.spec.registries,
+                    timeout_minutes=parsed.spec.timeout_minutes,
+                )
+                try:
+                    spec.validate(max_images=IMAGES_MAX, field_names=FIELD_NAMES)
+                except InvalidInput as error:
+                    raise invalid(name, [Cause(error.field or "spec", error.message)]) from None
+                cache.change_spec(spec, clock.now())
             try:
                 cache.update_metadata(labels, annotations, clock.now(), parsed.finalizers)
             except InvalidInput as error:
@@ -295,6 +311,8 @@ def routes(context: ApiContext) -> list[Route]:
                 f'Operation cannot be fulfilled on {PLURAL}.{GROUP} "{name}": {error.message}',
                 name=name,
             ) from None
+        if updated.generation != current.generation:
+            context.notify_worker()
         return JSONResponse(render(updated))
 
     def replace_snapshot(request: Request, raw: bytes, principal: Principal) -> Response:
