@@ -170,6 +170,15 @@ class IdentityService:
                 raise NotFound(f"credential {credential_id} does not exist")
             uow.identity.revoke_credential(credential_id, self._clock.now())
 
+    def credential_usable(self, credential_id: str) -> bool:
+        """Whether the credential still works (not revoked, not expired); the operator's
+        admin token always does."""
+        if credential_id == ADMIN_CREDENTIAL_ID:
+            return True
+        with self._store.transaction(read_only=True) as uow:
+            credential = uow.identity.credential(credential_id)
+        return credential is not None and credential.usable(self._clock.now())
+
     # --- authentication -------------------------------------------------------------------
 
     def authenticate_token(self, token: str | None, project_hint: str | None = None) -> Principal:

@@ -17,6 +17,7 @@ from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
 from huaweicloudsdkcore.sdk_request import SdkRequest
 from huaweicloudsdkcore.signer.signer import Signer
 
+from imagedepot.services.pull_tokens import REVOCATION_CHECK
 from tests.support.images import make_layer, push_image
 from tests.support.registry import RegistryServer
 from tests.support.service import Service, wait_for_status, wait_gone
@@ -246,6 +247,11 @@ def test_a_revoked_credential_stops_working_at_once(service: Service) -> None:
         httpx.get(f"{service.url}/v5/imagecaches", headers={"X-Auth-Token": token}).status_code
         == 200
     )
+    registry = f"http://127.0.0.1:{service.registry_port}"
+    pull_token = httpx.get(f"{registry}/token", auth=("any", token)).json()["token"]
+    catalog = f"{registry}/v2/_catalog"
+    pull = {"Authorization": f"Bearer {pull_token}"}
+    assert httpx.get(catalog, headers=pull).status_code == 200
     listed = json.loads(
         service.cli(
             "credentials",
@@ -263,6 +269,11 @@ def test_a_revoked_credential_stops_working_at_once(service: Service) -> None:
     response = httpx.get(f"{service.url}/v5/imagecaches", headers={"X-Auth-Token": token})
     assert response.status_code == 401
     assert "revoked" in response.json()["error_msg"]
+    # The pull token issued before stops within seconds too, not at its expiry.
+    time.sleep(REVOCATION_CHECK + 0.5)
+    refused = httpx.get(catalog, headers=pull)
+    assert refused.status_code == 401
+    assert "revoked" in refused.json()["errors"][0]["message"]
 
 
 def test_the_rate_limit_answers_429_then_recovers(limited: Service) -> None:

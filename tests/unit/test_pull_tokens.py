@@ -9,7 +9,12 @@ import pytest
 from imagedepot.domain.errors import Forbidden, Unauthenticated
 from imagedepot.domain.identity import Principal, Role
 from imagedepot.domain.policy import Policy
-from imagedepot.services.pull_tokens import TOKEN_PREFIX, PullTokens, derive_key
+from imagedepot.services.pull_tokens import (
+    REVOCATION_CHECK,
+    TOKEN_PREFIX,
+    PullTokens,
+    derive_key,
+)
 from imagedepot.services.serving import ANONYMOUS, Puller
 
 CREDENTIAL = "idp_secret-credential"
@@ -26,6 +31,12 @@ class Clock:
 class Identity:
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy.default()
+        self.revoked: set[str] = set()
+        self.lookups = 0
+
+    def credential_usable(self, credential_id: str) -> bool:
+        self.lookups += 1
+        return credential_id not in self.revoked
 
     def authenticate_token(self, token: str | None, project_hint: str | None = None) -> Principal:
         if token != CREDENTIAL:
@@ -55,6 +66,28 @@ def test_a_token_names_the_project_and_not_the_credential() -> None:
     assert issued.expires_in == 300
     assert issued.issued_at == clock.time
     assert tokens(clock).authenticate(issued.token) == Puller("project-1")
+
+
+def test_a_revoked_credential_stops_its_pull_tokens_within_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("imagedepot.services.pull_tokens.time.monotonic", lambda: now[0])
+    clock, identity = Clock(), Identity()
+    issuer = tokens(clock, identity=identity)
+    issued = issuer.issue(CREDENTIAL)
+    assert issuer.authenticate(issued.token) == Puller("project-1")
+    assert issuer.authenticate(issued.token) == Puller("project-1")
+    assert identity.lookups == 1  # the answer is reused for a while
+    identity.revoked.add("credential-1")
+    now[0] += REVOCATION_CHECK / 2
+    assert issuer.authenticate(issued.token) == Puller("project-1")
+    now[0] += REVOCATION_CHECK
+    with pytest.raises(Unauthenticated, match="revoked"):
+        issuer.authenticate(issued.token)
+    assert identity.lookups == 2
+    anonymous = issuer.issue(None)
+    assert issuer.authenticate(anonymous.token) == ANONYMOUS
 
 
 def test_credentials_are_accepted_as_bearer_tokens_too() -> None:
