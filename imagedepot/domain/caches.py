@@ -171,6 +171,8 @@ class ImageCache:
     deletion_grace_seconds: int | None = None
     data_released: bool = False
     """The service's own finalizer has run: the cache's blobs are released."""
+    phase_since: datetime | None = None
+    """When the status last changed (None: not recorded, read as the creation time)."""
 
     @classmethod
     def new(cls, project_id: str, spec: CacheSpec, now: datetime) -> ImageCache:
@@ -181,6 +183,7 @@ class ImageCache:
             created_at=now,
             updated_at=now,
             images=[ImageProgress(image=image) for image in spec.images],
+            phase_since=now,
         )
 
     @property
@@ -201,6 +204,11 @@ class ImageCache:
         self.updated_at = now
         self.resource_version += 1
 
+    def _enter(self, status: CacheStatus, now: datetime) -> None:
+        if status is not self.status:
+            self.status = status
+            self.phase_since = now
+
     def record_progress(self, images: list[ImageProgress], now: datetime) -> None:
         if self.status is not CacheStatus.CREATING:
             raise Conflict(f"cache {self.spec.name} is {self.status}, not building")
@@ -211,7 +219,7 @@ class ImageCache:
         if self.status is not CacheStatus.CREATING:
             raise Conflict(f"cache {self.spec.name} is {self.status}, not building")
         self.images = [replace(image, done=True, pulled_bytes=image.size_bytes) for image in images]
-        self.status = CacheStatus.AVAILABLE
+        self._enter(CacheStatus.AVAILABLE, now)
         self.reason = None
         self.message = None
         self.touch(now)
@@ -219,7 +227,7 @@ class ImageCache:
     def mark_failed(self, reason: FailureReason, message: str, now: datetime) -> None:
         if self.status is not CacheStatus.CREATING:
             raise Conflict(f"cache {self.spec.name} is {self.status}, not building")
-        self.status = CacheStatus.FAILED
+        self._enter(CacheStatus.FAILED, now)
         self.reason = reason.value
         self.message = message
         self.touch(now)
@@ -227,7 +235,7 @@ class ImageCache:
     def mark_unavailable(self, reason: FailureReason, message: str, now: datetime) -> None:
         if self.status is CacheStatus.DELETING:
             return
-        self.status = CacheStatus.UNAVAILABLE
+        self._enter(CacheStatus.UNAVAILABLE, now)
         self.reason = reason.value
         self.message = message
         self.touch(now)
@@ -246,7 +254,7 @@ class ImageCache:
             )
         self.spec = spec
         self.images = [ImageProgress(image=image) for image in spec.images]
-        self.status = CacheStatus.CREATING
+        self._enter(CacheStatus.CREATING, now)
         self.reason = self.message = None
         self.generation += 1
         self.touch(now)
@@ -282,7 +290,7 @@ class ImageCache:
         """Move to Deleting; False when it already was (a repeated delete changes nothing)."""
         if self.status is CacheStatus.DELETING:
             return False
-        self.status = CacheStatus.DELETING
+        self._enter(CacheStatus.DELETING, now)
         self.deletion_requested_at = now
         self.deletion_grace_seconds = grace_seconds
         self.touch(now)

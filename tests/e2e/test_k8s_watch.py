@@ -318,6 +318,8 @@ def test_kubectl_wait_and_server_side_apply(
         "wait", f"imagesnapshot/{name}", "--for=jsonpath={.status.phase}=Available", "--timeout=60s"
     )
     assert "condition met" in waited.stdout
+    ready = kubectl("wait", f"imagesnapshot/{name}", "--for=condition=Ready", "--timeout=60s")
+    assert "condition met" in ready.stdout
 
     body["metadata"]["labels"] = {"tier": "gold"}
     again = kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(body))
@@ -377,6 +379,9 @@ def test_a_failed_or_building_snapshot_takes_a_new_spec_and_builds_it(
     api.create_cluster_custom_object(*GROUP_ARGS, snapshot(name, registry, "watch/typo:v1"))
     failed = wait_phase(api, name, {"Failed"})
     assert failed["metadata"]["generation"] == 1
+    ready = failed["status"]["conditions"][0]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "ImageNotFound")
+    assert "watch/typo:v1" in ready["message"]
 
     # Nothing was built: the spec may still change, and the build starts over.
     patched = api.patch_cluster_custom_object(
@@ -389,6 +394,14 @@ def test_a_failed_or_building_snapshot_takes_a_new_spec_and_builds_it(
     assert "reason" not in patched["status"]
     built = wait_phase(api, name, {"Available", "Failed"})
     assert built["status"]["phase"] == "Available", built["status"]
+    assert built["status"]["observedGeneration"] == 2
+    ready = built["status"]["conditions"][0]
+    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == (
+        "True",
+        "Available",
+        2,
+    )
+    assert ready["lastTransitionTime"] >= failed["status"]["conditions"][0]["lastTransitionTime"]
     assert built["status"]["images"] == [
         {
             "image": f"{registry.endpoint}/watch/fixed:v1",

@@ -102,3 +102,17 @@ def test_a_spec_changes_only_while_nothing_is_built() -> None:
     deleting.request_deletion(NOW)
     with pytest.raises(Conflict):
         deleting.change_spec(CacheSpec(name="gone", images=("b:1",)), NOW)
+
+
+def test_the_time_of_the_last_phase_change_is_kept() -> None:
+    later, latest = NOW + timedelta(minutes=1), NOW + timedelta(minutes=2)
+    cache = ImageCache.new("p", CacheSpec(name="web", images=("a:1",)), NOW)
+    assert cache.phase_since == NOW
+    cache.record_progress([ImageProgress("a:1", "sha256:" + "a" * 64, 10, 5)], later)
+    assert cache.phase_since == NOW  # progress is no change of phase
+    cache.mark_available([ImageProgress("a:1", "sha256:" + "a" * 64, 10)], later)
+    assert cache.phase_since == later
+    cache.update_metadata({"k": "v"}, {}, latest)
+    assert cache.phase_since == later
+    cache.request_deletion(latest)
+    assert cache.phase_since == latest

@@ -35,7 +35,14 @@ EXPIRABLE: Final = (CacheStatus.AVAILABLE, CacheStatus.FAILED, CacheStatus.UNAVA
 REVISION_COUNTER: Final = "cache_revision"
 COMPACTED_COUNTER: Final = "cache_changes_compacted"
 _CLAIM_ATTEMPTS: Final = 5
-_TIMES: Final = ("created_at", "updated_at", "deletion_requested_at", "last_used_at", "expires_at")
+_TIMES: Final = (
+    "created_at",
+    "updated_at",
+    "deletion_requested_at",
+    "last_used_at",
+    "expires_at",
+    "phase_since",
+)
 
 
 def spec_to_json(spec: CacheSpec) -> dict[str, Any]:
@@ -106,6 +113,7 @@ def _cache_values(cache: ImageCache) -> dict[str, Any]:
         "finalizers": list(cache.finalizers),
         "deletion_grace_seconds": cache.deletion_grace_seconds,
         "data_released": cache.data_released,
+        "phase_since": cache.phase_since,
     }
 
 
@@ -129,6 +137,7 @@ def _cache_from_row(row: Mapping[Any, Any]) -> ImageCache:
         finalizers=list(row["finalizers"]),
         deletion_grace_seconds=row["deletion_grace_seconds"],
         data_released=bool(row["data_released"]),
+        phase_since=row.get("phase_since"),
     )
 
 

@@ -127,6 +127,8 @@ def render(cache: ImageCache, *, deleting_now: datetime | None = None) -> dict[s
         "snapshotID": cache.id,
         "snapshotName": spec.name,
     }
+    status["observedGeneration"] = cache.generation
+    status["conditions"] = [_ready_condition(cache, deleting=deleting_now is not None)]
     if cache.reason:
         status["reason"] = cache.reason
     if cache.message:
@@ -145,6 +147,26 @@ def render(cache: ImageCache, *, deleting_now: datetime | None = None) -> dict[s
             "ttlDaysAfterCreated": spec.retention_days,
         },
         "status": status,
+    }
+
+
+def _ready_condition(cache: ImageCache, *, deleting: bool) -> dict[str, Any]:
+    """The `Ready` condition tools such as `kubectl wait --for=condition=Ready` and GitOps
+    health checks read: True once the snapshot is available and not being deleted."""
+    phase = CacheStatus.DELETING if deleting else cache.status
+    reasons = {
+        CacheStatus.AVAILABLE: "Available",
+        CacheStatus.CREATING: "Building",
+        CacheStatus.DELETING: "Deleting",
+    }
+    reason = reasons.get(phase) or cache.reason or phase.value
+    return {
+        "type": "Ready",
+        "status": "True" if phase is CacheStatus.AVAILABLE else "False",
+        "reason": reason,
+        "message": cache.message or "",
+        "lastTransitionTime": timestamp(cache.phase_since or cache.created_at),
+        "observedGeneration": cache.generation,
     }
 
 

@@ -167,7 +167,32 @@ def openapi_schemas() -> dict[str, Any]:
                 "reason": _prop("string", "A CamelCase reason for a failure."),
                 "snapshotID": _prop("string", "The snapshot's id (metadata.uid)."),
                 "snapshotName": _prop("string", "The snapshot's name."),
+                "observedGeneration": _prop(
+                    "integer", "The generation (spec) this status is about.", format="int64"
+                ),
+                "conditions": _prop(
+                    "array",
+                    "Ready: True once the snapshot is available.",
+                    items=_ref(f"{p}Condition"),
+                ),
             },
+        },
+        f"{p}Condition": {
+            "type": "object",
+            "description": "One aspect of the snapshot's state.",
+            "properties": {
+                "type": _prop("string", "Ready."),
+                "status": _prop("string", "True, False or Unknown."),
+                "reason": _prop("string", "CamelCase reason for the status."),
+                "message": _prop("string", "Details for humans."),
+                "lastTransitionTime": _prop(
+                    "string", "When the phase last changed.", format="date-time"
+                ),
+                "observedGeneration": _prop(
+                    "integer", "The generation the condition is about.", format="int64"
+                ),
+            },
+            "required": ["type", "status"],
         },
         f"{p}PulledImage": {
             "type": "object",
