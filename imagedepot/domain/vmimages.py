@@ -230,7 +230,11 @@ class VmImage:
         self.updated_at = now
         self.version += 1
 
-    def start_upload(self, now: datetime, holder: str | None = None) -> None:
+    def start_upload(
+        self, now: datetime, holder: str | None = None, *, stage: bool = False
+    ) -> None:
+        """Data starts arriving: `saving` for an upload, `uploading` for Glance's staging
+        (the first step of an interoperable import)."""
         if self.status is not ImageStatus.QUEUED:
             raise Conflict(f"image {self.id} is {self.status}; data can only be uploaded once")
         if self.disk_format is None or self.container_format is None:
@@ -238,13 +242,17 @@ class VmImage:
                 "disk_format and container_format must be set before uploading data",
                 field="disk_format" if self.disk_format is None else "container_format",
             )
-        self.status = ImageStatus.SAVING
+        self.status = ImageStatus.UPLOADING if stage else ImageStatus.SAVING
         self.upload_holder = holder
         self.touch(now)
 
     def abandon_upload(self, now: datetime) -> None:
-        """An upload failed or was interrupted: back to queued, ready for another attempt."""
-        if self.status is ImageStatus.SAVING:
+        """An upload failed or was interrupted: back to queued, ready for another attempt.
+        Data already staged (uploading, no writer left) stays for its import."""
+        writing = self.status is ImageStatus.SAVING or (
+            self.status is ImageStatus.UPLOADING and self.blob_digest is None
+        )
+        if writing:
             self.status = ImageStatus.QUEUED
             self.upload_holder = None
             self.touch(now)
@@ -259,16 +267,28 @@ class VmImage:
         virtual_size: int | None,
         now: datetime,
     ) -> None:
-        if self.status is not ImageStatus.SAVING:
-            raise Conflict(f"image {self.id} is {self.status}, not saving")
+        if self.status not in (ImageStatus.SAVING, ImageStatus.UPLOADING):
+            raise Conflict(f"image {self.id} is {self.status}, not receiving data")
         self.size = size
         self.checksum = checksum
         self.os_hash_algo = OS_HASH_ALGO
         self.os_hash_value = os_hash_value
         self.blob_digest = blob_digest
         self.virtual_size = virtual_size
-        self.status = ImageStatus.ACTIVE
+        if self.status is ImageStatus.SAVING:
+            self.status = ImageStatus.ACTIVE  # staged data waits in `uploading` for its import
         self.upload_holder = None
+        self.touch(now)
+
+    def import_staged(self, now: datetime) -> None:
+        """Glance's glance-direct import: the staged data (already verified and stored)
+        becomes the image's."""
+        if self.status is not ImageStatus.UPLOADING or self.blob_digest is None:
+            raise Conflict(
+                f"image {self.id} is {self.status} with no staged data; "
+                "PUT its data to /v2/images/{id}/stage first"
+            )
+        self.status = ImageStatus.ACTIVE
         self.touch(now)
 
     def deactivate(self, now: datetime) -> None:

@@ -163,6 +163,10 @@ def owned_image(uow: UnitOfWork, principal: Principal, image_id: str) -> VmImage
     raise NotFound(f"no image with id {image_id}")
 
 
+IMPORT_METHODS = ("glance-direct",)
+"""web-download would fetch URLs from the server: not offered (it needs a host allow-list)."""
+
+
 class VmImageService:
     def __init__(
         self,
@@ -381,13 +385,21 @@ class VmImageService:
     # --- data -------------------------------------------------------------------------------
 
     def begin_upload(
-        self, principal: Principal, image_id: str, declared_size: int | None
+        self,
+        principal: Principal,
+        image_id: str,
+        declared_size: int | None,
+        *,
+        stage: bool = False,
     ) -> ImageUpload:
-        """Move the image to saving (409 unless queued) and open a writer for its bytes."""
+        """Move the image to saving (or, to stage data for an import, uploading; 409 unless
+        queued) and open a writer for its bytes."""
         if declared_size is not None and declared_size > self._max_image_bytes:
             raise PayloadTooLarge(f"image data is over the limit of {self._max_image_bytes} bytes")
         image = self.change(
-            principal, image_id, lambda found: found.start_upload(self._clock.now(), self._holder)
+            principal,
+            image_id,
+            lambda found: found.start_upload(self._clock.now(), self._holder, stage=stage),
         )
         try:
             writer = self._blobs.upload_writer()
@@ -395,6 +407,20 @@ class VmImageService:
             self._abandon_upload(principal, image_id)
             raise
         return ImageUpload(self, principal, image, writer, declared_size, self._max_image_bytes)
+
+    def import_image(self, principal: Principal, image_id: str, method: object) -> VmImage:
+        """Glance's interoperable import; `method` is the request's `method` object. Only
+        glance-direct (data staged before) is offered."""
+        name = method.get("name") if isinstance(method, dict) else None
+        if name not in IMPORT_METHODS:
+            offered = ", ".join(IMPORT_METHODS)
+            raise InvalidInput(
+                f"import method {name!r} is not offered here; use one of: {offered}",
+                field="method",
+            )
+        return self.change(
+            principal, image_id, lambda image: image.import_staged(self._clock.now())
+        )
 
     def recover_interrupted_uploads(
         self, dead: Callable[[builtins.list[str]], tuple[str, ...]]

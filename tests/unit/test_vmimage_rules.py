@@ -40,6 +40,27 @@ def test_upload_moves_queued_to_saving_to_active_once() -> None:
         image.start_upload(T0)
 
 
+def test_staged_data_waits_for_its_import() -> None:
+    image = queued()
+    with pytest.raises(Conflict, match="stage"):
+        image.import_staged(T0)
+    image.start_upload(T0, "host/1/abc", stage=True)
+    assert image.status is ImageStatus.UPLOADING
+    image.abandon_upload(T0)  # staging cut short: back to queued
+    assert (image.status, image.upload_holder) == (ImageStatus.QUEUED, None)
+    image.start_upload(T0, "host/1/abc", stage=True)
+    image.finish_upload(
+        size=1, checksum="c", os_hash_value="h", blob_digest="d", virtual_size=1, now=T0
+    )
+    assert (image.status, image.upload_holder) == (ImageStatus.UPLOADING, None)
+    image.abandon_upload(T0)  # staged data is kept for the import
+    assert image.status is ImageStatus.UPLOADING
+    image.import_staged(T0)
+    assert image.status is ImageStatus.ACTIVE
+    with pytest.raises(Conflict):
+        image.import_staged(T0)
+
+
 def test_upload_needs_both_formats() -> None:
     image = VmImage.new("p1", T0)
     with pytest.raises(InvalidInput) as raised:

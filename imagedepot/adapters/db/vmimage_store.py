@@ -396,7 +396,8 @@ class SqlVmImageRepository:
             return []
         c = tables.vm_images.c
         query = select(tables.vm_images).where(
-            c.status == ImageStatus.SAVING.value, c.upload_holder.in_(list(holders))
+            c.status.in_([ImageStatus.SAVING.value, ImageStatus.UPLOADING.value]),
+            c.upload_holder.in_(list(holders)),
         )
         return self._hydrate(builtins.list(self._connection.execute(query).mappings()))
 

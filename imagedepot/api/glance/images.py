@@ -47,7 +47,12 @@ from imagedepot.domain.vmimages import (
     Visibility,
     VmImage,
 )
-from imagedepot.services.vmimages import DECLARED_SIZE, ImageUpload, VmImageService
+from imagedepot.services.vmimages import (
+    DECLARED_SIZE,
+    IMPORT_METHODS,
+    ImageUpload,
+    VmImageService,
+)
 
 API_VERSION = "v2.17"
 SUPPORTED_VERSIONS = ("v2.16", "v2.15", "v2.9", "v2.7", "v2.6", "v2.5", "v2.4", "v2.3", "v2.2")
@@ -199,6 +204,19 @@ IMAGES_SCHEMA: dict[str, Any] = {
         {"rel": "describedby", "href": "{schema}"},
     ],
 }
+
+
+@public
+async def import_info(_: Request) -> Response:
+    return JSONResponse(
+        {
+            "import-methods": {
+                "description": "Import methods available.",
+                "type": "array",
+                "value": list(IMPORT_METHODS),
+            }
+        }
+    )
 
 
 @public
@@ -514,9 +532,18 @@ def routes(context: ApiContext) -> list[Route]:
 
     def create_image(_: Request, raw: bytes, principal: Principal) -> Response:
         image = service.create(principal, parse_create(raw))
-        return JSONResponse(
-            image_body(image), status_code=201, headers={"Location": f"/v2/images/{image.id}"}
-        )
+        headers = {
+            "Location": f"/v2/images/{image.id}",
+            # openstacksdk reads the import methods from here before staging data.
+            "OpenStack-image-import-methods": ",".join(IMPORT_METHODS),
+        }
+        return JSONResponse(image_body(image), status_code=201, headers=headers)
+
+    def import_image(request: Request, raw: bytes, principal: Principal) -> Response:
+        body = json_body(raw) if raw.strip() else None
+        method = body.get("method") if isinstance(body, dict) else None
+        service.import_image(principal, image_id(request), method)
+        return Response(status_code=202)
 
     def show_image(request: Request, _: bytes, principal: Principal) -> Response:
         return JSONResponse(image_body(service.get_visible(principal, image_id(request))))
@@ -553,6 +580,12 @@ def routes(context: ApiContext) -> list[Route]:
         return Response(status_code=204)
 
     async def upload(request: Request, principal: Principal) -> Response:
+        return await receive_data(request, principal, stage=False)
+
+    async def stage(request: Request, principal: Principal) -> Response:
+        return await receive_data(request, principal, stage=True)
+
+    async def receive_data(request: Request, principal: Principal, *, stage: bool) -> Response:
         media_type = request.headers.get("content-type", "application/octet-stream")
         if media_type.split(";")[0].strip().lower() != "application/octet-stream":
             raise UnsupportedMediaType(
@@ -560,7 +593,7 @@ def routes(context: ApiContext) -> list[Route]:
             )
         declared = _declared_size(request)
         started = await run_in_threadpool(
-            service.begin_upload, principal, image_id(request), declared
+            lambda: service.begin_upload(principal, image_id(request), declared, stage=stage)
         )
         try:
             await _stream_into(started, request)
@@ -601,6 +634,8 @@ def routes(context: ApiContext) -> list[Route]:
         "GET": ("ims:image:download", download),
         "PUT": ("ims:image:upload", upload),
     }
+    staging = {"PUT": ("ims:image:upload", stage)}
+    importing = {"POST": ("ims:image:import", import_image)}
     deactivate = {"POST": ("ims:image:update", action(service.deactivate))}
     reactivate = {"POST": ("ims:image:update", action(service.reactivate))}
     tags = {"PUT": ("ims:image:update", add_tag), "DELETE": ("ims:image:update", delete_tag)}
@@ -615,6 +650,15 @@ def routes(context: ApiContext) -> list[Route]:
             "/v2/images/{image_id}/file",
             gate.streaming_route(data_routes, render_error),
             methods=list(data_routes),
+        ),
+        Route("/v2/info/import", import_info, methods=["GET"]),
+        Route(
+            "/v2/images/{image_id}/stage",
+            gate.streaming_route(staging, render_error),
+            methods=["PUT"],
+        ),
+        Route(
+            "/v2/images/{image_id}/import", gate.route(importing, render_error), methods=["POST"]
         ),
         Route(
             "/v2/images/{image_id}/actions/deactivate",
