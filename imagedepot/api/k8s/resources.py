@@ -108,6 +108,15 @@ def _check_list_version(request: Request, head: int) -> None:
         )
 
 
+def _validated(spec: CacheSpec) -> CacheSpec:
+    """`spec` if it keeps the CCI limits, else a 422 naming the field in CCI's spelling."""
+    try:
+        spec.validate(max_images=IMAGES_MAX, field_names=FIELD_NAMES)
+    except InvalidInput as error:
+        raise invalid(spec.name, [Cause(error.field or "spec", error.message)]) from None
+    return spec
+
+
 def _dry_run(values: list[str]) -> bool:
     for value in values:
         if value != "All":
@@ -187,18 +196,7 @@ def routes(context: ApiContext) -> list[Route]:
         attempts = 1 if parsed.name else 5
         for _ in range(attempts):
             name = parsed.name or f"{parsed.generate_name}{suffix()}"
-            spec = CacheSpec(
-                name=name,
-                images=parsed.spec.images,
-                size_gib=parsed.spec.size_gib,
-                retention_days=parsed.spec.retention_days,
-                registries=parsed.spec.registries,
-                timeout_minutes=parsed.spec.timeout_minutes,
-            )
-            try:
-                spec.validate(max_images=IMAGES_MAX, field_names=FIELD_NAMES)
-            except InvalidInput as error:
-                raise invalid(name, [Cause(error.field or "spec", error.message)]) from None
+            spec = _validated(replace(parsed.spec, name=name))
             if dry_run:
                 cache = ImageCache.new(principal.project_id, spec, clock.now())
                 cache.labels, cache.annotations = parsed.labels, stored_annotations(parsed)
@@ -278,19 +276,14 @@ def routes(context: ApiContext) -> list[Route]:
                 raise invalid(name, changes)
             if changes:
                 # Nothing is built yet: the new spec replaces the old and the build starts over.
+                # What the dialect does not show (CCE's cluster and pull secrets) is kept.
                 spec = replace(
-                    cache.spec,
-                    images=parsed.spec.images,
-                    size_gib=parsed.spec.size_gib,
-                    retention_days=parsed.spec.retention_days,
-                    registries=parsed.spec.registries,
-                    timeout_minutes=parsed.spec.timeout_minutes,
+                    parsed.spec,
+                    name=cache.spec.name,
+                    cluster=cache.spec.cluster,
+                    pull_secrets=cache.spec.pull_secrets,
                 )
-                try:
-                    spec.validate(max_images=IMAGES_MAX, field_names=FIELD_NAMES)
-                except InvalidInput as error:
-                    raise invalid(name, [Cause(error.field or "spec", error.message)]) from None
-                cache.change_spec(spec, clock.now())
+                cache.change_spec(_validated(spec), clock.now())
             try:
                 cache.update_metadata(labels, annotations, clock.now(), parsed.finalizers)
             except InvalidInput as error:
