@@ -42,9 +42,6 @@ class Counter:
         with self._lock:
             self._values[key] = self._values.get(key, 0) + amount
 
-    def value(self, **labels: str) -> float:
-        return self._values.get(tuple(sorted(labels.items())), 0)
-
     def render(self) -> list[str]:
         with self._lock:
             values = sorted(self._values.items())

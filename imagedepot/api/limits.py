@@ -30,9 +30,9 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def check(self, key: str, what: str = "requests from this credential") -> None:
-        """Take one token, or raise RateLimited (naming `what`) when there is none."""
-        self._take(key, what, spend=True)
+    def check(self, key: str) -> None:
+        """Take one token, or raise RateLimited when the credential has none left."""
+        self._take(key, "requests from this credential", spend=True)
 
     def refuse_if_empty(self, key: str, what: str) -> None:
         """Raise RateLimited when `key` has no token left, without spending one."""
