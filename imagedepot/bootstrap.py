@@ -23,6 +23,7 @@ from imagedepot.adapters.clock import SystemClock
 from imagedepot.adapters.db.store import SqlMetadataStore
 from imagedepot.adapters.secretbox import (
     FernetSecretBox,
+    key_source,
     load_or_create_key,
     new_key,
     write_key_file,
@@ -104,7 +105,10 @@ def open_core(settings: Settings) -> Core:
     blobs = FilesystemBlobStore(settings.data_dir / "blobs")
     clock = SystemClock()
     token, token_path = admin_token(settings)
-    box = FernetSecretBox(load_or_create_key(settings.data_dir, settings.secret_key))
+    box = FernetSecretBox(
+        load_or_create_key(settings.data_dir, settings.secret_key),
+        reload=key_source(settings.data_dir, settings.secret_key),
+    )
     quotas = Quotas(settings.quota_caches, settings.quota_images, settings.quota_gib)
     holder = new_holder_id()
     return Core(
@@ -139,8 +143,11 @@ def rotate_secret_key(settings: Settings) -> int:
     """Seal every secret under a new key; the count re-sealed.
 
     With the key file: write NEW,OLD, re-seal, then keep NEW only, so a crash in between
-    leaves a file that still opens everything. With IMAGEDEPOT_SECRET_KEY the operator
-    sets it to NEW,OLD first; this re-seals under NEW, after which OLD can be dropped.
+    leaves a file that still opens everything. Running servers follow the file (they re-read
+    it before sealing and when a ciphertext does not open), so they need no restart; one
+    that sealed a secret under OLD just before it saw NEW,OLD is caught by a second pass
+    after NEW alone is written. With IMAGEDEPOT_SECRET_KEY the operator sets it to NEW,OLD
+    on every server first; this re-seals under NEW, after which OLD can be dropped.
     """
     current = load_or_create_key(settings.data_dir, settings.secret_key)
     keys = current if settings.secret_key else new_key() + b"," + current
@@ -148,11 +155,13 @@ def rotate_secret_key(settings: Settings) -> int:
         write_key_file(settings.data_dir, keys)
     store = SqlMetadataStore(settings.resolved_database_url)
     try:
-        resealed = SecretService(store, FernetSecretBox(keys), SystemClock()).reseal_all()
+        service = SecretService(store, FernetSecretBox(keys), SystemClock())
+        resealed = service.reseal_all()
+        if not settings.secret_key:
+            write_key_file(settings.data_dir, keys.split(b",", 1)[0])
+            service.reseal_all()
     finally:
         store.close()
-    if not settings.secret_key:
-        write_key_file(settings.data_dir, keys.split(b",", 1)[0])
     return resealed
 
 

@@ -456,6 +456,12 @@ def caches() -> None:
 @click.option("--retention-days", type=int, default=0, show_default=True)
 @click.option("--pull-secret", "pull_secrets", multiple=True, help="namespace:name (repeat).")
 @click.option("--wait", is_flag=True, help="Wait for Available or Failed, showing progress.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="With --wait: give up after this many seconds (exit 1; the build goes on).",
+)
 def caches_create(
     server: str,
     token: str | None,
@@ -465,6 +471,7 @@ def caches_create(
     retention_days: int,
     pull_secrets: tuple[str, ...],
     wait: bool,
+    timeout: float | None,
 ) -> None:
     """Create the cache NAME of the given images."""
     api = Api(server, token)
@@ -478,7 +485,7 @@ def caches_create(
     cache = api.call("POST", "/v5/imagecaches", body, ok=(201,))["image_cache"]
     click.echo(f"{cache['id']} {cache['name']} {cache['status']}")
     if wait:
-        _wait_built(api, cache["id"])
+        _wait_built(api, cache["id"], timeout)
 
 
 @caches.command("list")
@@ -532,9 +539,10 @@ def caches_delete(server: str, token: str | None, cache_id: str, wait: bool) -> 
         time.sleep(0.5)
 
 
-def _wait_built(api: Api, cache_id: str) -> None:
+def _wait_built(api: Api, cache_id: str, timeout: float | None) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+    deadline = None if timeout is None else time.monotonic() + timeout
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -552,6 +560,11 @@ def _wait_built(api: Api, cache_id: str) -> None:
                 bars.update(tasks[image["image"]], completed=image["pulled_bytes"], total=total)
             if state["status"] in TERMINAL:
                 break
+            if deadline is not None and time.monotonic() >= deadline:
+                raise click.ClickException(
+                    f"cache {cache_id} is still {state['status']} after {timeout:g} s "
+                    f"(the build goes on; see: imagedepot caches get {cache_id})"
+                )
             time.sleep(0.5)
     if state["status"] != "Available":
         raise click.ClickException(f"cache {cache_id} is {state['status']}: {state['message']}")

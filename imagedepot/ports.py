@@ -132,6 +132,12 @@ class BlobRefRepository(Protocol):
     def owners_of(self, digest: str, owner_ids: Sequence[str]) -> dict[str, BlobInfo]:
         """Which of `owner_ids` use `digest`, each with what it recorded about it."""
 
+    def held_by_project(
+        self, project_id: str, digests: Sequence[str], excluding_owner: str
+    ) -> set[str]:
+        """Which of `digests` an Available or Unavailable cache of `project_id` (other than
+        `excluding_owner`) uses: blobs the project has already shown it may read."""
+
     def available_ref(self, digest: str, project_ids: Sequence[str]) -> BlobInfo | None:
         """`digest` as an Available cache of one of these projects recorded it; None when no
         such cache holds it."""
@@ -429,11 +435,22 @@ class RegistryClient(Protocol):
     ) -> None:
         """Stream a blob into `writer` (resuming or restarting on broken connections), then commit it."""
 
+    async def check_blob(
+        self, transport: Transport, image: ImageReference, digest: str, size: int
+    ) -> None:
+        """Ask the registry (with the transport's own login) whether it holds `digest` of
+        `size` bytes, without moving the bytes; RegistryError when it does not."""
+
     async def close(self) -> None: ...
 
 
+class SecretUndecryptable(ValueError):
+    """Ciphertext that none of the keys opens: another key, or damaged data."""
+
+
 class SecretBox(Protocol):
-    """Symmetric encryption of secret data at rest."""
+    """Symmetric encryption of secret data at rest; decrypt and rotate raise
+    SecretUndecryptable for ciphertext none of the keys opens."""
 
     def encrypt(self, plaintext: bytes) -> bytes: ...
 

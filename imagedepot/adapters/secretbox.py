@@ -2,7 +2,9 @@
 
 The key comes from IMAGEDEPOT_SECRET_KEY or from `secret.key` in the data directory, made
 on first start. Several comma-separated keys, newest first, allow rotation: new data is
-sealed with the first, and any of them opens old data.
+sealed with the first, and any of them opens old data. A running server follows the key
+file: it re-reads it before sealing anything, and when a ciphertext does not open under the
+keys it holds, so `imagedepot secrets rotate-key` needs no restart.
 """
 
 from __future__ import annotations
@@ -11,15 +13,21 @@ import contextlib
 import errno
 import os
 import secrets
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from imagedepot.ports import SecretUndecryptable
 from imagedepot.processes import fsync_directory
 
 if TYPE_CHECKING:
     from imagedepot.ports import SecretBox
+
+KeySource = Callable[[], bytes]
+"""Reads the current key(s) again, for a box that follows a key file."""
 
 KEY_FILE: Final = "secret.key"
 _GENERATE_HINT: Final = (
@@ -30,10 +38,6 @@ _GENERATE_HINT: Final = (
 
 class SecretKeyError(ValueError):
     """A configured or stored key is not a Fernet key."""
-
-
-class SecretUndecryptable(ValueError):
-    """Ciphertext that none of the keys opens: another key, or damaged data."""
 
 
 def _split_keys(keys: bytes) -> list[bytes]:
@@ -58,30 +62,69 @@ def _fernets(keys: bytes, origin: str) -> list[Fernet]:
 
 
 class FernetSecretBox:
-    """SecretBox over Fernet; `keys` is one key or several, comma-separated, newest first."""
+    """SecretBox over Fernet; `keys` is one key or several, comma-separated, newest first.
 
-    def __init__(self, keys: bytes) -> None:
+    With `reload`, the box re-reads its keys before each encryption (rare: a secret or an
+    access key is created) and when a ciphertext does not open, so it follows a rotation
+    made by another process while it runs.
+    """
+
+    def __init__(self, keys: bytes, reload: KeySource | None = None) -> None:
+        self._keys = keys
         self._fernet = MultiFernet(_fernets(keys, "secret key"))
+        self._reload = reload
+        self._lock = threading.Lock()
 
     def encrypt(self, plaintext: bytes) -> bytes:
+        self._refresh()
         return self._fernet.encrypt(plaintext)
 
     def decrypt(self, ciphertext: bytes) -> bytes:
-        try:
-            return self._fernet.decrypt(ciphertext)
-        except InvalidToken:
-            raise SecretUndecryptable(
-                "stored secret cannot be decrypted with the configured key(s)"
-            ) from None
+        return self._opening(lambda fernet: fernet.decrypt(ciphertext))
 
     def rotate(self, ciphertext: bytes) -> bytes:
         """Re-seal `ciphertext` under the newest key."""
+        return self._opening(lambda fernet: fernet.rotate(ciphertext))
+
+    def _opening(self, use: Callable[[MultiFernet], bytes]) -> bytes:
         try:
-            return self._fernet.rotate(ciphertext)
+            return use(self._fernet)
+        except InvalidToken:
+            if not self._refresh():
+                raise SecretUndecryptable(
+                    "stored secret cannot be decrypted with the configured key(s)"
+                ) from None
+        try:
+            return use(self._fernet)
         except InvalidToken:
             raise SecretUndecryptable(
-                "stored secret cannot be decrypted with the configured key(s)"
+                "stored secret cannot be decrypted with the configured key(s), "
+                "even after re-reading the key file"
             ) from None
+
+    def _refresh(self) -> bool:
+        """Take the keys `reload` reads now; True when they changed."""
+        if self._reload is None:
+            return False
+        try:
+            keys = self._reload()
+            fernet = MultiFernet(_fernets(keys, "key file"))
+        except (OSError, SecretKeyError):
+            return False  # a key file being replaced or damaged: keep what worked
+        with self._lock:
+            if keys == self._keys:
+                return False
+            self._keys, self._fernet = keys, fernet
+        return True
+
+
+def key_source(data_dir: Path, env_key: str | None) -> KeySource | None:
+    """How a running box re-reads its keys: from the key file, or not at all when the keys
+    come from IMAGEDEPOT_SECRET_KEY (an environment cannot change under a process)."""
+    if env_key and env_key.strip():
+        return None
+    path = data_dir / KEY_FILE
+    return lambda: path.read_bytes().strip()
 
 
 def load_or_create_key(data_dir: Path, env_key: str | None) -> bytes:

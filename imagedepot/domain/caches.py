@@ -49,6 +49,7 @@ class FailureReason(enum.StrEnum):
     UPSTREAM = "UpstreamError"
     CORRUPT = "DigestMismatch"
     EXPIRED = "Expired"
+    SECRET_UNREADABLE = "PullSecretUnreadable"  # noqa: S105 - a reason, not a secret
 
 
 @dataclass(frozen=True)

@@ -52,5 +52,10 @@ class RateLimited(DomainError):
         self.retry_after = retry_after
 
 
+class Unreadable(DomainError):
+    """Stored data the server cannot open, such as a secret sealed under a key it does not
+    hold (HTTP 500: the operator must act, the caller cannot)."""
+
+
 class PayloadTooLarge(DomainError):
     """The request body is over the configured limit (HTTP 413)."""

@@ -5,6 +5,10 @@ References are recorded *before* bytes are written, under the store's reuse
 guard, so garbage collection can never remove a blob a build is about to rely
 on. Blobs are fetched in parallel with a bound, and a blob that two builds need
 at once is fetched once.
+
+Deduplication never grants access: a project gets a reference to a stored (or in-flight)
+blob only once its own upstream, with its own login, has shown it holds that blob, or when
+one of its built caches already holds it.
 """
 
 from __future__ import annotations
@@ -104,16 +108,45 @@ class BlobFetcher:
         image: ImageReference,
         blob: Descriptor,
         on_progress: Callable[[int], None],
+        *,
+        proven: bool,
     ) -> None:
-        if self._blobs.has(blob.digest):
+        """Make `blob` stored, fetching it through `transport` when nobody has it or is
+        fetching it.
+
+        Unless `proven` (the project already holds the blob), a blob that is stored or that
+        another build is fetching is first asked of the build's own upstream with its own
+        login: what the store holds for one project is never a way in for another whose
+        upstream does not hold it.
+        """
+        checked = proven
+        while True:
+            if self._blobs.has(blob.digest):
+                if not checked:
+                    await self._registry.check_blob(transport, image, blob.digest, blob.size)
+                on_progress(blob.size)
+                return
+            download = self._inflight.get(blob.digest)
+            if download is None:
+                # Our own download: fetching from our own upstream is the proof.
+                task = asyncio.ensure_future(self._download(transport, image, blob, on_progress))
+                download = self._inflight[blob.digest] = _Download(task)
+                task.add_done_callback(lambda done: self._forget(blob.digest, done))
+                await self._wait(download)
+                return
+            if not checked:
+                await self._registry.check_blob(transport, image, blob.digest, blob.size)
+                checked = True
+            try:
+                await self._wait(download)
+            except Exception:  # noqa: S112 - another build's failure is not ours to report
+                # Fetch it ourselves, through our own upstream, and fail with our own cause.
+                continue
             on_progress(blob.size)
             return
-        download = self._inflight.get(blob.digest)
-        joined = download is not None
-        if download is None:
-            task = asyncio.ensure_future(self._download(transport, image, blob, on_progress))
-            download = self._inflight[blob.digest] = _Download(task)
-            task.add_done_callback(lambda done: self._forget(blob.digest, done))
+
+    @staticmethod
+    async def _wait(download: _Download) -> None:
         download.waiters += 1
         try:
             await asyncio.shield(download.task)
@@ -121,8 +154,6 @@ class BlobFetcher:
             download.waiters -= 1
             if download.waiters == 0 and not download.task.done():
                 download.task.cancel()
-        if joined:
-            on_progress(blob.size)
 
     def _forget(self, digest: str, done: asyncio.Future[None]) -> None:
         self._inflight.pop(digest, None)
@@ -172,6 +203,7 @@ class CacheBuilder:
         )
         self._check_budget(cache, resolved)
         await asyncio.to_thread(self._record_references, cache.id, resolved)
+        proven = await asyncio.to_thread(self._held_by_project, cache, resolved)
         await asyncio.to_thread(self._store_manifests, resolved)
 
         done: dict[str, int] = {}
@@ -201,7 +233,9 @@ class CacheBuilder:
         for image in resolved:
             for blob in image.blobs:
                 if blob.digest not in downloads:
-                    downloads[blob.digest] = self._fetch(image, blob, tracker(blob.digest))
+                    downloads[blob.digest] = self._fetch(
+                        image, blob, tracker(blob.digest), proven=blob.digest in proven
+                    )
         work = asyncio.ensure_future(asyncio.gather(*downloads.values()))
         try:
             while True:
@@ -219,10 +253,17 @@ class CacheBuilder:
         return progress()
 
     async def _fetch(
-        self, image: _ResolvedImage, blob: Descriptor, on_progress: Callable[[int], None]
+        self,
+        image: _ResolvedImage,
+        blob: Descriptor,
+        on_progress: Callable[[int], None],
+        *,
+        proven: bool,
     ) -> None:
         try:
-            await self._fetcher.ensure(image.transport, image.reference, blob, on_progress)
+            await self._fetcher.ensure(
+                image.transport, image.reference, blob, on_progress, proven=proven
+            )
         except RegistryError as error:
             raise _failure(image.text, error) from None
 
@@ -330,6 +371,13 @@ class CacheBuilder:
         with self._blobs.reuse_guard(), self._store.transaction() as uow:
             uow.blob_refs.drop_refs(cache_id)
             uow.blob_refs.add_refs(cache_id, list(infos.values()))
+
+    def _held_by_project(self, cache: ImageCache, resolved: list[_ResolvedImage]) -> set[str]:
+        """The blobs the cache's project already holds in a built cache; the cache's own
+        references do not count, since a build records them before it has checked them."""
+        digests = [blob.digest for image in resolved for blob in image.blobs]
+        with self._store.transaction(read_only=True) as uow:
+            return uow.blob_refs.held_by_project(cache.project_id, digests, cache.id)
 
     def _store_manifests(self, resolved: list[_ResolvedImage]) -> None:
         for image in resolved:

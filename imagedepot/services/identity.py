@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from imagedepot.domain import signing
-from imagedepot.domain.errors import Forbidden, NotFound, Unauthenticated
+from imagedepot.domain.errors import Forbidden, NotFound, Unauthenticated, Unreadable
 from imagedepot.domain.identity import (
     Credential,
     CredentialKind,
@@ -27,7 +27,7 @@ from imagedepot.domain.identity import (
     validate_project_name,
 )
 from imagedepot.domain.policy import Policy
-from imagedepot.ports import Clock, MetadataStore, SecretBox
+from imagedepot.ports import Clock, MetadataStore, SecretBox, SecretUndecryptable
 
 DEFAULT_PROJECT = "default"
 ADMIN_CREDENTIAL_ID = "admin"
@@ -209,7 +209,13 @@ class IdentityService:
             credential = uow.identity.credential_by_access_key(signed.claim.access_key)
         if credential is None or credential.secret_ciphertext is None:
             raise Unauthenticated("the access key is not known")
-        secret_key = self._box.decrypt(credential.secret_ciphertext).decode()
+        try:
+            secret_key = self._box.decrypt(credential.secret_ciphertext).decode()
+        except SecretUndecryptable:
+            raise Unreadable(
+                "the server cannot decrypt this access key's secret with its secret key(s); "
+                "an operator must check IMAGEDEPOT_SECRET_KEY or secret.key"
+            ) from None
         expected = signing.sign(secret_key, signed.sdk_date, signed.canonical_request)
         if not hmac.compare_digest(expected, signed.claim.signature):
             raise Unauthenticated("the request signature does not match")

@@ -7,10 +7,13 @@ the cache names it, so `skopeo copy oci:DIR:registry.example.com/team/app:v1 …
 same layout can be written as a tar (`oci-archive:`). An import reads such a layout back into
 a new Available cache, checking every blob's sha256 as it is stored; as a build does, it
 records the references before writing bytes, so garbage collection cannot remove them midway.
+A blob the store already holds for another project is hashed from the layout all the same
+(not written again): a layout that merely names a digest gets no access to its bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -180,10 +183,16 @@ class OciLayoutService:
             cache = ImageCache.new(project.id, spec, self._clock.now())
             with self._blobs.reuse_guard(), self._store.transaction() as uow:
                 uow.blob_refs.add_refs(cache.id, blobs)
+                held = uow.blob_refs.held_by_project(
+                    project.id, [blob.digest for blob in blobs], cache.id
+                )
             try:
                 for blob in blobs:
                     if not self._blobs.has(blob.digest):
                         self._store_blob(layout, blob)
+                    elif blob.digest not in held:
+                        # Stored for someone else: the layout must hold the bytes itself.
+                        _check_blob(layout, blob)
                 cache.mark_available(images, self._clock.now())
                 with self._store.transaction() as uow:
                     self._quotas.check(uow.caches.list(project.id), spec)
@@ -206,6 +215,19 @@ class OciLayoutService:
             raise LayoutInvalid(f"the layout's {error}") from None
         finally:
             writer.abort()
+
+
+def _check_blob(layout: _Layout, blob: BlobInfo) -> None:
+    """Hash the layout's copy of `blob` without storing it; LayoutInvalid unless it matches."""
+    digest, size = hashlib.sha256(), 0
+    with layout.open(_blob_path(blob.digest)) as source:
+        while chunk := source.read(COPY_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    if size != blob.size or f"sha256:{digest.hexdigest()}" != blob.digest:
+        raise LayoutInvalid(
+            f"the layout's blob {blob.digest} holds {size} bytes that do not match its digest"
+        )
 
 
 def _read_layout(layout: _Layout) -> tuple[list[ImageProgress], list[BlobInfo]]:

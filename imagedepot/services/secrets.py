@@ -15,8 +15,15 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from imagedepot.domain.errors import InvalidInput, NotFound
-from imagedepot.ports import Clock, MetadataStore, RegistryCredentials, SecretBox, StoredSecret
+from imagedepot.domain.errors import InvalidInput, NotFound, Unreadable
+from imagedepot.ports import (
+    Clock,
+    MetadataStore,
+    RegistryCredentials,
+    SecretBox,
+    SecretUndecryptable,
+    StoredSecret,
+)
 
 DOCKER_CONFIG_JSON = "kubernetes.io/dockerconfigjson"
 DNS_LABEL_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
@@ -97,7 +104,7 @@ class SecretService:
         if stored is None:
             raise NotFound(f"secret {namespace}/{name} not found")
         summary = SecretSummary(namespace, name, stored.type, (), stored.created_at)
-        return summary, self._box.decrypt(stored.ciphertext)
+        return summary, self._open(stored)
 
     def exists(self, project_id: str, namespace: str, name: str) -> bool:
         with self._store.transaction(read_only=True) as uow:
@@ -126,10 +133,21 @@ class SecretService:
                 stored = uow.secrets.get(project_id, namespace, name)
             if stored is None:
                 continue
-            for server, login in _auths(self._box.decrypt(stored.ciphertext)).items():
+            for server, login in _auths(self._open(stored)).items():
                 if normalise_server(server) == wanted:
                     return login
         return None
+
+    def _open(self, stored: StoredSecret) -> bytes:
+        try:
+            return self._box.decrypt(stored.ciphertext)
+        except SecretUndecryptable:
+            raise Unreadable(
+                f"secret {stored.namespace}/{stored.name} cannot be decrypted with the server's "
+                "secret key(s): it was sealed under another key (check IMAGEDEPOT_SECRET_KEY or "
+                "secret.key in the data dir) or is damaged; create it again to replace it",
+                field="secret",
+            ) from None
 
 
 def _auths(config_json: bytes) -> dict[str, RegistryCredentials]:

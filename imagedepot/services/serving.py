@@ -4,7 +4,10 @@ may have it, and when each cache was last used.
 A name and tag resolve to the newest Available cache (by creation) that holds an image
 served under that name; newer caches win because they were pulled later. A puller with a
 credential sees its project's caches only; an anonymous puller sees the caches of every
-project that allows anonymous pulls, with the same newest-wins rule across them. By digest
+project that allows anonymous pulls, with the same newest-wins rule across them, except
+that across projects a name must not stand for two upstreams: when `team/app` is served by
+one project from registry-a and by another from registry-b, neither answers to it (only to
+`registry-a/team/app`, or with `ns=`), so no project can shadow another's image. By digest
 there is no ambiguity, but only digests such a cache holds are served, so a project never
 learns another's content. Last use is written at most once a minute per cache, since an
 eviction policy needs nothing finer and a pull should not wait on a write.
@@ -45,6 +48,10 @@ class NameUnknown(NotFound):
 
 class ManifestUnknown(NotFound):
     """The name is known but not this tag or manifest digest."""
+
+
+class NameAmbiguous(NameUnknown):
+    """Anonymous projects serve this name from different upstreams: the puller must say which."""
 
 
 class BlobUnknown(NotFound):
@@ -246,12 +253,15 @@ class ServingService:
     def _holdings(self, uow: UnitOfWork, puller: Puller, wanted: ServedName) -> list[_Holding]:
         """Every image served under `wanted` in the caches `puller` may see, newest cache first."""
         caches = uow.caches.available(self._project_ids(uow, puller))
-        return [
+        holdings = [
             holding
             for cache in caches
             for holding in _images_of(cache)
             if wanted.serves(holding.reference)
         ]
+        if puller.anonymous:
+            _check_one_upstream(wanted, holdings)
+        return holdings
 
     def _manifest_bytes(self, digest: str) -> bytes:
         try:
@@ -309,6 +319,19 @@ def _images_of(cache: ImageCache) -> list[_Holding]:
             continue  # validated when the cache was created; never served if that changed
         holdings.append(_Holding(cache, reference, image))
     return holdings
+
+
+def _check_one_upstream(wanted: ServedName, holdings: list[_Holding]) -> None:
+    """Across projects, a name served from two upstreams answers to neither (a project could
+    otherwise shadow another's image by caching a same-named one from a registry it runs)."""
+    projects = {holding.cache.project_id for holding in holdings}
+    upstreams = sorted({f"{h.reference.registry}/{h.reference.repository}" for h in holdings})
+    if len(projects) > 1 and len(upstreams) > 1:
+        raise NameAmbiguous(
+            f"repository {wanted.text} is served from several upstreams "
+            f"({', '.join(upstreams)}): pull it by one of these names, or with ?ns= "
+            "naming the registry"
+        )
 
 
 def _unique_caches(holdings: list[_Holding]) -> list[ImageCache]:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from imagedepot.domain.caches import CacheStatus, FailureReason, ImageCache, ImageProgress
+from imagedepot.domain.errors import Unreadable
 from imagedepot.domain.references import parse_reference
 from imagedepot.ports import Clock, MetadataStore, RegistryCredentials
 from imagedepot.services.blobs import BlobService
@@ -54,12 +55,19 @@ class Reconciler:
             await self.build(cache)
 
     async def build(self, cache: ImageCache) -> None:
-        logins = await asyncio.to_thread(self._logins, cache)
+        target = _Target(cache.id, cache.generation)
+        try:
+            logins = await asyncio.to_thread(self._logins, cache)
+        except Unreadable as error:
+            # Asking again cannot help (the box already re-read its keys): fail now, saying so.
+            reason = FailureReason.SECRET_UNREADABLE
+            if await asyncio.to_thread(self._fail, target, reason, error.message):
+                self._on_build_finished("failed", 0.0)
+            return
 
         async def checkpoint(images: list[ImageProgress]) -> bool:
             return await asyncio.to_thread(self._checkpoint, target, images)
 
-        target = _Target(cache.id, cache.generation)
         log.info("building cache %s (%s)", cache.spec.name, cache.id)
         started = time.monotonic()
 

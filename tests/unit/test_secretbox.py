@@ -13,9 +13,9 @@ from imagedepot.adapters.secretbox import (
     KEY_FILE,
     FernetSecretBox,
     SecretKeyError,
-    SecretUndecryptable,
     load_or_create_key,
 )
+from imagedepot.ports import SecretUndecryptable
 
 
 def test_round_trip() -> None:

@@ -278,6 +278,27 @@ class SqlBlobRefRepository:
                 found[row.owner_id] = BlobInfo(digest, row.size, row.media_type)
         return found
 
+    def held_by_project(
+        self, project_id: str, digests: Sequence[str], excluding_owner: str
+    ) -> set[str]:
+        refs, caches = tables.blob_refs.c, tables.caches.c
+        shown = (CacheStatus.AVAILABLE.value, CacheStatus.UNAVAILABLE.value)
+        found: set[str] = set()
+        for chunk in chunks(sorted(set(digests))):
+            query = (
+                select(refs.digest)
+                .join_from(tables.blob_refs, tables.caches, refs.owner_id == caches.id)
+                .where(
+                    refs.digest.in_(chunk),
+                    caches.project_id == project_id,
+                    caches.id != excluding_owner,
+                    caches.status.in_(shown),
+                )
+                .distinct()
+            )
+            found.update(self._connection.execute(query).scalars())
+        return found
+
     def available_ref(self, digest: str, project_ids: Sequence[str]) -> BlobInfo | None:
         if not project_ids:
             return None

@@ -62,6 +62,23 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True)
+class _AuthScope:
+    """What an upstream authorization is good for: one endpoint, repository and login."""
+
+    endpoint: str
+    repository: str
+    login: str
+    """A fingerprint of the credentials ("" when anonymous), never the credentials themselves."""
+
+
+def _login_fingerprint(credentials: RegistryCredentials | None) -> str:
+    if credentials is None:
+        return ""
+    pair = f"{len(credentials.username)}:{credentials.username}:{credentials.password}"
+    return hashlib.sha256(pair.encode()).hexdigest()
+
+
 @dataclass
 class _Authorization:
     header: str
@@ -110,8 +127,8 @@ class AiohttpRegistryClient:
         )
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
-        self._authorizations: dict[tuple[str, str], _Authorization] = {}
-        self._auth_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._authorizations: dict[_AuthScope, _Authorization] = {}
+        self._auth_locks: dict[_AuthScope, asyncio.Lock] = {}
 
     # --- the port ---------------------------------------------------------------------------
 
@@ -170,6 +187,52 @@ class AiohttpRegistryClient:
         raise RegistryError(
             "corrupt", f"blob {digest} of {name} does not match its digest ({failure})"
         )
+
+    async def check_blob(
+        self, transport: Transport, image: ImageReference, digest: str, size: int
+    ) -> None:
+        name = f"{image.registry}/{image.repository}"
+        url = f"{_base_url(transport)}/v2/{image.repository}/blobs/{digest}"
+        what = f"blob {digest} of {name}"
+
+        async def attempt() -> int | None:
+            response = await self._send(
+                transport,
+                image,
+                url,
+                {"Accept-Encoding": "identity"},
+                self._manifest_timeout,
+                method="HEAD",
+            )
+            async with response:
+                if response.status != 200:
+                    await self._fail(response, transport, what, f"blob unknown: {digest} in {name}")
+                if response.content_length is not None:
+                    return response.content_length
+            # No length in the HEAD answer: ask for the first byte and read the total.
+            response = await self._send(
+                transport,
+                image,
+                url,
+                {"Accept-Encoding": "identity", "Range": "bytes=0-0"},
+                self._manifest_timeout,
+            )
+            async with response:
+                if response.status not in (200, 206):
+                    await self._fail(response, transport, what, f"blob unknown: {digest} in {name}")
+                if response.status == 206:
+                    return _range_total(response.headers.get("Content-Range"))
+                return response.content_length
+
+        held = await self._retrying(attempt, transport, what)
+        if held is None:
+            raise RegistryError(
+                "upstream", f"{what}: {transport.endpoint} does not tell the blob's size"
+            )
+        if held != size:
+            raise RegistryError(
+                "corrupt", f"{what} is {held} bytes at {transport.endpoint}, not {size}"
+            )
 
     async def close(self) -> None:
         self._closed = True  # a download still running must not open a session nobody closes
@@ -329,15 +392,17 @@ class AiohttpRegistryClient:
             )
         return self._session
 
-    async def _get(
+    async def _request(
         self,
+        method: str,
         transport: Transport,
         url: str,
         headers: dict[str, str],
         limits: aiohttp.ClientTimeout,
     ) -> aiohttp.ClientResponse:
         session = self._session_for_loop()
-        return await session.get(
+        return await session.request(
+            method,
             url,
             headers=headers,
             timeout=limits,
@@ -352,14 +417,20 @@ class AiohttpRegistryClient:
         url: str,
         headers: dict[str, str],
         limits: aiohttp.ClientTimeout,
+        *,
+        method: str = "GET",
     ) -> aiohttp.ClientResponse:
-        """GET `url`, answering an auth challenge once; the caller releases the response."""
-        key = (transport.endpoint, image.repository)
+        """GET (or HEAD) `url`, answering an auth challenge once; the caller releases the
+        response. An authorization is reused only for the same endpoint, repository and
+        login: two projects with different logins (or one with none) never share one."""
+        key = _AuthScope(
+            transport.endpoint, image.repository, _login_fingerprint(transport.credentials)
+        )
         known = self._authorizations.get(key)
         sent = dict(headers)
         if known is not None and known.expires_at > time.monotonic():
             sent["Authorization"] = known.header
-        response = await self._get(transport, url, sent, limits)
+        response = await self._request(method, transport, url, sent, limits)
         if response.status not in (401, 403):
             return response
         challenge = response.headers.get("WWW-Authenticate", "")
@@ -379,8 +450,8 @@ class AiohttpRegistryClient:
             else:
                 authorization = await self._authenticate(transport, image, challenge, limits)
                 self._authorizations[key] = authorization
-        response = await self._get(
-            transport, url, {**headers, "Authorization": authorization.header}, limits
+        response = await self._request(
+            method, transport, url, {**headers, "Authorization": authorization.header}, limits
         )
         if response.status in (401, 403):
             status = response.status
@@ -493,6 +564,11 @@ def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 def _range_start(header: str | None) -> int | None:
     match = _CONTENT_RANGE.match(header or "")
     return int(match.group(1)) if match else None
+
+
+def _range_total(header: str | None) -> int | None:
+    match = _CONTENT_RANGE.match(header or "")
+    return int(match.group(3)) if match and match.group(3) != "*" else None
 
 
 def _retry_after(header: str | None) -> float | None:
