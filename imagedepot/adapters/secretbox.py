@@ -87,20 +87,13 @@ class FernetSecretBox:
         return self._opening(lambda fernet: fernet.rotate(ciphertext))
 
     def _opening(self, use: Callable[[MultiFernet], bytes]) -> bytes:
-        try:
-            return use(self._fernet)
-        except InvalidToken:
-            if not self._refresh():
-                raise SecretUndecryptable(
-                    "stored secret cannot be decrypted with the configured key(s)"
-                ) from None
-        try:
-            return use(self._fernet)
-        except InvalidToken:
-            raise SecretUndecryptable(
-                "stored secret cannot be decrypted with the configured key(s), "
-                "even after re-reading the key file"
-            ) from None
+        for _ in range(2):
+            try:
+                return use(self._fernet)
+            except InvalidToken:
+                if not self._refresh():
+                    break
+        raise SecretUndecryptable("stored secret cannot be decrypted with the configured key(s)")
 
     def _refresh(self) -> bool:
         """Take the keys `reload` reads now; True when they changed."""

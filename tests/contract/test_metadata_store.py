@@ -556,6 +556,33 @@ def test_references_of_builds_in_progress_are_told_apart(store: SqlMetadataStore
         assert uow.blob_refs.referenced_by_settled_owners() == {digest(2), digest(3), digest(4)}
 
 
+def test_a_project_holds_only_what_its_built_caches_hold(store: SqlMetadataStore) -> None:
+    """The blobs a build may take from the store without asking its upstream: those a built
+    cache of the same project holds; never another project's, never an unfinished build's."""
+    built = available_cache("built", "p1", T0)
+    stale = available_cache("stale", "p1", T0)
+    stale.status = CacheStatus.UNAVAILABLE
+    building, failed = new_cache("building", "p1", T0), new_cache("failed", "p1", T0)
+    failed.status = CacheStatus.FAILED
+    theirs = available_cache("theirs", "p2", T0)
+    add(store, built, stale, building, failed, theirs)
+    with store.transaction() as uow:
+        uow.blob_refs.add_refs(built.id, [BlobInfo(digest(1), 1, "m")])
+        uow.blob_refs.add_refs(stale.id, [BlobInfo(digest(2), 2, "m")])
+        uow.blob_refs.add_refs(building.id, [BlobInfo(digest(3), 3, "m")])
+        uow.blob_refs.add_refs(failed.id, [BlobInfo(digest(4), 4, "m")])
+        uow.blob_refs.add_refs(theirs.id, [BlobInfo(digest(5), 5, "m")])
+        uow.blob_refs.add_refs("vmimage:x", [BlobInfo(digest(6), 6, "m")])
+    wanted = [digest(n) for n in range(1, 8)]
+    with store.transaction(read_only=True) as uow:
+        assert uow.blob_refs.held_by_project("p1", wanted, "new") == {digest(1), digest(2)}
+        # a cache's own references (recorded before its bytes were checked) do not count
+        assert uow.blob_refs.held_by_project("p1", wanted, built.id) == {digest(2)}
+        assert uow.blob_refs.held_by_project("p2", wanted, "new") == {digest(5)}
+        assert uow.blob_refs.held_by_project("p3", wanted, "new") == set()
+        assert uow.blob_refs.held_by_project("p1", [], "new") == set()
+
+
 def test_referenced_handles_long_lists(store: SqlMetadataStore) -> None:
     blobs = [BlobInfo(digest(n), n, "m") for n in range(0, 3000, 2)]
     with store.transaction() as uow:

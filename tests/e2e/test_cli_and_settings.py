@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -66,6 +67,37 @@ def test_the_cli_reports_a_failed_build(service: Service, registry: RegistryServ
     assert result.returncode != 0
     assert "Failed" in result.stderr
     assert "cli/absent" in result.stderr
+
+
+def test_waiting_for_a_build_gives_up_at_the_timeout(
+    service: Service, registry: RegistryServer
+) -> None:
+    from tests.support.faultproxy import FaultProxy
+
+    pushed = push_image(registry.url, "cli/slow", "1", [make_layer(512 * 1024, seed=201)])
+    token = service.credential("cli-timeout", "admin")
+    with FaultProxy(registry.url) as proxy:
+        proxy.throttle(f"/blobs/{pushed.layer_digests[0]}", 64 * 1024)
+        started = time.monotonic()
+        result = service.cli(
+            "caches",
+            "create",
+            "slow",
+            "--image",
+            f"{proxy.endpoint}/cli/slow:1",
+            "--wait",
+            "--timeout",
+            "1.5",
+            "--server",
+            service.url,
+            "--token",
+            token,
+            check=False,
+        )
+        waited = time.monotonic() - started
+    assert result.returncode == 1
+    assert "still Creating after 1.5 s" in result.stderr
+    assert waited < 7  # the 512 KiB layer alone takes 8 s at this rate
 
 
 def test_the_cli_refuses_without_a_token(service: Service) -> None:

@@ -20,6 +20,7 @@ from imagedepot.services.serving import (
     ANONYMOUS,
     BlobUnknown,
     ManifestUnknown,
+    NameAmbiguous,
     NameUnknown,
     Puller,
     ServingService,
@@ -101,6 +102,31 @@ def test_anonymous_pullers_see_every_anonymous_project_and_nothing_else(
     with pytest.raises(NameUnknown):
         harness.serving.manifest(Puller("nobody"), "nginx", "stable")
     assert harness.serving.catalog(ANONYMOUS).items == ["library/nginx"]
+
+
+def test_no_anonymous_project_can_shadow_another_with_a_same_named_image(
+    harness: Harness,
+) -> None:
+    """B caches `team/app:v1` from a registry of its own, newer than A's: anonymous pullers of
+    the bare name get neither (the name stands for two upstreams), and each stays reachable
+    by the name that pins its upstream; one project alone keeps newest-wins."""
+    harness.project("open-a", anonymous=True)
+    b = harness.project("open-b", anonymous=True)
+    genuine, genuine_digest = harness.cache("open-a", "registry.a.example/team/app:v1")
+    _, shadow_digest = harness.cache("open-b", "evil.example/team/app:v1", minutes=5)
+    harness.cache("open-b", "evil.example/registry.a.example/team/app:v1", minutes=6)
+
+    for name in ("team/app", "registry.a.example/team/app"):
+        with pytest.raises(NameAmbiguous, match="several upstreams"):
+            harness.serving.manifest(ANONYMOUS, name, "v1")
+        with pytest.raises(NameAmbiguous):
+            harness.serving.tags(ANONYMOUS, name)
+    pinned = harness.serving.manifest(ANONYMOUS, "team/app", "v1", upstream="registry.a.example")
+    assert (pinned.digest, pinned.cache_id) == (genuine_digest, genuine.id)
+    theirs = harness.serving.manifest(ANONYMOUS, "team/app", "v1", upstream="evil.example")
+    assert theirs.digest == shadow_digest
+    # with its own credential, B sees only its own caches, where the newest wins
+    assert harness.serving.manifest(b, "team/app", "v1").digest == shadow_digest
 
 
 def test_a_use_is_written_at_most_once_per_interval_per_cache(harness: Harness) -> None:

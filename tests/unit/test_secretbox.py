@@ -13,6 +13,7 @@ from imagedepot.adapters.secretbox import (
     KEY_FILE,
     FernetSecretBox,
     SecretKeyError,
+    key_source,
     load_or_create_key,
 )
 from imagedepot.ports import SecretUndecryptable
@@ -84,3 +85,32 @@ def test_rotation_with_several_keys() -> None:
     assert FernetSecretBox(new).decrypt(rotating.encrypt(b"fresh")) == b"fresh"
     with pytest.raises(SecretUndecryptable):
         FernetSecretBox(old).decrypt(rotating.encrypt(b"fresh"))
+
+
+def test_a_box_following_the_key_file_picks_up_a_rotation(tmp_path: Path) -> None:
+    old, new, foreign = Fernet.generate_key(), Fernet.generate_key(), Fernet.generate_key()
+    (tmp_path / KEY_FILE).write_bytes(old + b"\n")
+    running = FernetSecretBox(old, reload=key_source(tmp_path, None))
+    sealed_before = running.encrypt(b"before")
+
+    # Another process rotates: NEW,OLD while re-sealing, then NEW alone.
+    (tmp_path / KEY_FILE).write_bytes(new + b"," + old + b"\n")
+    sealed_new = FernetSecretBox(new).encrypt(b"after")
+    assert running.decrypt(sealed_new) == b"after"  # re-read because it did not open
+    (tmp_path / KEY_FILE).write_bytes(new + b"\n")
+    assert FernetSecretBox(new).decrypt(running.encrypt(b"fresh")) == b"fresh"  # sealed under NEW
+    with pytest.raises(SecretUndecryptable, match="cannot be decrypted"):
+        running.decrypt(sealed_before)  # only OLD opens it, and the file dropped OLD
+    with pytest.raises(SecretUndecryptable):
+        running.decrypt(FernetSecretBox(foreign).encrypt(b"never ours"))
+
+    # A key file being replaced (or broken) keeps the keys that worked.
+    (tmp_path / KEY_FILE).write_text("garbage\n")
+    assert running.decrypt(sealed_new) == b"after"
+    (tmp_path / KEY_FILE).unlink()
+    assert FernetSecretBox(new).decrypt(running.encrypt(b"still")) == b"still"
+
+
+def test_keys_from_the_environment_are_not_re_read(tmp_path: Path) -> None:
+    assert key_source(tmp_path, Fernet.generate_key().decode()) is None
+    assert key_source(tmp_path, "  ") is not None
