@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from imagedepot.adapters.blobs.filesystem import FilesystemBlobStore
 from imagedepot.adapters.clock import SystemClock
 from imagedepot.adapters.db.store import SqlMetadataStore
+from imagedepot.adapters.processes import dead_holders, new_holder_id
 from imagedepot.adapters.secretbox import (
     FernetSecretBox,
     key_source,
@@ -28,11 +29,10 @@ from imagedepot.adapters.secretbox import (
     new_key,
     write_key_file,
 )
+from imagedepot.api.metrics import Metrics
 from imagedepot.config import Settings
 from imagedepot.domain.errors import InvalidInput
 from imagedepot.domain.policy import Policy
-from imagedepot.metrics import Metrics
-from imagedepot.processes import dead_holders, new_holder_id
 from imagedepot.services.audit import AuditService
 from imagedepot.services.blobs import BlobService
 from imagedepot.services.caches import CacheService, Quotas
@@ -46,8 +46,8 @@ from imagedepot.services.vmimages import VmImageService
 
 if TYPE_CHECKING:
     from imagedepot.adapters.registry.client import AiohttpRegistryClient
+    from imagedepot.api.context import RegistryContext
     from imagedepot.api.limits import AuthFailureLimiter
-    from imagedepot.api.registry_context import RegistryContext
     from imagedepot.services.building import BuildPolicy
     from imagedepot.worker.loop import WorkerLoop
 
@@ -111,6 +111,7 @@ def open_core(settings: Settings) -> Core:
     )
     quotas = Quotas(settings.quota_caches, settings.quota_images, settings.quota_gib)
     holder = new_holder_id()
+    blob_service = BlobService(store, blobs)
     return Core(
         settings=settings,
         store=store,
@@ -119,10 +120,10 @@ def open_core(settings: Settings) -> Core:
         identity=IdentityService(store, clock, token, box, load_policy(settings.policy_file)),
         caches=CacheService(store, clock, quotas),
         secrets=SecretService(store, box, clock),
-        blob_service=BlobService(store, blobs),
+        blob_service=blob_service,
         audit=AuditService(store),
         serving=ServingService(store, blobs, clock),
-        layouts=OciLayoutService(store, blobs, clock, quotas, BlobService(store, blobs)),
+        layouts=OciLayoutService(store, blobs, clock, quotas, blob_service),
         admin_token_path=token_path,
         vm_images=VmImageService(
             store,
@@ -193,6 +194,10 @@ def worker_for(core: Core, registry: AiohttpRegistryClient) -> WorkerLoop:
 
     settings = core.settings
     policy = build_policy(settings)
+
+    def dead(holders: list[str]) -> tuple[str, ...]:
+        return dead_holders(holders, core.holder)
+
     loop = WorkerLoop(
         core.store,
         core.blobs,
@@ -201,11 +206,10 @@ def worker_for(core: Core, registry: AiohttpRegistryClient) -> WorkerLoop:
         lease_seconds=settings.lease_seconds,
         poll_seconds=settings.worker_poll_seconds,
         housekeeping=[
-            lambda: core.vm_images.recover_interrupted_uploads(
-                lambda holders: dead_holders(holders, core.holder)
-            ),
+            lambda: core.vm_images.recover_interrupted_uploads(dead),
             core.caches.forget_changes,
         ],
+        dead_holders=dead,
     )
     fetcher = BlobFetcher(core.blobs, registry, settings.parallel_blobs)
     builder = CacheBuilder(core.store, core.blobs, registry, fetcher, policy)
@@ -240,8 +244,8 @@ def registry_context(
 ) -> RegistryContext:
     """The registry port's services; its pull tokens are signed with a key derived from the
     newest secret key, so rotating that key only cuts short the tokens of the last minutes."""
+    from imagedepot.api.context import RegistryContext
     from imagedepot.api.limits import AuthFailureLimiter
-    from imagedepot.api.registry_context import RegistryContext
     from imagedepot.services.pull_tokens import PullTokens, derive_key
 
     keys = load_or_create_key(core.settings.data_dir, core.settings.secret_key)
@@ -263,7 +267,7 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
     from imagedepot.api.context import ApiContext
     from imagedepot.api.limits import AuthFailureLimiter, RateLimiter
     from imagedepot.api.metrics import CountingMiddleware
-    from imagedepot.zero_copy import http_protocol
+    from imagedepot.api.zero_copy import http_protocol
 
     class EmbeddedServer(uvicorn.Server):
         """A uvicorn server that leaves signal handling to `serve`, which runs several of them."""

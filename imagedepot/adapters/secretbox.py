@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Final
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from imagedepot.adapters.processes import fsync_directory
 from imagedepot.ports import SecretUndecryptable
-from imagedepot.processes import fsync_directory
 
 if TYPE_CHECKING:
     from imagedepot.ports import SecretBox

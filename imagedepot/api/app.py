@@ -18,9 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagedepot.api import cce, didi, glance, k8s, oci
 from imagedepot.api.auth import public
-from imagedepot.api.context import ApiContext
+from imagedepot.api.context import ApiContext, RegistryContext
 from imagedepot.api.metrics import metrics_routes
-from imagedepot.api.registry_context import RegistryContext
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
-"""What every dialect needs from the core, handed in by `bootstrap`: the services and a way
-to tell the worker there is new work."""
+"""What the ports need from the core, handed in by `bootstrap`: for the API port's dialects the
+services and a way to tell the worker there is new work; for the registry port serving what
+the caches hold and the pull tokens of its token flow."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from imagedepot.api.auth import Gate
-from imagedepot.metrics import Metrics
+from imagedepot.api.limits import AuthFailureLimiter
+from imagedepot.api.metrics import Metrics
 from imagedepot.services.caches import CacheService
 from imagedepot.services.image_sharing import ImageSharingService
 from imagedepot.services.inventory import InventoryService
+from imagedepot.services.pull_tokens import PullTokens
 from imagedepot.services.secrets import SecretService
+from imagedepot.services.serving import ServingService
 from imagedepot.services.vmimages import VmImageService
 
 
@@ -29,3 +33,10 @@ class ApiContext:
     metrics: Metrics | None = None
     inventory: InventoryService | None = None
     """With both, `/metrics` is served."""
+
+
+@dataclass(frozen=True)
+class RegistryContext:
+    serving: ServingService
+    tokens: PullTokens
+    auth_failures: AuthFailureLimiter

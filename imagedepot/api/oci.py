@@ -27,8 +27,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from imagedepot.api.auth import public
+from imagedepot.api.context import RegistryContext
 from imagedepot.api.errors import finish
-from imagedepot.api.registry_context import RegistryContext
 from imagedepot.domain.errors import (
     DomainError,
     Forbidden,

@@ -14,7 +14,6 @@ from datetime import timedelta
 
 from imagedepot.domain.caches import CacheStatus, FailureReason, ImageCache
 from imagedepot.ports import BlobStore, Clock, MetadataStore
-from imagedepot.processes import dead_holders
 from imagedepot.worker.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -29,6 +28,8 @@ class WorkerLoop:
         holder: str,
         lease_seconds: float,
         poll_seconds: float,
+        *,
+        dead_holders: Callable[[list[str]], tuple[str, ...]],
         max_concurrent: int = 2,
         housekeeping: Sequence[Callable[[], object]] = (),
     ) -> None:
@@ -43,6 +44,8 @@ class WorkerLoop:
         self._wake = asyncio.Event()
         self.reconciler: Reconciler | None = None
         self._housekeeping = tuple(housekeeping)
+        self._dead_holders = dead_holders
+        """Which of the lease holders are dead processes: their leases are free at once."""
 
     def renew_lease(self, cache_id: str) -> bool:
         with self._store.transaction() as uow:
@@ -102,7 +105,7 @@ class WorkerLoop:
     def _claim(self) -> ImageCache | None:
         now = self._clock.now()
         with self._store.transaction(read_only=True) as uow:
-            dead = dead_holders(uow.caches.lease_holders(), self.holder)
+            dead = self._dead_holders(uow.caches.lease_holders())
         with self._store.transaction() as uow:
             return uow.caches.claim(
                 (CacheStatus.CREATING, CacheStatus.DELETING),

@@ -15,12 +15,12 @@ from cryptography.fernet import Fernet
 
 from imagedepot.adapters.blobs.filesystem import FilesystemBlobStore
 from imagedepot.adapters.db.store import SqlMetadataStore
+from imagedepot.adapters.processes import dead_holders
 from imagedepot.adapters.registry.client import AiohttpRegistryClient
 from imagedepot.adapters.secretbox import FernetSecretBox
 from imagedepot.domain.caches import CacheSpec, CacheStatus, ImageProgress
 from imagedepot.domain.identity import Principal, Role
 from imagedepot.ports import BlobInfo
-from imagedepot.processes import dead_holders
 from imagedepot.services.blobs import BlobService
 from imagedepot.services.building import BlobFetcher, BuildPolicy, CacheBuilder
 from imagedepot.services.caches import CacheService
@@ -41,7 +41,15 @@ class Harness:
         self.caches = CacheService(self.store, self.clock)
         self.blob_service = BlobService(self.store, self.blobs)
         policy = BuildPolicy()
-        self.loop = WorkerLoop(self.store, self.blobs, self.clock, "host/1/abc", 30, 0.05)
+        self.loop = WorkerLoop(
+            self.store,
+            self.blobs,
+            self.clock,
+            "host/1/abc",
+            30,
+            0.05,
+            dead_holders=lambda holders: dead_holders(holders, "host/1/abc"),
+        )
         builder = CacheBuilder(
             self.store, self.blobs, self.registry, BlobFetcher(self.blobs, self.registry, 2), policy
         )

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from imagedepot.zero_copy import PATHSEND, http_protocol
+from imagedepot.api.zero_copy import PATHSEND, http_protocol
 from tests.support.registry import self_signed_certificate
 
 

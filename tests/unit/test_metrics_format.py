@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imagedepot.metrics import Counter, Histogram, Metrics, gauge_lines
+from imagedepot.api.metrics import Counter, Histogram, Metrics, gauge_lines
 
 
 def test_counters_histograms_and_gauges_render_as_prometheus_reads_them() -> None:

@@ -17,9 +17,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from imagedepot.adapters.processes import fsync_directory, process_alive
 from imagedepot.domain.references import DIGEST_RE
 from imagedepot.ports import BlobCorrupt
-from imagedepot.processes import fsync_directory, process_alive
 
 CHUNK = 1 << 20
 STALE_TEMP_SECONDS = 24 * 3600
