@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from imagedepot.adapters.db.store import SqlMetadataStore, _alembic_config, create_engine_for
 from imagedepot.domain.caches import ChangeType, ImageCache
-from tests.contract.test_metadata_store import T0, add, new_cache
+from tests.support.cache_records import T0, add, new_cache
 
 
 def relabel(store: SqlMetadataStore, cache_id: str, value: str) -> ImageCache:

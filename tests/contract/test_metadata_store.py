@@ -21,49 +21,17 @@ from sqlalchemy.exc import StatementError
 from imagedepot.adapters.db import tables
 from imagedepot.adapters.db.store import SCHEMA_HEAD, SqlMetadataStore, database_url, migrate
 from imagedepot.domain.caches import (
-    CacheSpec,
     CacheStatus,
     FailureReason,
     ImageCache,
     ImageProgress,
-    RegistryAccess,
 )
 from imagedepot.domain.errors import Conflict
 from imagedepot.domain.identity import Credential, Project, Role, hash_token, new_token
 from imagedepot.ports import BlobInfo, StoredSecret
+from tests.support.cache_records import T0, add, get, new_cache
 
-T0 = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 BUILDING = (CacheStatus.CREATING, CacheStatus.DELETING)
-
-
-def new_cache(
-    name: str = "alpha", project_id: str = "p1", now: datetime = T0, retention_days: int = 0
-) -> ImageCache:
-    spec = CacheSpec(
-        name=name,
-        images=("docker.io/library/nginx:1.25", "quay.io/org/app@sha256:" + "a" * 64),
-        size_gib=40,
-        retention_days=retention_days,
-        cluster="cluster-1",
-        pull_secrets=("default:regcred",),
-        registries=(
-            RegistryAccess(server="registry.local:5000", plain_http=True, pull_secret="ns:x"),
-            RegistryAccess(server="quay.io", insecure_skip_verify=True),
-        ),
-        timeout_minutes=60,
-    )
-    return ImageCache.new(project_id, spec, now)
-
-
-def add(store: SqlMetadataStore, *caches: ImageCache) -> None:
-    with store.transaction() as uow:
-        for cache in caches:
-            uow.caches.add(cache)
-
-
-def get(store: SqlMetadataStore, cache_id: str) -> ImageCache | None:
-    with store.transaction() as uow:
-        return uow.caches.get(cache_id)
 
 
 # --- schema -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from imagedepot.adapters.db.store import SqlMetadataStore
 from imagedepot.domain.errors import Conflict
 from imagedepot.domain.sharing import ImageMember, MemberStatus
 from imagedepot.domain.vmimages import ImageQuery, ImageStatus, Visibility, VmImage
-from tests.contract.test_vmimages_store import T0, add, image
+from tests.support.vmimage_records import T0, add, image
 
 
 def owned_by(owner: str, name: str, visibility: Visibility) -> VmImage:

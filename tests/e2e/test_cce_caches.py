@@ -178,23 +178,8 @@ def test_private_registry_with_a_pull_secret(
         auth=(PRIVATE_USER, PRIVATE_PASSWORD),
     )
     token = service.credential("cce-private")
-    service.cli(
-        "secrets",
-        "create-docker-registry",
-        "--data-dir",
-        str(service.data_dir),
-        "--project",
-        "cce-private",
-        "--namespace",
-        "default",
-        "--name",
-        "regcred",
-        "--docker-server",
-        private_registry.endpoint,
-        "--docker-username",
-        PRIVATE_USER,
-        "--docker-password",
-        PRIVATE_PASSWORD,
+    service.add_pull_secret(
+        "cce-private", "regcred", private_registry.endpoint, PRIVATE_USER, PRIVATE_PASSWORD
     )
     image = f"{private_registry.endpoint}/secret/app:1"
     with service.client(token) as client:

@@ -9,55 +9,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openstack
 import pytest
 
+from tests.support.glance import assert_error, create, patch, project_client, upload
 from tests.support.service import Service
 
-PATCH = "application/openstack-images-v2.1-json-patch"
 _projects = itertools.count()
-
-
-def project_client(service: Service, role: str = "member") -> httpx.Client:
-    return service.client(service.credential(f"glance-{next(_projects)}", role))
-
-
-def create(client: httpx.Client, **body: Any) -> dict[str, Any]:
-    body.setdefault("disk_format", "raw")
-    body.setdefault("container_format", "bare")
-    response = client.post("/v2/images", json=body)
-    assert response.status_code == 201, response.text
-    image: dict[str, Any] = response.json()
-    assert response.headers["location"] == f"/v2/images/{image['id']}"
-    return image
-
-
-def upload(client: httpx.Client, image_id: str, data: bytes) -> httpx.Response:
-    return client.put(
-        f"/v2/images/{image_id}/file",
-        content=data,
-        headers={"Content-Type": "application/octet-stream"},
-    )
-
-
-def patch(client: httpx.Client, image_id: str, operations: list[dict[str, Any]]) -> httpx.Response:
-    import json
-
-    return client.patch(
-        f"/v2/images/{image_id}",
-        content=json.dumps(operations).encode(),
-        headers={"Content-Type": PATCH},
-    )
-
-
-def assert_error(response: httpx.Response, status: int, mentions: str | None = None) -> None:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == status
-    assert error["title"]
-    if mentions is not None:
-        assert mentions in error["message"], error
 
 
 def test_versions_and_schemas(service: Service) -> None:
@@ -339,7 +297,7 @@ def test_openstacksdk_creates_lists_downloads_and_deletes(service: Service, tmp_
 
 
 def test_malicious_disk_images_are_refused_and_the_image_stays_queued(service: Service) -> None:
-    from tests.unit.test_disk_formats import qcow2
+    from tests.support.disks import qcow2
 
     with project_client(service) as client:
         for data, declared, mentions in [
@@ -356,7 +314,7 @@ def test_malicious_disk_images_are_refused_and_the_image_stays_queued(service: S
 
 
 def test_the_cli_uploads_a_snapshot_and_lists_it(service: Service, tmp_path: Path) -> None:
-    from tests.unit.test_disk_formats import qcow2
+    from tests.support.disks import qcow2
 
     token = service.credential(f"glance-cli-{next(_projects)}")
     disk = tmp_path / "server.qcow2"

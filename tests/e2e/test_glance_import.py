@@ -9,7 +9,7 @@ import os
 import openstack
 import pytest
 
-from tests.e2e.test_glance_images import assert_error, create, project_client
+from tests.support.glance import assert_error, create, project_client
 from tests.support.service import Service
 
 OCTETS = {"Content-Type": "application/octet-stream"}

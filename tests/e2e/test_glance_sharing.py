@@ -12,7 +12,7 @@ import httpx
 import openstack
 import pytest
 
-from tests.e2e.test_glance_images import PATCH, assert_error, create, patch, upload
+from tests.support.glance import PATCH, assert_error, create, patch, upload
 from tests.support.service import ADMIN_TOKEN, Service
 
 

@@ -378,22 +378,7 @@ def test_no_secret_reaches_the_database_files_or_the_log(
     service: Service, registry: RegistryServer
 ) -> None:
     password = "Unmistakable-Pa55word-4711"
-    service.cli(
-        "secrets",
-        "create-docker-registry",
-        "--data-dir",
-        str(service.data_dir),
-        "--project",
-        "at-rest",
-        "--name",
-        "hidden",
-        "--docker-server",
-        registry.endpoint,
-        "--docker-username",
-        "someone",
-        "--docker-password",
-        password,
-    )
+    service.add_pull_secret("at-rest", "hidden", registry.endpoint, "someone", password)
     issued = aksk(service, "at-rest")
     token = service.credential("at-rest")
     headers = signed(service, issued, "GET", "/v5/imagecaches")

@@ -49,27 +49,6 @@ def private() -> Iterator[RegistryServer]:
         yield server
 
 
-def add_secret(service: Service, project: str, name: str, server: str, user: str, pw: str) -> None:
-    service.cli(
-        "secrets",
-        "create-docker-registry",
-        "--data-dir",
-        str(service.data_dir),
-        "--project",
-        project,
-        "--namespace",
-        "default",
-        "--name",
-        name,
-        "--docker-server",
-        server,
-        "--docker-username",
-        user,
-        "--docker-password",
-        pw,
-    )
-
-
 def start_build(service: Service, token: str, image: str, secrets: tuple[str, ...] = ()) -> str:
     with service.client(token) as client:
         created = client.post(
@@ -115,7 +94,7 @@ def test_an_upstream_login_is_never_lent_to_another_project(
     pushed = private_image(private, "a/private", 64 * KIB, seed=1001)
     image = f"{private.endpoint}/a/private:v1"
     token_a, token_b = service.credential("iso-login-a"), service.credential("iso-login-b")
-    add_secret(service, "iso-login-a", "regcred", private.endpoint, "alice", USERS["alice"])
+    service.add_pull_secret("iso-login-a", "regcred", private.endpoint, "alice", USERS["alice"])
     assert build(service, token_a, image, ("default:regcred",))["status"] == "Available"
 
     # Right after A, in the same server process: B has no login, and gets none of A's.
@@ -127,13 +106,13 @@ def test_an_upstream_login_is_never_lent_to_another_project(
     )
 
     # A wrong login of its own is not helped by A's good one either.
-    add_secret(service, "iso-login-b", "wrong", private.endpoint, "bob", "not-the-password")
+    service.add_pull_secret("iso-login-b", "wrong", private.endpoint, "bob", "not-the-password")
     wrong = build(service, token_b, image, ("default:wrong",))
     assert wrong["status"] == "Failed", wrong
     assert "unauthorized" in wrong["message"].lower()
 
     # With a valid login of its own, B builds it and may pull it.
-    add_secret(service, "iso-login-b", "regcred", private.endpoint, "bob", USERS["bob"])
+    service.add_pull_secret("iso-login-b", "regcred", private.endpoint, "bob", USERS["bob"])
     assert build(service, token_b, image, ("default:regcred",))["status"] == "Available"
     served = pull(service, token_b, f"a/private/blobs/{pushed.layer_digests[0]}")
     assert served.status_code == 200
@@ -165,7 +144,7 @@ def test_naming_a_stored_blob_in_a_manifest_gives_no_access_to_it(
 ) -> None:
     victim = private_image(private, "a/layers", 64 * KIB, seed=1002)
     layer = victim.layer_digests[0]
-    add_secret(service, "iso-dedup-a", "regcred", private.endpoint, "alice", USERS["alice"])
+    service.add_pull_secret("iso-dedup-a", "regcred", private.endpoint, "alice", USERS["alice"])
     token_a, token_b = service.credential("iso-dedup-a"), service.credential("iso-dedup-b")
     assert (
         build(service, token_a, f"{private.endpoint}/a/layers:v1", ("default:regcred",))["status"]
@@ -209,7 +188,7 @@ def test_joining_another_projects_download_needs_the_same_check(
     layer = victim.layer_digests[0]
     with FaultProxy(private.url) as proxy:
         proxy.throttle(f"/blobs/{layer}", 256 * KIB)
-        add_secret(service, "iso-join-a", "regcred", proxy.endpoint, "alice", USERS["alice"])
+        service.add_pull_secret("iso-join-a", "regcred", proxy.endpoint, "alice", USERS["alice"])
         token_a, token_b = service.credential("iso-join-a"), service.credential("iso-join-b")
         cache_a = start_build(
             service, token_a, f"{proxy.endpoint}/a/inflight:v1", ("default:regcred",)
@@ -234,7 +213,7 @@ def test_an_import_naming_a_stored_blob_must_hold_its_bytes(
 ) -> None:
     victim = private_image(private, "a/imported", 32 * KIB, seed=1004)
     layer = victim.layer_digests[0]
-    add_secret(service, "iso-import-a", "regcred", private.endpoint, "alice", USERS["alice"])
+    service.add_pull_secret("iso-import-a", "regcred", private.endpoint, "alice", USERS["alice"])
     token_a = service.credential("iso-import-a")
     token_b = service.credential("iso-import-b")
     assert (
@@ -301,7 +280,7 @@ def test_a_key_rotated_while_serving_needs_no_restart(
     victim = private_image(private, "a/rotated", 1024 * KIB, seed=1005)
     with FaultProxy(private.url) as proxy:
         proxy.throttle(f"/blobs/{victim.layer_digests[0]}", 384 * KIB)
-        add_secret(service, "iso-rotate", "regcred", proxy.endpoint, "alice", USERS["alice"])
+        service.add_pull_secret("iso-rotate", "regcred", proxy.endpoint, "alice", USERS["alice"])
         token = service.credential("iso-rotate", "admin")
         image = f"{proxy.endpoint}/a/rotated:v1"
         in_flight = start_build(service, token, image, ("default:regcred",))
@@ -331,7 +310,7 @@ def test_a_secret_no_key_opens_fails_the_build_at_once_naming_it(
 
     service = own_service
     private_image(private, "a/lost", 16 * KIB, seed=1006)
-    add_secret(service, "iso-lost", "regcred", private.endpoint, "alice", USERS["alice"])
+    service.add_pull_secret("iso-lost", "regcred", private.endpoint, "alice", USERS["alice"])
     token = service.credential("iso-lost", "admin")
     # The key is lost: the server restarts with one that never sealed anything.
     service.stop()

@@ -146,6 +146,29 @@ class Service:
             check=check,
         )
 
+    def add_pull_secret(
+        self, project: str, name: str, server: str, username: str, password: str
+    ) -> None:
+        """`secrets create-docker-registry` on the data dir: the secret `default:NAME`."""
+        self.cli(
+            "secrets",
+            "create-docker-registry",
+            "--data-dir",
+            str(self.data_dir),
+            "--project",
+            project,
+            "--namespace",
+            "default",
+            "--name",
+            name,
+            "--docker-server",
+            server,
+            "--docker-username",
+            username,
+            "--docker-password",
+            password,
+        )
+
     def credential(self, project: str, role: str = "member") -> str:
         result = self.cli(
             "credentials",

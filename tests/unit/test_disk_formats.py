@@ -19,41 +19,13 @@ from imagedepot.domain.diskformats import (
     inspect,
 )
 from imagedepot.domain.errors import InvalidInput
-from tests.support.disks import header_view, make_disk
+from tests.support.disks import header_view, make_disk, qcow2
 
 GIB = 1 << 30
 
 
 def view(data: bytes) -> HeaderView:
     return HeaderView(data[:PREFIX_BYTES], data[-512:], len(data))
-
-
-def qcow2(
-    *,
-    version: int = 3,
-    size: int = GIB,
-    backing: bytes = b"",
-    incompatible: int = 0,
-    extensions: list[tuple[int, bytes]] | None = None,
-) -> bytes:
-    header_length = 104 if version == 3 else 72
-    body = bytearray(65536)
-    backing_offset = 4096 if backing else 0
-    struct.pack_into(
-        ">4sIQIIQ", body, 0, b"QFI\xfb", version, backing_offset, len(backing), 16, size
-    )
-    if version == 3:
-        struct.pack_into(">Q", body, 72, incompatible)
-        struct.pack_into(">I", body, 100, header_length)
-    offset = header_length
-    for kind, data in extensions or []:
-        struct.pack_into(">II", body, offset, kind, len(data))
-        body[offset + 8 : offset + 8 + len(data)] = data
-        offset += 8 + (len(data) + 7) // 8 * 8
-    struct.pack_into(">II", body, offset, 0, 0)
-    if backing:
-        body[4096 : 4096 + len(backing)] = backing
-    return bytes(body)
 
 
 def vmdk(descriptor: str, capacity_sectors: int = 2048 * 1024) -> bytes:
