@@ -2,8 +2,7 @@
 `?watch=true` event streams), create, get, replace, patch and delete, following the
 Kubernetes conventions (`resourceVersion` guards, dry runs, DeleteOptions preconditions,
 deletion through the service's finalizer). This is where the dialect meets the cache
-service; `routes` also gathers the discovery, OpenAPI, secret and match routes into the one
-list the app mounts.
+service; the package's `__init__` puts these routes in the list the app mounts.
 """
 
 from __future__ import annotations
@@ -18,9 +17,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from imagedepot.api.context import ApiContext
-from imagedepot.api.k8s.discovery import discovery_routes
-from imagedepot.api.k8s.events import event_routes
-from imagedepot.api.k8s.matching import match_routes
 from imagedepot.api.k8s.names import API_VERSION, GROUP, LIST_KIND, PLURAL
 from imagedepot.api.k8s.objects import (
     FIELD_NAMES,
@@ -34,7 +30,6 @@ from imagedepot.api.k8s.objects import (
     stored_annotations,
     suffix,
 )
-from imagedepot.api.k8s.openapi import openapi_routes
 from imagedepot.api.k8s.patches import (
     APPLY_PATCH,
     JSON_PATCH,
@@ -42,7 +37,6 @@ from imagedepot.api.k8s.patches import (
     json_patch,
     merge_patch,
 )
-from imagedepot.api.k8s.secrets import secret_routes
 from imagedepot.api.k8s.selectors import (
     continuation,
     continue_token,
@@ -144,7 +138,7 @@ def _check_accept(request: Request) -> None:
         raise StatusError(406, f"only application/json is served, not {accept!r}")
 
 
-def routes(context: ApiContext) -> list[Route]:
+def snapshot_routes(context: ApiContext) -> list[Route]:
     caches = context.caches
     clock = context.gate.clock
 
@@ -477,11 +471,6 @@ def routes(context: ApiContext) -> list[Route]:
     }
     base = f"/apis/{API_VERSION}/{PLURAL}"
     return [
-        *discovery_routes(context.secrets is not None),
-        *openapi_routes(),
         Route(base, gate.route(collection, render_error), methods=list(collection)),
         Route(f"{base}/{{name}}", gate.route(item, render_error), methods=list(item)),
-        *secret_routes(context),
-        *match_routes(context),
-        *event_routes(context),
     ]
