@@ -89,6 +89,13 @@ class IdentityService:
             raise NotFound(f"project {name!r} does not exist")
         return project
 
+    def set_anonymous_pull(self, project_name: str, allowed: bool) -> None:
+        """Let anyone pull the caches of `project_name` (for node mirrors), or stop that."""
+        with self._store.transaction() as uow:
+            project = uow.identity.project_by_name(project_name)
+            if project is None or not uow.identity.set_anonymous_pull(project.id, allowed):
+                raise NotFound(f"project {project_name!r} does not exist", field="project")
+
     def issue_token(
         self, project_name: str, role: Role, expires_in: timedelta | None = None
     ) -> IssuedCredential:

@@ -234,15 +234,6 @@ class ServingService:
         with self._store.transaction() as uow:
             uow.caches.record_use(cache_id, self._clock.now())
 
-    # --- settings ---------------------------------------------------------------------------
-
-    def set_anonymous_pull(self, project_name: str, allowed: bool) -> None:
-        """Let anyone pull the caches of `project_name` (for node mirrors), or stop that."""
-        with self._store.transaction() as uow:
-            project = uow.identity.project_by_name(project_name)
-            if project is None or not uow.identity.set_anonymous_pull(project.id, allowed):
-                raise NotFound(f"project {project_name!r} does not exist", field="project")
-
     # --- helpers ----------------------------------------------------------------------------
 
     def _project_ids(self, uow: UnitOfWork, puller: Puller) -> Sequence[str]:

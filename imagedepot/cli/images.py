@@ -1,7 +1,8 @@
 """`imagedepot images …`: VM images on a running server, through its Glance v2 API.
 
-Kept out of `cli.py` so the image commands can grow without crowding the rest; `cli` adds this
-group. Uploads stream the file from disk with a progress bar; nothing is read whole.
+Kept in its own module so the image commands can grow without crowding the rest; the `cli`
+package adds this group to `main`. Uploads stream the file from disk with a progress bar;
+nothing is read whole.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import click
 
-from imagedepot.cli_http import (
+from imagedepot.cli.client import (
     Api,
     api_client,
     checked,

@@ -1,6 +1,7 @@
-"""What every CLI command that talks to a running server shares: the `--server`/`--token`
-options, an authenticated HTTP client, and turning an error answer of any dialect into a
-one-line message."""
+"""The CLI's HTTP client: what every command that talks to a running server shares, the
+`--server`/`--token` options, an authenticated client (`Api`), and turning an error answer of
+any dialect into a one-line message. Kept apart from the offline commands, which never touch
+the network."""
 
 from __future__ import annotations
 
