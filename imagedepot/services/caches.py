@@ -14,7 +14,8 @@ from datetime import timedelta
 from imagedepot.domain.caches import CacheChange, CacheSpec, FieldNames, ImageCache
 from imagedepot.domain.errors import Conflict, Gone, NotFound, QuotaExceeded
 from imagedepot.domain.identity import Principal
-from imagedepot.ports import Clock, MetadataStore
+from imagedepot.ports import Clock, MetadataStore, UnitOfWork
+from imagedepot.services.saving import LOST_RACE, LostRace, save_with_retries
 
 SAVE_ATTEMPTS = 5
 CHANGES_KEPT = timedelta(minutes=15)
@@ -46,6 +47,14 @@ class Quotas:
                 f"quota exceeded: the project's caches may total {self.gib} GiB, "
                 f"this would make {gib} GiB"
             )
+
+
+def _project_cache(uow: UnitOfWork, principal: Principal, cache_id: str) -> ImageCache:
+    """The caller's project's cache `cache_id`; NotFound when it has none by that id."""
+    cache = uow.caches.get(cache_id, principal.project_id)
+    if cache is None:
+        raise NotFound(f"image cache {cache_id} not found")
+    return cache
 
 
 class CacheService:
@@ -82,10 +91,7 @@ class CacheService:
 
     def get(self, principal: Principal, cache_id: str) -> ImageCache:
         with self._store.transaction(read_only=True) as uow:
-            cache = uow.caches.get(cache_id, principal.project_id)
-        if cache is None:
-            raise NotFound(f"image cache {cache_id} not found")
-        return cache
+            return _project_cache(uow, principal, cache_id)
 
     def list(self, principal: Principal, name: str | None = None) -> list[ImageCache]:
         with self._store.transaction(read_only=True) as uow:
@@ -143,27 +149,34 @@ class CacheService:
         With `expected_version`, the caller read that version: a newer one is a Conflict
         instead of a silent overwrite (optimistic concurrency).
         """
-        for _ in range(SAVE_ATTEMPTS):
-            with self._store.transaction() as uow:
-                cache = uow.caches.get(cache_id, principal.project_id)
-                if cache is None:
-                    raise NotFound(f"image cache {cache_id} not found")
-                read_version = cache.resource_version
-                if expected_version is not None and expected_version != read_version:
-                    raise Conflict(
-                        "the object has been modified; please apply your changes to the "
-                        "latest version and try again"
-                    )
-                change(cache)
-                if cache.resource_version == read_version:
-                    return cache
-                if uow.caches.save(cache, read_version):
-                    if cache.removable:
-                        uow.caches.remove(cache.id, self._clock.now())
-                    return cache
+
+        def attempt(uow: UnitOfWork) -> ImageCache | LostRace:
+            nonlocal expected_version
+            cache = _project_cache(uow, principal, cache_id)
+            read_version = cache.resource_version
+            if expected_version is not None and expected_version != read_version:
+                raise Conflict(
+                    "the object has been modified; please apply your changes to the "
+                    "latest version and try again"
+                )
+            change(cache)
+            if cache.resource_version == read_version:
+                return cache
+            if not uow.caches.save(cache, read_version):
                 if expected_version is not None:
+                    # The version the caller read is stale now: the next attempt refuses.
                     expected_version = -1
-        raise Conflict(f"image cache {cache_id} is changing too fast; retry the update")
+                return LOST_RACE
+            if cache.removable:
+                uow.caches.remove(cache.id, self._clock.now())
+            return cache
+
+        return save_with_retries(
+            self._store,
+            attempt,
+            attempts=SAVE_ATTEMPTS,
+            give_up=Conflict(f"image cache {cache_id} is changing too fast; retry the update"),
+        )
 
     def request_deletion(
         self,
@@ -177,16 +190,19 @@ class CacheService:
 
         `precondition` sees the stored cache inside the transaction and may raise to refuse.
         """
-        for _ in range(SAVE_ATTEMPTS):
-            with self._store.transaction() as uow:
-                cache = uow.caches.get(cache_id, principal.project_id)
-                if cache is None:
-                    raise NotFound(f"image cache {cache_id} not found")
-                if precondition is not None:
-                    precondition(cache)
-                read_version = cache.resource_version
-                if not cache.request_deletion(self._clock.now(), grace_seconds):
-                    return cache
-                if uow.caches.save(cache, read_version):
-                    return cache
-        raise Conflict(f"image cache {cache_id} is changing too fast; retry the deletion")
+
+        def attempt(uow: UnitOfWork) -> ImageCache | LostRace:
+            cache = _project_cache(uow, principal, cache_id)
+            if precondition is not None:
+                precondition(cache)
+            read_version = cache.resource_version
+            if not cache.request_deletion(self._clock.now(), grace_seconds):
+                return cache
+            return cache if uow.caches.save(cache, read_version) else LOST_RACE
+
+        return save_with_retries(
+            self._store,
+            attempt,
+            attempts=SAVE_ATTEMPTS,
+            give_up=Conflict(f"image cache {cache_id} is changing too fast; retry the deletion"),
+        )

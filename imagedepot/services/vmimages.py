@@ -30,6 +30,7 @@ from imagedepot.domain.vmimages import (
     apply_create,
 )
 from imagedepot.ports import BlobInfo, BlobStore, Clock, MetadataStore, UnitOfWork, UploadWriter
+from imagedepot.services.saving import LOST_RACE, LostRace, save_with_retries
 
 SAVE_ATTEMPTS = 5
 IMAGE_MEDIA_TYPE = "application/octet-stream"
@@ -342,17 +343,22 @@ class VmImageService:
     ) -> VmImage:
         """Apply `apply` to the stored image and save it, retrying when a writer races us;
         nothing is saved when `apply` raises."""
-        for _ in range(SAVE_ATTEMPTS):
-            with self._store.transaction() as uow:
-                image = owned_image(uow, principal, image_id)
-                read_version, visibility = image.version, image.visibility
-                apply(image)
-                check_visibility_change(visibility, image.visibility, principal.system_admin)
-                if image.version == read_version:
-                    image.touch(self._clock.now())
-                if uow.vm_images.save(image, read_version):
-                    return image
-        raise Conflict(f"image {image_id} is changing too fast; retry")
+
+        def attempt(uow: UnitOfWork) -> VmImage | LostRace:
+            image = owned_image(uow, principal, image_id)
+            read_version, visibility = image.version, image.visibility
+            apply(image)
+            check_visibility_change(visibility, image.visibility, principal.system_admin)
+            if image.version == read_version:
+                image.touch(self._clock.now())
+            return image if uow.vm_images.save(image, read_version) else LOST_RACE
+
+        return save_with_retries(
+            self._store,
+            attempt,
+            attempts=SAVE_ATTEMPTS,
+            give_up=Conflict(f"image {image_id} is changing too fast; retry"),
+        )
 
     def deactivate(self, principal: Principal, image_id: str) -> VmImage:
         return self.change(principal, image_id, lambda image: image.deactivate(self._clock.now()))
@@ -372,15 +378,22 @@ class VmImageService:
 
     def delete(self, principal: Principal, image_id: str) -> VmImage:
         """Mark the image deleted (it stays listed by `changes-since`) and release its bytes."""
-        for _ in range(SAVE_ATTEMPTS):
-            with self._store.transaction() as uow:
-                image = owned_image(uow, principal, image_id)
-                read_version = image.version
-                image.mark_deleted(self._clock.now())
-                if uow.vm_images.save(image, read_version):
-                    uow.blob_refs.drop_refs(blob_owner(image.id))
-                    return image
-        raise Conflict(f"image {image_id} is changing too fast; retry the deletion")
+
+        def attempt(uow: UnitOfWork) -> VmImage | LostRace:
+            image = owned_image(uow, principal, image_id)
+            read_version = image.version
+            image.mark_deleted(self._clock.now())
+            if not uow.vm_images.save(image, read_version):
+                return LOST_RACE
+            uow.blob_refs.drop_refs(blob_owner(image.id))
+            return image
+
+        return save_with_retries(
+            self._store,
+            attempt,
+            attempts=SAVE_ATTEMPTS,
+            give_up=Conflict(f"image {image_id} is changing too fast; retry the deletion"),
+        )
 
     # --- data -------------------------------------------------------------------------------
 
@@ -458,26 +471,33 @@ class VmImageService:
         # and the reference that keeps it.
         with self._blobs.reuse_guard():
             digest = writer.commit()
-            for _ in range(SAVE_ATTEMPTS):
-                with self._store.transaction() as uow:
-                    image = uow.vm_images.get(image_id, principal.project_id)
-                    if image is None:
-                        raise NotFound(f"image {image_id} was deleted during the upload")
-                    read_version = image.version
-                    image.finish_upload(
-                        size=size,
-                        checksum=checksum,
-                        os_hash_value=os_hash_value,
-                        blob_digest=digest,
-                        virtual_size=virtual_size,
-                        now=self._clock.now(),
-                    )
-                    if uow.vm_images.save(image, read_version):
-                        uow.blob_refs.add_refs(
-                            blob_owner(image.id), [BlobInfo(digest, size, IMAGE_MEDIA_TYPE)]
-                        )
-                        return image
-        raise Conflict(f"image {image_id} is changing too fast; retry the upload")
+
+            def attempt(uow: UnitOfWork) -> VmImage | LostRace:
+                image = uow.vm_images.get(image_id, principal.project_id)
+                if image is None:
+                    raise NotFound(f"image {image_id} was deleted during the upload")
+                read_version = image.version
+                image.finish_upload(
+                    size=size,
+                    checksum=checksum,
+                    os_hash_value=os_hash_value,
+                    blob_digest=digest,
+                    virtual_size=virtual_size,
+                    now=self._clock.now(),
+                )
+                if not uow.vm_images.save(image, read_version):
+                    return LOST_RACE
+                uow.blob_refs.add_refs(
+                    blob_owner(image.id), [BlobInfo(digest, size, IMAGE_MEDIA_TYPE)]
+                )
+                return image
+
+            return save_with_retries(
+                self._store,
+                attempt,
+                attempts=SAVE_ATTEMPTS,
+                give_up=Conflict(f"image {image_id} is changing too fast; retry the upload"),
+            )
 
     def data(self, principal: Principal, image_id: str) -> ImageData:
         """The image (the caller's, or one it may read) and its bytes' path; path None when

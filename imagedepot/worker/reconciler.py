@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from imagedepot.domain.caches import CacheStatus, FailureReason, ImageCache, ImageProgress
 from imagedepot.domain.errors import Unreadable
 from imagedepot.domain.references import parse_reference
-from imagedepot.ports import Clock, MetadataStore, RegistryCredentials
+from imagedepot.ports import Clock, MetadataStore, RegistryCredentials, UnitOfWork
 from imagedepot.services.blobs import BlobService
 from imagedepot.services.building import BuildFailed, BuildPolicy, BuildStopped, CacheBuilder
+from imagedepot.services.saving import LOST_RACE, LostRace, save_with_retries
 from imagedepot.services.secrets import SecretService
 
 log = logging.getLogger(__name__)
@@ -105,26 +106,28 @@ class Reconciler:
         another party's finalizer still holds it: then it stays, Deleting, until the last
         one is removed through the API."""
         released: list[str] = []
-        outcome = "gone already"
-        for _ in range(SAVE_ATTEMPTS):
-            with self._store.transaction() as uow:
-                cache = uow.caches.get(cache_id)
-                if cache is None:
-                    break
-                released += [info.digest for info in uow.blob_refs.refs_of(cache_id)]
-                uow.blob_refs.drop_refs(cache_id)
-                if not cache.data_released:
-                    # Dropping our own finalizer is a change of its own, as in a cluster.
-                    read_version = cache.resource_version
-                    cache.mark_data_released(self._clock.now())
-                    if not uow.caches.save(cache, read_version):
-                        continue
-                if cache.removable:
-                    uow.caches.remove(cache_id, self._clock.now())
-                    outcome = "removed"
-                else:
-                    outcome = f"kept for finalizers {', '.join(cache.finalizers)}"
-                break
+
+        def attempt(uow: UnitOfWork) -> str | LostRace:
+            cache = uow.caches.get(cache_id)
+            if cache is None:
+                return "gone already"
+            # Kept across attempts: the refs a lost attempt dropped are committed with it.
+            released.extend(info.digest for info in uow.blob_refs.refs_of(cache_id))
+            uow.blob_refs.drop_refs(cache_id)
+            if not cache.data_released:
+                # Dropping our own finalizer is a change of its own, as in a cluster.
+                read_version = cache.resource_version
+                cache.mark_data_released(self._clock.now())
+                if not uow.caches.save(cache, read_version):
+                    return LOST_RACE
+            if cache.removable:
+                uow.caches.remove(cache_id, self._clock.now())
+                return "removed"
+            return f"kept for finalizers {', '.join(cache.finalizers)}"
+
+        outcome = save_with_retries(
+            self._store, attempt, attempts=SAVE_ATTEMPTS, give_up="gone already"
+        )
         removed = self._blob_service.collect(released)
         log.info(
             "cache %s deleted (%s); %d blobs released, %d removed",
@@ -168,20 +171,20 @@ class Reconciler:
     def _update(self, target: _Target, change: Callable[[ImageCache], None]) -> bool:
         """Apply `change` to the latest copy while the cache still wants this build (Creating,
         at the generation the build started from); False once it does not."""
-        for _ in range(SAVE_ATTEMPTS):
-            with self._store.transaction() as uow:
-                cache = uow.caches.get(target.cache_id)
-                if (
-                    cache is None
-                    or cache.status is not CacheStatus.CREATING
-                    or cache.generation != target.generation
-                ):
-                    return False
-                read_version = cache.resource_version
-                change(cache)
-                if uow.caches.save(cache, read_version):
-                    return True
-        return False
+
+        def attempt(uow: UnitOfWork) -> bool | LostRace:
+            cache = uow.caches.get(target.cache_id)
+            if (
+                cache is None
+                or cache.status is not CacheStatus.CREATING
+                or cache.generation != target.generation
+            ):
+                return False
+            read_version = cache.resource_version
+            change(cache)
+            return True if uow.caches.save(cache, read_version) else LOST_RACE
+
+        return save_with_retries(self._store, attempt, attempts=SAVE_ATTEMPTS, give_up=False)
 
 
 @dataclass(frozen=True)
