@@ -12,7 +12,8 @@ from starlette.routing import Route
 
 from imagedepot.api.auth import public
 from imagedepot.api.context import ApiContext
-from imagedepot.api.glance.images import json_body, render_error, timestamp
+from imagedepot.api.glance.errors import render_error
+from imagedepot.api.glance.images import json_body, timestamp
 from imagedepot.domain.errors import InvalidInput
 from imagedepot.domain.identity import Principal
 from imagedepot.domain.sharing import ImageMember, MemberStatus
