@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from imagedepot.api.limits import AuthFailureLimiter, RateLimiter, read_body
+from imagedepot.api.wire import client_host
 from imagedepot.domain import signing
 from imagedepot.domain.errors import DomainError, Unauthenticated
 from imagedepot.domain.identity import Principal
@@ -103,7 +104,7 @@ class Gate:
             target=request.url.path,
             status=status,
             request_id=getattr(request.state, "request_id", ""),
-            remote=request.client.host if request.client else None,
+            remote=client_host(request),
         )
         try:
             self.audit.record(event)
@@ -120,7 +121,7 @@ class Gate:
     ) -> Response:
         """Read the body, authenticate, permit, answer; render domain errors; audit changes."""
         principal: Principal | None = None
-        remote = request.client.host if request.client else None
+        remote = client_host(request)
         try:
             self.auth_failures.check(remote)
             raw = await body()

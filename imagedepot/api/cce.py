@@ -7,7 +7,6 @@ else), and every response carries `X-Request-Id`.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -16,6 +15,7 @@ from starlette.routing import Route
 
 from imagedepot.api.context import ApiContext
 from imagedepot.api.errors import finish, http_status
+from imagedepot.api.wire import JSON_TYPE_NAMES, is_json_type, json_object, utc_timestamp
 from imagedepot.domain.caches import CacheSpec, ImageCache
 from imagedepot.domain.errors import (
     DomainError,
@@ -71,9 +71,7 @@ def progress(cache: ImageCache) -> dict[str, Any]:
         "message": cache.message,
         "reason": cache.reason,
         # When the registry port last served a pull from it (Alibaba's LastMatchedTime), for eviction.
-        "last_used_at": (
-            cache.last_used_at.strftime("%Y-%m-%dT%H:%M:%SZ") if cache.last_used_at else None
-        ),
+        "last_used_at": utc_timestamp(cache.last_used_at),
         "images": [
             {
                 "image": image.image,
@@ -86,26 +84,18 @@ def progress(cache: ImageCache) -> dict[str, Any]:
     }
 
 
-_TYPE_NAMES = {str: "a string", int: "an integer", list: "an array", dict: "an object"}
-
-
 def _check_fields(body: dict[str, Any], allowed: dict[str, type], prefix: str) -> None:
     for key, value in body.items():
         where = f"{prefix}{key}"
         if key not in allowed:
             raise InvalidInput(f"unknown field {where!r}", field=where)
         expected = allowed[key]
-        if (isinstance(value, bool) and expected is not bool) or not isinstance(value, expected):
-            raise InvalidInput(f"{where} must be {_TYPE_NAMES[expected]}", field=where)
+        if not is_json_type(value, expected):
+            raise InvalidInput(f"{where} must be {JSON_TYPE_NAMES[expected]}", field=where)
 
 
 def parse_create(raw: bytes) -> CacheSpec:
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidInput(f"request body is not valid JSON: {error}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("request body must be a JSON object")
+    body = json_object(raw)
     _check_fields(body, _CREATE_FIELDS, "")
     for required in ("name", "images"):
         if required not in body:

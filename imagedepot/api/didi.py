@@ -21,6 +21,7 @@ from starlette.routing import Route
 from imagedepot.api.auth import Endpoint
 from imagedepot.api.context import ApiContext
 from imagedepot.api.errors import finish, http_status
+from imagedepot.api.wire import is_json_type, json_object
 from imagedepot.domain.errors import (
     Conflict,
     DomainError,
@@ -158,19 +159,9 @@ def job_body(job: ImageJob) -> dict[str, Any]:
 # --- request parsing ------------------------------------------------------------------------
 
 
-def parse_body(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw) if raw.strip() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidInput(f"request body is not valid JSON: {error}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("request body must be a JSON object")
-    return body
-
-
 def _integer(body: dict[str, Any], field: str, default: int, low: int, high: int) -> int:
     value = body.get(field, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+    if not is_json_type(value, int) or not low <= value <= high:
         raise InvalidInput(f"{field} must be an integer from {low} to {high}", field=field)
     return value
 
@@ -208,7 +199,7 @@ def routes(context: ApiContext) -> list[Route]:
         return service.check_region(body.get("regionId"), "regionId")
 
     def list_cimg(_: Request, raw: bytes, principal: Principal) -> Response:
-        body = parse_body(raw)
+        body = json_object(raw, allow_empty=True)
         region = region_of(body)
         start = _integer(body, "start", 0, 0, 10**9)
         limit = _integer(body, "limit", 20, 1, LIST_LIMIT_MAX)
@@ -234,7 +225,7 @@ def routes(context: ApiContext) -> list[Route]:
     def copy_cimg(raw: bytes, principal: Principal, kind: JobType) -> Response:
         """`create` (from a snapshot, same region) and `import` (from another region): both
         make images that share their source's bytes."""
-        body = parse_body(raw)
+        body = json_object(raw, allow_empty=True)
         region = region_of(body)
         creating = kind is JobType.CREATE
         source_key = "snapUuid" if creating else "originImageUuid"
@@ -266,7 +257,7 @@ def routes(context: ApiContext) -> list[Route]:
         return copy_cimg(raw, principal, JobType.IMPORT)
 
     def delete_cimg(_: Request, raw: bytes, principal: Principal) -> Response:
-        body = parse_body(raw)
+        body = json_object(raw, allow_empty=True)
         region = region_of(body)
         ids = [
             parse_uuid(entry.get("cimgUuid"), f"cimg[{index}].cimgUuid")
@@ -275,7 +266,7 @@ def routes(context: ApiContext) -> list[Route]:
         return envelope([job_body(job) for job in service.delete_images(principal, region, ids)])
 
     def change_name(_: Request, raw: bytes, principal: Principal) -> Response:
-        body = parse_body(raw)
+        body = json_object(raw, allow_empty=True)
         region = region_of(body)
         renames = [
             (

@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 from imagedepot.api.auth import public
 from imagedepot.api.context import RegistryContext
 from imagedepot.api.errors import finish
+from imagedepot.api.wire import client_host
 from imagedepot.domain.errors import (
     DomainError,
     Forbidden,
@@ -203,7 +204,7 @@ def routes(context: RegistryContext) -> list[BaseRoute]:
         async def endpoint(request: Request) -> Response:
             if request.method not in PULL_METHODS:
                 return unsupported(request)
-            remote = request.client.host if request.client else None
+            remote = client_host(request)
             try:
                 failures.check(remote)
                 presented = await run_in_threadpool(puller_of, request)
@@ -307,7 +308,7 @@ def routes(context: RegistryContext) -> list[BaseRoute]:
     async def token(request: Request) -> Response:
         """GET with basic auth (or none, for an anonymous token), as docker and skopeo ask;
         POST with an OAuth2 password grant, as containerd asks when it has credentials."""
-        remote = request.client.host if request.client else None
+        remote = client_host(request)
         try:
             failures.check(remote)
         except RateLimited as error:

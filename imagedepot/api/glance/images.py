@@ -10,9 +10,7 @@ documents in `schemas`, and the list's query string in `queries`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +21,7 @@ from starlette.routing import Route
 from imagedepot.api.context import ApiContext
 from imagedepot.api.glance.errors import UnsupportedMediaType, error_response, render_error
 from imagedepot.api.glance.queries import page_link, parse_integer, parse_query
+from imagedepot.api.wire import json_body, json_object, utc_timestamp
 from imagedepot.domain.errors import Conflict, InvalidInput
 from imagedepot.domain.identity import Principal
 from imagedepot.domain.vmimages import SETTABLE_FIELDS, VmImage
@@ -37,10 +36,6 @@ PATCH_V21 = "application/openstack-images-v2.1-json-patch"
 PATCH_V20 = "application/openstack-images-v2.0-json-patch"
 IMAGE_ALTERNATE_TYPE = "application/vnd.openstack.image"
 UPLOAD_BUFFER = 1 << 20
-
-
-def timestamp(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def image_body(image: VmImage) -> dict[str, Any]:
@@ -63,8 +58,8 @@ def image_body(image: VmImage) -> dict[str, Any]:
             "min_disk": image.min_disk,
             "disk_format": image.disk_format,
             "container_format": image.container_format,
-            "created_at": timestamp(image.created_at),
-            "updated_at": timestamp(image.updated_at),
+            "created_at": utc_timestamp(image.created_at),
+            "updated_at": utc_timestamp(image.updated_at),
             "tags": list(image.tags),
             "self": f"/v2/images/{image.id}",
             "file": f"/v2/images/{image.id}/file",
@@ -85,20 +80,6 @@ def links(request: Request, image: VmImage) -> list[dict[str, str]]:
 
 
 # --- create and patch -------------------------------------------------------------------------
-
-
-def json_body(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidInput(f"request body is not valid JSON: {error}") from None
-
-
-def parse_create(raw: bytes) -> dict[str, object]:
-    body = json_body(raw) if raw.strip() else {}
-    if not isinstance(body, dict):
-        raise InvalidInput("request body must be a JSON object")
-    return body
 
 
 def _pointer(path: object) -> str:
@@ -198,7 +179,7 @@ def image_routes(context: ApiContext) -> list[Route]:
         return JSONResponse(body)
 
     def create_image(_: Request, raw: bytes, principal: Principal) -> Response:
-        image = service.create(principal, parse_create(raw))
+        image = service.create(principal, json_object(raw, allow_empty=True))
         headers = {
             "Location": f"/v2/images/{image.id}",
             # openstacksdk reads the import methods from here before staging data.
@@ -207,7 +188,7 @@ def image_routes(context: ApiContext) -> list[Route]:
         return JSONResponse(image_body(image), status_code=201, headers=headers)
 
     def import_image(request: Request, raw: bytes, principal: Principal) -> Response:
-        body = json_body(raw) if raw.strip() else None
+        body = json_body(raw, allow_empty=True)
         method = body.get("method") if isinstance(body, dict) else None
         service.import_image(principal, image_id(request), method)
         return Response(status_code=202)

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from imagedepot.api.auth import public
 from imagedepot.api.context import ApiContext
 from imagedepot.api.glance.errors import render_error
-from imagedepot.api.glance.images import json_body, timestamp
+from imagedepot.api.wire import json_body, utc_timestamp
 from imagedepot.domain.errors import InvalidInput
 from imagedepot.domain.identity import Principal
 from imagedepot.domain.sharing import ImageMember, MemberStatus
@@ -42,17 +42,17 @@ MEMBERS_SCHEMA: dict[str, Any] = {
 
 def member_body(member: ImageMember) -> dict[str, Any]:
     return {
-        "created_at": timestamp(member.created_at),
+        "created_at": utc_timestamp(member.created_at),
         "image_id": member.image_id,
         "member_id": member.member_id,
         "schema": "/v2/schemas/member",
         "status": member.status.value,
-        "updated_at": timestamp(member.updated_at),
+        "updated_at": utc_timestamp(member.updated_at),
     }
 
 
 def _field(raw: bytes, name: str) -> object:
-    body = json_body(raw) if raw.strip() else None
+    body = json_body(raw, allow_empty=True)
     if not isinstance(body, dict) or name not in body:
         raise InvalidInput(f'the body must be a JSON object with "{name}"', field=name)
     return body[name]

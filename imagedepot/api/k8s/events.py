@@ -23,9 +23,9 @@ from starlette.routing import Route
 
 from imagedepot.api.context import ApiContext
 from imagedepot.api.k8s.names import API_VERSION, KIND
-from imagedepot.api.k8s.objects import timestamp
 from imagedepot.api.k8s.status import bad_request, render_error
 from imagedepot.api.k8s.tables import Column, human_age, human_bytes, table_document, wants_table
+from imagedepot.api.wire import utc_timestamp
 from imagedepot.domain.caches import CacheStatus, ImageCache
 from imagedepot.domain.identity import Principal
 
@@ -68,7 +68,7 @@ def _event(
             "namespace": EVENTS_NAMESPACE,
             "uid": str(uuid.uuid5(_EVENT_IDS, f"{cache.id}/{index}/{reason}")),
             "resourceVersion": str(cache.resource_version),
-            "creationTimestamp": timestamp(at),
+            "creationTimestamp": utc_timestamp(at),
         },
         "involvedObject": {
             "apiVersion": API_VERSION,
@@ -81,8 +81,8 @@ def _event(
         "reason": reason,
         "message": message,
         "source": {"component": COMPONENT},
-        "firstTimestamp": timestamp(at),
-        "lastTimestamp": timestamp(at),
+        "firstTimestamp": utc_timestamp(at),
+        "lastTimestamp": utc_timestamp(at),
         "count": 1,
         "type": kind,
         "eventTime": None,

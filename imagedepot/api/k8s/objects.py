@@ -20,6 +20,7 @@ from starlette.requests import Request
 from imagedepot.api.k8s.names import API_VERSION, KIND
 from imagedepot.api.k8s.patches import JSON_PATCH, MERGE_PATCH
 from imagedepot.api.k8s.status import Cause, StatusError, bad_request, invalid
+from imagedepot.api.wire import JSON_TYPE_NAMES, is_json_type, json_body, utc_timestamp
 from imagedepot.domain.caches import (
     RETENTION_MAX,
     RETENTION_MIN,
@@ -54,16 +55,11 @@ FIELD_NAMES = FieldNames(
     timeout_minutes="spec.buildingConfig.timeoutMinutes",
     pull_secrets="spec.registries",
 )
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 QUALIFIED_NAME_RE = re.compile(
     r"^(?:[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*/)?"
     r"[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
 _BUILDING_EXTRAS = ("autoCreateEIP", "autoCreateEIPAttribute", "dnsServers", "eipID", "namespace")
-
-
-def timestamp(value: datetime | None) -> str | None:
-    return value.strftime(TIME_FORMAT) if value is not None else None
 
 
 def _extras(cache: ImageCache) -> dict[str, Any]:
@@ -87,7 +83,7 @@ def render(cache: ImageCache, *, deleting_now: datetime | None = None) -> dict[s
         "uid": cache.id,
         "resourceVersion": str(cache.resource_version),
         "generation": cache.generation,
-        "creationTimestamp": timestamp(cache.created_at),
+        "creationTimestamp": utc_timestamp(cache.created_at),
     }
     # The service's finalizer is its own: shown until the blobs are released, never dropped
     # on a client's say-so (that would leak them).
@@ -102,7 +98,7 @@ def render(cache: ImageCache, *, deleting_now: datetime | None = None) -> dict[s
         metadata["ownerReferences"] = extras["ownerReferences"]
     deleted_at = cache.deletion_requested_at or deleting_now
     if deleted_at is not None:
-        metadata["deletionTimestamp"] = timestamp(deleted_at)
+        metadata["deletionTimestamp"] = utc_timestamp(deleted_at)
         metadata["deletionGracePeriodSeconds"] = cache.deletion_grace_seconds or 0
     building: dict[str, Any] = dict(extras.get("buildingConfig") or {})
     building["timeoutMinutes"] = spec.timeout_minutes
@@ -123,7 +119,7 @@ def render(cache: ImageCache, *, deleting_now: datetime | None = None) -> dict[s
             for p in cache.images
             if p.digest
         ],
-        "lastUpdatedTime": timestamp(cache.updated_at),
+        "lastUpdatedTime": utc_timestamp(cache.updated_at),
         "snapshotID": cache.id,
         "snapshotName": spec.name,
     }
@@ -134,7 +130,7 @@ def render(cache: ImageCache, *, deleting_now: datetime | None = None) -> dict[s
     if cache.message:
         status["message"] = cache.message
     if cache.expires_at is not None:
-        status["expireDateTime"] = timestamp(cache.expires_at)
+        status["expireDateTime"] = utc_timestamp(cache.expires_at)
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -165,7 +161,7 @@ def _ready_condition(cache: ImageCache, *, deleting: bool) -> dict[str, Any]:
         "status": "True" if phase is CacheStatus.AVAILABLE else "False",
         "reason": reason,
         "message": cache.message or "",
-        "lastTransitionTime": timestamp(cache.phase_since or cache.created_at),
+        "lastTransitionTime": utc_timestamp(cache.phase_since or cache.created_at),
         "observedGeneration": cache.generation,
     }
 
@@ -187,11 +183,9 @@ def check_content_type(request: Request) -> None:
 
 
 def load_json(raw: bytes) -> Any:
-    """The body as JSON whatever the Content-Type said (the Python client sends none)."""
-    try:
-        return json.loads(raw) if raw.strip() else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise bad_request(f"the request body is not valid JSON: {error}") from None
+    """The body as JSON whatever the Content-Type said (the Python client sends none); None
+    when it is empty, a 400 Status when it is not JSON."""
+    return json_body(raw, allow_empty=True, error=bad_request, subject="the request body")
 
 
 @dataclass
@@ -235,8 +229,8 @@ class _Reader:
     def typed(self, value: Any, where: str, kind: type, default: Any = None) -> Any:
         if value is None:
             return default
-        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-            self.fail(where, f"must be {_TYPE_NAMES[kind]}", "FieldValueTypeInvalid")
+        if not is_json_type(value, kind):
+            self.fail(where, f"must be {JSON_TYPE_NAMES[kind]}", "FieldValueTypeInvalid")
             return default
         return value
 
@@ -246,15 +240,6 @@ class _Reader:
             self.fail(where, "values must be strings", "FieldValueTypeInvalid")
             return {}
         return dict(mapping)
-
-
-_TYPE_NAMES = {
-    str: "a string",
-    int: "an integer",
-    bool: "a boolean",
-    list: "an array",
-    dict: "an object",
-}
 
 
 def parse_object(body: Any, *, strict: bool = False) -> Parsed:

@@ -16,10 +16,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from imagedepot.api.context import ApiContext
-from imagedepot.api.k8s.objects import check_content_type, load_json, timestamp
+from imagedepot.api.k8s.objects import check_content_type, load_json
 from imagedepot.api.k8s.protobuf import PROTOBUF, secret_from_protobuf
 from imagedepot.api.k8s.status import Cause, StatusError, bad_request, render_error, status_body
 from imagedepot.api.k8s.tables import Column, human_age, table_document, wants_table
+from imagedepot.api.wire import utc_timestamp
 from imagedepot.domain.errors import DomainError, Forbidden, InvalidInput, NotFound
 from imagedepot.domain.identity import Principal
 from imagedepot.services.secrets import DOCKER_CONFIG_JSON, SecretSummary
@@ -50,7 +51,7 @@ def _secret_object(summary: SecretSummary, data: bytes | None) -> dict[str, Any]
         "metadata": {
             "name": summary.name,
             "namespace": summary.namespace,
-            "creationTimestamp": timestamp(summary.created_at),
+            "creationTimestamp": utc_timestamp(summary.created_at),
         },
         "type": summary.type,
     }

@@ -53,6 +53,7 @@ from imagedepot.api.k8s.status import (
 )
 from imagedepot.api.k8s.tables import table, wants_table
 from imagedepot.api.k8s.watch import watch_response
+from imagedepot.api.wire import is_json_type
 from imagedepot.domain.caches import REBUILDABLE, CacheSpec, ImageCache
 from imagedepot.domain.errors import Conflict, InvalidInput, NotFound
 from imagedepot.domain.identity import Principal
@@ -398,9 +399,7 @@ def snapshot_routes(context: ApiContext) -> list[Route]:
         dry_run = _dry_run(dry_values)
         causes: list[Cause] = []
         grace = body.get("gracePeriodSeconds", int_param(request, "gracePeriodSeconds"))
-        if grace is not None and (
-            isinstance(grace, bool) or not isinstance(grace, int) or grace < 0
-        ):
+        if grace is not None and (not is_json_type(grace, int) or grace < 0):
             causes.append(Cause("gracePeriodSeconds", "must be a non-negative integer"))
         policy = body.get("propagationPolicy", request.query_params.get("propagationPolicy"))
         if policy is not None and policy not in ("Orphan", "Background", "Foreground"):
