@@ -34,6 +34,12 @@ class ApiContext:
     inventory: InventoryService | None = None
     """With both, `/metrics` is served."""
 
+    def required_vm_images(self) -> VmImageService:
+        """The VM image service, for the dialects mounted only when it is given."""
+        if self.vm_images is None:
+            raise RuntimeError("the VM image dialects are mounted without a VM image service")
+        return self.vm_images
+
 
 @dataclass(frozen=True)
 class RegistryContext:

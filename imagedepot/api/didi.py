@@ -41,7 +41,7 @@ from imagedepot.domain.vmimages import (
     JobType,
     VmImage,
 )
-from imagedepot.services.vmimages import ImageCopy, VmImageService
+from imagedepot.services.vmimages import ImageCopy
 
 LIST_LIMIT_MAX = 1000
 GIB = 1 << 30
@@ -191,9 +191,7 @@ def _entries(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def routes(context: ApiContext) -> list[Route]:
-    images = context.vm_images
-    assert images is not None
-    service: VmImageService = images
+    service = context.required_vm_images()
 
     def region_of(body: dict[str, Any]) -> str:
         return service.check_region(body.get("regionId"), "regionId")

@@ -29,7 +29,6 @@ from imagedepot.services.vmimages import (
     DECLARED_SIZE,
     IMPORT_METHODS,
     ImageUpload,
-    VmImageService,
 )
 
 PATCH_V21 = "application/openstack-images-v2.1-json-patch"
@@ -154,9 +153,7 @@ async def _stream_into(upload: ImageUpload, request: Request) -> None:
 
 
 def image_routes(context: ApiContext) -> list[Route]:
-    images = context.vm_images
-    assert images is not None
-    service: VmImageService = images
+    service = context.required_vm_images()
 
     def image_id(request: Request) -> str:
         return str(request.path_params["image_id"])

@@ -27,7 +27,6 @@ from imagedepot.domain.vmimages import (
     Visibility,
 )
 
-_PAGING_PARAMS = frozenset({"limit", "marker"})
 _SORT_PARAMS = frozenset({"sort_key", "sort-key", "sort_dir", "sort-dir", "sort"})
 _IN_FILTERS = {
     "id": "ids",
@@ -36,24 +35,6 @@ _IN_FILTERS = {
     "disk_format": "disk_formats",
     "container_format": "container_formats",
 }
-_NAMED_FILTERS = frozenset(
-    {
-        *_IN_FILTERS,
-        "owner",
-        "tag",
-        "visibility",
-        "protected",
-        "os_hidden",
-        "size_min",
-        "size_max",
-        "created_at",
-        "updated_at",
-        "changes-since",
-        "changes_since",
-        "type",
-        "member_status",
-    }
-)
 _TYPES = {
     "snapshot": ImageType.SNAPSHOT,
     "server": ImageType.SNAPSHOT,
