@@ -254,7 +254,22 @@ def registry_context(
         core.serving,
         PullTokens(core.identity, core.clock, signing_key),
         auth_failures or AuthFailureLimiter(0, 1),
+        readiness=lambda: readiness(core),
     )
+
+
+def readiness(core: Core) -> str | None:
+    """None when a read of the database and of the blob store both work; else which failed."""
+    try:
+        with core.store.transaction(read_only=True) as uow:
+            uow.caches.revision()
+    except Exception as error:  # whatever the driver raises, the database does not answer
+        return f"database: {type(error).__name__}: {error}".splitlines()[0]
+    try:
+        next(core.blobs.digests(), None)
+    except OSError as error:
+        return f"blob store: {error}"
+    return None
 
 
 async def serve(settings: Settings, *, with_api: bool = True) -> None:
@@ -311,6 +326,7 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
             secrets=core.secrets,
             metrics=core.metrics,
             inventory=core.inventory,
+            readiness=lambda: readiness(core),
         )
         for app, name, port in (
             (api_app(context), "api", settings.port),

@@ -1,4 +1,6 @@
-"""The ASGI applications: the API port (every dialect, plus `/healthz`) and the registry port.
+"""The ASGI applications: the API port (every dialect) and the registry port, both with
+`/healthz` (the process answers) and `/readyz` (its database and blob store answer too), for
+load balancers.
 
 Unknown paths on the API port answer JSON, never HTML, since every client here
 parses error bodies.
@@ -10,6 +12,7 @@ import logging
 import uuid
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -18,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagedepot.api import cce, didi, glance, k8s, oci
 from imagedepot.api.auth import public
-from imagedepot.api.context import ApiContext, RegistryContext
+from imagedepot.api.context import ApiContext, Readiness, RegistryContext
 from imagedepot.api.metrics import metrics_routes
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,20 @@ async def healthz(_: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+def health_routes(readiness: Readiness | None) -> list[Route]:
+    @public
+    async def readyz(_: Request) -> Response:
+        problem = None if readiness is None else await run_in_threadpool(readiness)
+        if problem is not None:
+            return JSONResponse({"status": "unready", "reason": problem}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+
+
 async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     if k8s.is_k8s_path(request.url.path):
@@ -69,7 +86,7 @@ async def internal_error(_: Request, error: Exception) -> Response:
 
 def api_app(context: ApiContext) -> Starlette:
     routes = [
-        Route("/healthz", healthz, methods=["GET"]),
+        *health_routes(context.readiness),
         *cce.routes(context),
         *k8s.routes(context),
     ]
@@ -86,4 +103,7 @@ def api_app(context: ApiContext) -> Starlette:
 
 
 def registry_app(context: RegistryContext) -> Starlette:
-    return Starlette(routes=oci.routes(context), exception_handlers={Exception: oci.internal_error})
+    return Starlette(
+        routes=[*health_routes(context.readiness), *oci.routes(context)],
+        exception_handlers={Exception: oci.internal_error},
+    )

@@ -18,6 +18,9 @@ from imagedepot.services.secrets import SecretService
 from imagedepot.services.serving import ServingService
 from imagedepot.services.vmimages import VmImageService
 
+Readiness = Callable[[], str | None]
+"""None when the database and the blob store answer; otherwise what does not."""
+
 
 @dataclass(frozen=True)
 class ApiContext:
@@ -33,6 +36,8 @@ class ApiContext:
     metrics: Metrics | None = None
     inventory: InventoryService | None = None
     """With both, `/metrics` is served."""
+    readiness: Readiness | None = None
+    """What `/readyz` asks; without it `/readyz` answers like `/healthz`."""
 
     def required_vm_images(self) -> VmImageService:
         """The VM image service, for the dialects mounted only when it is given."""
@@ -46,3 +51,4 @@ class RegistryContext:
     serving: ServingService
     tokens: PullTokens
     auth_failures: AuthFailureLimiter
+    readiness: Readiness | None = None
