@@ -1,17 +1,22 @@
-"""Settings from the environment and flags; reading them does no I/O beyond `os.environ`.
+"""Settings from a TOML file, the environment and flags; importing this module does no I/O.
 
-Every knob has an embedded default so that `imagedepot serve` runs on a fresh
-machine with SQLite and `./data`.
+Every knob has an embedded default so that `imagedepot serve` runs on a fresh machine with
+SQLite and `./data`. A deployment writes the knobs it changes into a file (`--config FILE` or
+`IMAGEDEPOT_CONFIG`), whose keys are the field names of `Settings`; a variable
+`IMAGEDEPOT_<FIELD>` overrides the file and a flag overrides both. Each value is checked where
+it comes from, so a mistake is reported as one line naming the file and key (or the variable).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
 
 DEFAULT_PLATFORMS = ("linux/amd64",)
+CONFIG_FILE_VARIABLE = "IMAGEDEPOT_CONFIG"
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,50 @@ class Settings:
         return self.database_url or f"sqlite:///{self.data_dir / 'imagedepot.db'}"
 
 
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message is one line naming where it came from."""
+
+
+@dataclass(frozen=True)
+class _Range:
+    low: float
+    high: float | None = None
+    low_included: bool = True
+
+    def describe(self) -> str:
+        if self.high is not None:
+            return f"from {self.low:g} to {self.high:g}"
+        return f"at least {self.low:g}" if self.low_included else f"greater than {self.low:g}"
+
+    def holds(self, value: float) -> bool:
+        above_low = value >= self.low if self.low_included else value > self.low
+        return above_low and (self.high is None or value <= self.high)
+
+
+_PORT = _Range(1, 65535)
+_POSITIVE = _Range(0, low_included=False)
+_RANGES: dict[str, _Range] = {
+    "port": _PORT,
+    "registry_port": _PORT,
+    "parallel_blobs": _Range(1),
+    "max_retries": _Range(0),
+    "retry_base_delay": _Range(0),
+    "worker_poll_seconds": _POSITIVE,
+    "lease_seconds": _POSITIVE,
+    "rate_limit": _Range(0),
+    "rate_burst": _Range(1),
+    "auth_failure_rate": _Range(0),
+    "auth_failure_burst": _Range(1),
+    "max_body_bytes": _Range(1),
+    "quota_caches": _Range(0),
+    "quota_images": _Range(0),
+    "quota_gib": _Range(0),
+    "max_image_bytes": _Range(1),
+}
+_NOT_EMPTY = frozenset({"platforms", "regions"})
+"""Lists that mean nothing empty (the environment falls back to the default instead)."""
+
+
 def _split(value: str | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in (value or "").split(",") if item.strip())
 
@@ -72,32 +121,55 @@ def parse_mirrors(value: str | None) -> dict[str, tuple[str, ...]]:
     for entry in _split(value):
         registry, _, endpoints = entry.partition("=")
         if not endpoints:
-            raise ValueError(
+            raise ConfigError(
                 f"IMAGEDEPOT_MIRRORS entry {entry!r} must be REGISTRY=ENDPOINT[|ENDPOINT]"
             )
         mirrors[registry.strip()] = tuple(e.strip() for e in endpoints.split("|") if e.strip())
     return mirrors
 
 
-def from_env(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-    """Settings from `IMAGEDEPOT_*` variables; keyword overrides (from CLI flags) win when not None."""
+def _number(kind: type[int] | type[float], variable: str, text: str) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{variable}={text!r}: must be {expected}") from None
+
+
+def _check_range(key: str, value: object, where: str) -> None:
+    allowed = _RANGES.get(key)
+    if allowed is not None and isinstance(value, int | float) and not allowed.holds(value):
+        raise ConfigError(f"{where} must be {allowed.describe()}, got {value!r}")
+
+
+def from_env(
+    environ: Mapping[str, str] | None = None,
+    *,
+    config_file: str | Path | None = None,
+    **overrides: object,
+) -> Settings:
+    """Settings from, in rising precedence: the defaults, the TOML file `config_file` (else
+    the one `IMAGEDEPOT_CONFIG` names, if any), `IMAGEDEPOT_*` variables, and keyword overrides
+    (from CLI flags) that are not None. Raises ConfigError naming the bad key or variable."""
     env = os.environ if environ is None else environ
-    values: dict[str, object] = {}
+    chosen_file = config_file or env.get(CONFIG_FILE_VARIABLE)
+    values: dict[str, object] = read_config_file(Path(chosen_file)) if chosen_file else {}
+    from_variables: dict[str, object] = {}
     if "IMAGEDEPOT_DATA_DIR" in env:
-        values["data_dir"] = Path(env["IMAGEDEPOT_DATA_DIR"])
+        from_variables["data_dir"] = Path(env["IMAGEDEPOT_DATA_DIR"])
     for key, name in (
         ("database_url", "DATABASE_URL"),
         ("admin_token", "ADMIN_TOKEN"),
         ("secret_key", "SECRET_KEY"),
     ):
         if env.get(f"IMAGEDEPOT_{name}"):
-            values[key] = env[f"IMAGEDEPOT_{name}"]
+            from_variables[key] = env[f"IMAGEDEPOT_{name}"]
     if "IMAGEDEPOT_PLATFORMS" in env:
-        values["platforms"] = _split(env["IMAGEDEPOT_PLATFORMS"]) or DEFAULT_PLATFORMS
+        from_variables["platforms"] = _split(env["IMAGEDEPOT_PLATFORMS"]) or DEFAULT_PLATFORMS
     if "IMAGEDEPOT_INSECURE_REGISTRIES" in env:
-        values["insecure_registries"] = _split(env["IMAGEDEPOT_INSECURE_REGISTRIES"])
+        from_variables["insecure_registries"] = _split(env["IMAGEDEPOT_INSECURE_REGISTRIES"])
     if "IMAGEDEPOT_MIRRORS" in env:
-        values["mirrors"] = parse_mirrors(env["IMAGEDEPOT_MIRRORS"])
+        from_variables["mirrors"] = parse_mirrors(env["IMAGEDEPOT_MIRRORS"])
     for key, name, kind in (
         ("parallel_blobs", "PARALLEL_BLOBS", int),
         ("max_retries", "MAX_RETRIES", int),
@@ -114,15 +186,97 @@ def from_env(environ: Mapping[str, str] | None = None, **overrides: object) -> S
         ("max_image_bytes", "MAX_IMAGE_BYTES", int),
     ):
         if env.get(f"IMAGEDEPOT_{name}"):
-            values[key] = kind(env[f"IMAGEDEPOT_{name}"])
+            variable = f"IMAGEDEPOT_{name}"
+            from_variables[key] = number = _number(kind, variable, env[variable])
+            _check_range(key, number, variable)
     for key, name in (("tls_cert", "TLS_CERT"), ("tls_key", "TLS_KEY")):
         if env.get(f"IMAGEDEPOT_{name}"):
-            values[key] = Path(env[f"IMAGEDEPOT_{name}"])
+            from_variables[key] = Path(env[f"IMAGEDEPOT_{name}"])
     if env.get("IMAGEDEPOT_POLICY_FILE"):
-        values["policy_file"] = Path(env["IMAGEDEPOT_POLICY_FILE"])
+        from_variables["policy_file"] = Path(env["IMAGEDEPOT_POLICY_FILE"])
     if _split(env.get("IMAGEDEPOT_REGIONS")):
-        values["regions"] = _split(env.get("IMAGEDEPOT_REGIONS"))
+        from_variables["regions"] = _split(env.get("IMAGEDEPOT_REGIONS"))
+    values.update(from_variables)
     for key, value in overrides.items():
         if value is not None:
             values[key] = Path(str(value)) if key == "data_dir" else value
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def read_config_file(path: Path) -> dict[str, object]:
+    """The settings a TOML file sets, keyed by field name and converted to the field's type.
+    Relative paths in it are taken from the file's directory, so that its meaning does not
+    depend on where a command runs. Raises ConfigError `FILE: key 'KEY' …` on any mistake."""
+    import tomllib  # only where a file is given: most commands have none
+
+    try:
+        with path.open("rb") as opened:
+            document = tomllib.load(opened)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the config file: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    kinds = setting_types()
+    values: dict[str, object] = {}
+    for key, raw in document.items():
+        where = f"{path}: key {key!r}"
+        if key not in kinds:
+            raise ConfigError(f"{where} is not a setting{_suggestion(key, kinds)}")
+        value = _converted(kinds[key], raw, where, path.parent)
+        if key in _NOT_EMPTY and not value:
+            raise ConfigError(f"{where} must list at least one entry")
+        _check_range(key, value, where)
+        values[key] = value
+    return values
+
+
+def setting_types() -> dict[str, Any]:
+    """Each Settings field and its type: the keys a config file may set."""
+    hints = get_type_hints(Settings)
+    return {each.name: hints[each.name] for each in fields(Settings)}
+
+
+def _suggestion(key: str, known: Mapping[str, object]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else " (the keys are the Settings fields)"
+
+
+def _converted(kind: Any, raw: object, where: str, base_dir: Path) -> object:
+    members = get_args(kind)
+    if type(None) in members:  # `X | None`: a file sets X, or leaves the key out
+        kind = next(member for member in members if member is not type(None))
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        raise ConfigError(f"{where} must be true or false, got {raw!r}")
+    if kind is int:
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        raise ConfigError(f"{where} must be an integer, got {raw!r}")
+    if kind is float:
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            return float(raw)
+        raise ConfigError(f"{where} must be a number, got {raw!r}")
+    if kind is str or kind is Path:
+        if not isinstance(raw, str):
+            raise ConfigError(f"{where} must be a string, got {raw!r}")
+        if not raw:
+            raise ConfigError(f"{where} must not be empty (leave the key out for the default)")
+        return base_dir / raw if kind is Path else raw
+    if get_origin(kind) is tuple:
+        return _strings(raw, where)
+    if get_origin(kind) is Mapping:
+        if not isinstance(raw, dict):
+            raise ConfigError(f'{where} must be a table such as {{"docker.io" = ["host:5000"]}}')
+        return {
+            str(name): _strings(entries, f"{where} entry {name!r}") for name, entries in raw.items()
+        }
+    raise TypeError(f"Settings field of type {kind!r} has no config file form")
+
+
+def _strings(raw: object, where: str) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(item, str) and item for item in raw):
+        raise ConfigError(f"{where} must be a list of non-empty strings, got {raw!r}")
+    return tuple(raw)
