@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# `make run ARGS='--port 9000 --tls-cert c.pem --tls-key k.pem'` passes ARGS to `serve`;
+# IMAGEDEPOT_HOST, IMAGEDEPOT_PORT, IMAGEDEPOT_REGISTRY_PORT (and every other setting)
+# come through the environment or the make command line.
+ARGS ?=
 run: $(STAMP)
-	$(BIN)/imagedepot serve
+	$(BIN)/imagedepot serve $(ARGS)
 
 peers:
 	@missing=""; \

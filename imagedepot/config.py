@@ -61,6 +61,9 @@ class Settings:
     regions: tuple[str, ...] = ("default",)
     """The regions VM images live in (IMAGEDEPOT_REGIONS, comma-separated); the first is where
     new images are made."""
+    forwarded_allow_ips: tuple[str, ...] = ()
+    """Reverse proxies (addresses or networks, IMAGEDEPOT_FORWARDED_ALLOW_IPS comma-separated)
+    whose X-Forwarded-For/-Proto/-Host are believed; from anyone else they are ignored."""
 
     @property
     def resolved_database_url(self) -> str:
@@ -158,6 +161,7 @@ def from_env(
     if "IMAGEDEPOT_DATA_DIR" in env:
         from_variables["data_dir"] = Path(env["IMAGEDEPOT_DATA_DIR"])
     for key, name in (
+        ("host", "HOST"),
         ("database_url", "DATABASE_URL"),
         ("admin_token", "ADMIN_TOKEN"),
         ("secret_key", "SECRET_KEY"),
@@ -171,6 +175,8 @@ def from_env(
     if "IMAGEDEPOT_MIRRORS" in env:
         from_variables["mirrors"] = parse_mirrors(env["IMAGEDEPOT_MIRRORS"])
     for key, name, kind in (
+        ("port", "PORT", int),
+        ("registry_port", "REGISTRY_PORT", int),
         ("parallel_blobs", "PARALLEL_BLOBS", int),
         ("max_retries", "MAX_RETRIES", int),
         ("retry_base_delay", "RETRY_BASE_DELAY", float),
@@ -196,6 +202,8 @@ def from_env(
         from_variables["policy_file"] = Path(env["IMAGEDEPOT_POLICY_FILE"])
     if _split(env.get("IMAGEDEPOT_REGIONS")):
         from_variables["regions"] = _split(env.get("IMAGEDEPOT_REGIONS"))
+    if "IMAGEDEPOT_FORWARDED_ALLOW_IPS" in env:
+        from_variables["forwarded_allow_ips"] = _split(env["IMAGEDEPOT_FORWARDED_ALLOW_IPS"])
     values.update(from_variables)
     for key, value in overrides.items():
         if value is not None:
