@@ -27,8 +27,15 @@ def imagedepot_command(*args: str) -> list[str]:
 class Service:
     """`with Service() as service: service.client(token).get(...)`; restartable, killable."""
 
-    def __init__(self, data_dir: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        serve_args: tuple[str, ...] = (),
+    ) -> None:
+        """`serve_args` go on the `serve` command line after the ports and data dir."""
         self._own_dir = data_dir is None
+        self.serve_args = serve_args
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="imagedepot-data-"))
         self.env = {
             **os.environ,
@@ -76,6 +83,7 @@ class Service:
                     str(self.registry_port),
                     "--data-dir",
                     str(self.data_dir),
+                    *self.serve_args,
                 ),
                 env=self.env,
                 stdout=log,
