@@ -19,16 +19,22 @@ from imagedepot.cli.caches import caches
 from imagedepot.cli.common import data_dir_option, settings_for
 from imagedepot.cli.images import images
 
+QUIET_UNLESS_VERBOSE = ("alembic", "httpx", "httpcore")
+"""Libraries whose INFO lines (a migration step, every HTTP request the CLI makes) are noise
+on a command's stderr; `--verbose` shows them."""
+
 
 @click.group()
-@click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
+@click.version_option(package_name="imagedepot", message="imagedepot %(version)s")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages, HTTP requests included.")
 def main(verbose: bool) -> None:
     """imagedepot: image caches and VM images behind the cloud APIs you already script against."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("alembic").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    for name in QUIET_UNLESS_VERBOSE:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @main.command()

@@ -1,6 +1,11 @@
 """The offline admin commands: credentials, secrets, projects, audit, fsck, gc, export and
 import. They work directly on a data dir (no server needed, no token asked), each opening the
-core through `opened_core`; the `cli` package adds them to `main`."""
+core through `opened_core`, and each that changes state records it in the audit log through
+`audited`; the `cli` package adds them to `main`.
+
+Only `credentials create` makes a store in a data dir that holds none (it is how the first
+project and credential come to be, before or without `serve`); every other command refuses
+such a dir, so that a mistyped --data-dir is said to be one."""
 
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ from pathlib import Path
 import click
 
 from imagedepot import bootstrap
-from imagedepot.cli.common import data_dir_option, opened_core, settings_for
+from imagedepot.cli.common import audited, data_dir_option, opened_core
+from imagedepot.cli.output import echo_json, echo_table, json_option, short_time
 from imagedepot.domain.identity import Role
 
 # --- credentials ----------------------------------------------------------------------------
@@ -42,7 +48,8 @@ def credentials() -> None:
     "--json",
     "as_json",
     is_flag=True,
-    help="Print {project_id, token} (or {project_id, access_key, secret_key}) as JSON.",
+    help="Print {project_id, project, credential_id, role, token} (with --aksk: access_key "
+    "and secret_key instead of token) as JSON.",
 )
 def credentials_create(
     data_dir: str | None,
@@ -54,16 +61,27 @@ def credentials_create(
 ) -> None:
     """Create a credential for PROJECT with ROLE; its secret is shown only now."""
     expires_in = timedelta(days=expires_in_days) if expires_in_days else None
-    with opened_core(data_dir) as core:
+    with (
+        opened_core(data_dir, initialise=True) as core,
+        audited(core, "cli:credential:create", "credentials") as change,
+    ):
         issue = core.identity.issue_access_key if aksk else core.identity.issue_token
         issued = issue(project, Role(role), expires_in)
+        change.target = f"credentials/{issued.credential_id}"
+        change.project_id = issued.project_id
     secret = (
         {"access_key": issued.access_key, "secret_key": issued.secret_key}
         if aksk
         else {"token": issued.token}
     )
     if as_json:
-        click.echo(json.dumps({"project_id": issued.project_id, **secret}))
+        identity = {
+            "project_id": issued.project_id,
+            "project": issued.project_name,
+            "credential_id": issued.credential_id,
+            "role": issued.role.value,
+        }
+        click.echo(json.dumps({**identity, **secret}))
         return
     click.echo(
         f"project {issued.project_name} ({issued.project_id}), role {issued.role}, "
@@ -76,11 +94,12 @@ def credentials_create(
 @credentials.command("list")
 @data_dir_option
 @click.option("--project", default=None, help="Only this project's credentials.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def credentials_list(data_dir: str | None, project: str | None, as_json: bool) -> None:
     """List credentials (never their secrets)."""
     with opened_core(data_dir) as core:
         listed = core.identity.list_credentials(project)
+        now = core.clock.now()
     rows = [
         {
             "id": c.id,
@@ -92,18 +111,29 @@ def credentials_list(data_dir: str | None, project: str | None, as_json: bool) -
             "created_at": c.created_at.isoformat(),
             "expires_at": c.expires_at.isoformat() if c.expires_at else None,
             "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
+            "state": "revoked" if c.revoked_at else "active" if c.usable(now) else "expired",
         }
         for c, name in listed
     ]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo_json(rows)
         return
-    for row in rows:
-        state = "revoked" if row["revoked_at"] else "active"
-        click.echo(
-            f"{row['id']}  {row['project']:<20} {row['role']:<7} {row['kind']:<6} "
-            f"{row['access_key'] or '-':<20} {state}"
-        )
+    echo_table(
+        ("ID", "PROJECT", "ROLE", "KIND", "ACCESS KEY", "STATE", "CREATED", "EXPIRES"),
+        [
+            (
+                row["id"],
+                row["project"],
+                row["role"],
+                row["kind"],
+                row["access_key"],
+                row["state"],
+                short_time(credential.created_at),
+                short_time(credential.expires_at),
+            )
+            for row, (credential, _) in zip(rows, listed, strict=True)
+        ],
+    )
 
 
 @credentials.command("revoke")
@@ -111,7 +141,14 @@ def credentials_list(data_dir: str | None, project: str | None, as_json: bool) -
 @click.argument("credential_id")
 def credentials_revoke(data_dir: str | None, credential_id: str) -> None:
     """Revoke a credential at once."""
-    with opened_core(data_dir) as core:
+    with (
+        opened_core(data_dir) as core,
+        audited(core, "cli:credential:revoke", f"credentials/{credential_id}") as change,
+    ):
+        change.project_id = next(
+            (c.project_id for c, _ in core.identity.list_credentials() if c.id == credential_id),
+            None,
+        )
         core.identity.revoke(credential_id)
     click.echo(f"{credential_id} revoked")
 
@@ -123,21 +160,40 @@ def credentials_revoke(data_dir: str | None, credential_id: str) -> None:
 @data_dir_option
 @click.option("--project", default=None, help="Project name: only its events.")
 @click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def audit(data_dir: str | None, project: str | None, limit: int, as_json: bool) -> None:
-    """Show the newest state-changing calls: who, project, action, object, result, time."""
+    """Show the newest state-changing calls, the API's and this CLI's (actions `cli:…`, with
+    no credential): time, result, action, object, credential, project."""
     with opened_core(data_dir) as core:
         project_id = None if project is None else core.identity.project_named(project).id
         events = core.audit.recent(project_id, limit)
-    rows = [{**asdict(event), "at": event.at.isoformat()} for event in events]
+        names = core.identity.project_names(e.project_id for e in events if e.project_id)
+    rows = [
+        {
+            **asdict(event),
+            "at": event.at.isoformat(),
+            "project": names.get(event.project_id) if event.project_id else None,
+        }
+        for event in events
+    ]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo_json(rows)
         return
-    for row in rows:
-        click.echo(
-            f"{row['at']}  {row['status']}  {row['action']:<26} {row['target']}  "
-            f"credential={row['credential_id'] or '-'} project={row['project_id'] or '-'}"
-        )
+    echo_table(
+        ("AT", "STATUS", "ACTION", "TARGET", "CREDENTIAL", "PROJECT", "PROJECT ID"),
+        [
+            (
+                short_time(event.at),
+                row["status"],
+                row["action"],
+                row["target"],
+                row["credential_id"],
+                row["project"],
+                row["project_id"],
+            )
+            for row, event in zip(rows, events, strict=True)
+        ],
+    )
 
 
 # --- secrets --------------------------------------------------------------------------------
@@ -175,8 +231,12 @@ def secrets_create(
         or os.environ.get("IMAGEDEPOT_DOCKER_PASSWORD")
         or click.prompt("password", hide_input=True)
     )
-    with opened_core(data_dir) as core:
+    with (
+        opened_core(data_dir) as core,
+        audited(core, "cli:secret:create", f"secrets/{namespace}/{name}") as change,
+    ):
         project_row = core.identity.ensure_project(project)
+        change.project_id = project_row.id
         summary = core.secrets.put_docker_registry(
             project_row.id, namespace, name, docker_server, docker_username, password
         )
@@ -189,7 +249,8 @@ def secrets_create(
 @data_dir_option
 def secrets_rotate_key(data_dir: str | None) -> None:
     """Re-encrypt every secret under a new key (see the README for IMAGEDEPOT_SECRET_KEY)."""
-    count = bootstrap.rotate_secret_key(settings_for(data_dir))
+    with opened_core(data_dir) as core, audited(core, "cli:secret:rotateKey", "secrets"):
+        count = bootstrap.rotate_secret_key(core.settings)
     click.echo(f"re-sealed {count} secrets under the new key")
 
 
@@ -198,7 +259,7 @@ def secrets_rotate_key(data_dir: str | None) -> None:
 
 @click.command()
 @data_dir_option
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def fsck(data_dir: str | None, as_json: bool) -> None:
     """Re-hash every blob and report damage; exit 1 when any blob is damaged or missing."""
     with opened_core(data_dir) as core:
@@ -232,8 +293,9 @@ def fsck(data_dir: str | None, as_json: bool) -> None:
 @data_dir_option
 def gc(data_dir: str | None) -> None:
     """Remove blobs that no cache references."""
-    with opened_core(data_dir) as core:
+    with opened_core(data_dir) as core, audited(core, "cli:blob:gc", "blobs") as change:
         removed = core.blob_service.collect()
+        change.target = f"blobs?removed={len(removed)}"
     click.echo(f"removed {len(removed)} unreferenced blobs")
 
 
@@ -251,7 +313,12 @@ def projects() -> None:
 @click.option("--on/--off", "allowed", required=True, help="Allow pulls without credentials.")
 def projects_set_anonymous_pull(data_dir: str | None, project: str, allowed: bool) -> None:
     """Let anyone pull PROJECT's caches from the registry port (node mirrors), or stop that."""
-    with opened_core(data_dir) as core:
+    target = f"projects/{project}?anonymous_pull={'on' if allowed else 'off'}"
+    with (
+        opened_core(data_dir) as core,
+        audited(core, "cli:project:setAnonymousPull", target) as change,
+    ):
+        change.project_id = core.identity.project_named(project).id
         core.identity.set_anonymous_pull(project, allowed)
     click.echo(f"project {project}: anonymous pull {'on' if allowed else 'off'}")
 
@@ -318,8 +385,13 @@ def import_cache(
 ) -> None:
     """Read an OCI image layout (as `export` writes it) into a new Available cache."""
     source = _one_target(layout, archive)
-    with opened_core(data_dir) as core:
+    with (
+        opened_core(data_dir) as core,
+        audited(core, "cli:imageCache:import", f"imagecaches?name={name}") as change,
+    ):
+        change.project_id = core.identity.project_named(project).id
         cache = core.layouts.import_layout(source, project, name)
+        change.target = f"imagecaches/{cache.id}"
     click.echo(f"{cache.id} {cache.spec.name} {cache.status}")
 
 

@@ -5,15 +5,18 @@ token, so they live apart from them. The `cli` package adds this group to `main`
 
 from __future__ import annotations
 
-import json
+import re
 import time
 from typing import Any
 
 import click
 
-from imagedepot.cli.client import Api, server_option, token_option
+from imagedepot.cli.client import Api, Connection, connection_options
+from imagedepot.cli.output import echo_json, echo_table, human_bytes, json_option
 
 TERMINAL = {"Available", "Failed", "Unavailable"}
+CACHE_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+"""A cache id is a UUID; anything else a command is given is taken for a cache's name."""
 
 
 @click.group()
@@ -22,8 +25,7 @@ def caches() -> None:
 
 
 @caches.command("create")
-@server_option
-@token_option
+@connection_options
 @click.argument("name")
 @click.option("--image", "images", multiple=True, required=True, help="Image reference (repeat).")
 @click.option("--size", type=int, default=20, show_default=True, help="Size budget in GiB.")
@@ -36,9 +38,9 @@ def caches() -> None:
     default=None,
     help="With --wait: give up after this many seconds (exit 1; the build goes on).",
 )
+@json_option
 def caches_create(
-    server: str,
-    token: str | None,
+    connection: Connection,
     name: str,
     images: tuple[str, ...],
     size: int,
@@ -46,9 +48,10 @@ def caches_create(
     pull_secrets: tuple[str, ...],
     wait: bool,
     timeout: float | None,
+    as_json: bool,
 ) -> None:
     """Create the cache NAME of the given images."""
-    api = Api(server, token)
+    api = Api(connection)
     body = {
         "name": name,
         "images": list(images),
@@ -57,49 +60,90 @@ def caches_create(
         "building_config": {"image_pull_secrets": list(pull_secrets)},
     }
     cache = api.call("POST", "/v5/imagecaches", body, ok=(201,))["image_cache"]
-    click.echo(f"{cache['id']} {cache['name']} {cache['status']}")
+    if not as_json:
+        click.echo(f"{cache['id']} {cache['name']} {cache['status']}")
     if wait:
-        _wait_built(api, cache["id"], timeout)
+        _wait_built(api, cache["id"], timeout, quiet=as_json)
+    if as_json:
+        echo_json(_shown(api, cache["id"]) if wait else cache)
 
 
 @caches.command("list")
-@server_option
-@token_option
+@connection_options
 @click.option("--name", default=None, help="Exact name.")
-@click.option("--json", "as_json", is_flag=True)
-def caches_list(server: str, token: str | None, name: str | None, as_json: bool) -> None:
+@json_option
+def caches_list(connection: Connection, name: str | None, as_json: bool) -> None:
     """List the project's caches."""
-    path = "/v5/imagecaches" + (f"?name={name}" if name else "")
-    items = Api(server, token).call("GET", path)["image_caches"]
+    params = {"name": name} if name else None
+    items = Api(connection).call("GET", "/v5/imagecaches", params=params)["image_caches"]
     if as_json:
-        click.echo(json.dumps(items, indent=2))
+        echo_json(items)
         return
-    for item in items:
-        click.echo(
-            f"{item['id']}  {item['name']:<30} {item['status']:<10} {len(item['images'])} images"
-        )
+    echo_table(
+        ("ID", "NAME", "STATUS", "IMAGES", "SIZE", "CREATED"),
+        [
+            (
+                item["id"],
+                item["name"],
+                item["status"],
+                len(item["images"]),
+                f"{item['image_cache_size']} GiB",
+                item["created_at"],
+            )
+            for item in items
+        ],
+    )
 
 
 @caches.command("get")
-@server_option
-@token_option
-@click.argument("cache_id")
-def caches_get(server: str, token: str | None, cache_id: str) -> None:
-    """Show one cache, with per-image digests and sizes."""
-    api = Api(server, token)
-    cache = api.call("GET", f"/v5/imagecaches/{cache_id}")["image_cache"]
-    cache["progress"] = api.call("GET", f"/v5/imagecaches/{cache_id}/progress")["images"]
-    click.echo(json.dumps(cache, indent=2))
+@connection_options
+@click.argument("cache")
+@json_option
+def caches_get(connection: Connection, cache: str, as_json: bool) -> None:
+    """Show the cache CACHE (an id, or the name of one of the project's caches), with
+    per-image digests and sizes."""
+    api = Api(connection)
+    shown = _shown(api, cache_id_for(api, cache))
+    if as_json:
+        echo_json(shown)
+        return
+    secrets = shown["building_config"].get("image_pull_secrets") or []
+    fields = [
+        ("id", shown["id"]),
+        ("name", shown["name"]),
+        ("status", shown["status"]),
+        ("message", shown.get("message")),
+        ("created", shown["created_at"]),
+        ("size budget", f"{shown['image_cache_size']} GiB"),
+        ("retention", f"{shown['retention_days']} days" if shown["retention_days"] else "forever"),
+        ("pull secrets", ", ".join(secrets) or None),
+    ]
+    width = max(len(label) for label, _ in fields) + 1
+    for label, value in fields:
+        if value is not None:
+            click.echo(f"{label + ':':<{width}} {value}")
+    click.echo()
+    echo_table(
+        ("IMAGE", "DIGEST", "SIZE", "PULLED"),
+        [
+            (
+                image["image"],
+                image["digest"],
+                human_bytes(image["size_bytes"]),
+                human_bytes(image["pulled_bytes"]),
+            )
+            for image in shown["progress"]
+        ],
+    )
 
 
 @caches.command("delete")
-@server_option
-@token_option
+@connection_options
 @click.argument("cache_id")
 @click.option("--wait", is_flag=True, help="Wait until the cache is gone.")
-def caches_delete(server: str, token: str | None, cache_id: str, wait: bool) -> None:
+def caches_delete(connection: Connection, cache_id: str, wait: bool) -> None:
     """Delete a cache (its blobs are released once no other cache uses them)."""
-    api = Api(server, token)
+    api = Api(connection)
     cache = api.call("DELETE", f"/v5/imagecaches/{cache_id}", ok=(202,))["image_cache"]
     click.echo(f"{cache['id']} {cache['status']}")
     while wait:
@@ -113,7 +157,31 @@ def caches_delete(server: str, token: str | None, cache_id: str, wait: bool) -> 
         time.sleep(0.5)
 
 
-def _wait_built(api: Api, cache_id: str, timeout: float | None) -> None:
+def cache_id_for(api: Api, cache: str) -> str:
+    """The id of CACHE: itself when it is a UUID, else that of the project's cache so named."""
+    if CACHE_ID.match(cache):
+        return cache
+    found = api.call("GET", "/v5/imagecaches", params={"name": cache})["image_caches"]
+    if not found:
+        raise click.ClickException(f"no cache named {cache!r} in this project")
+    if len(found) > 1:
+        ids = ", ".join(item["id"] for item in found)
+        raise click.ClickException(f"{len(found)} caches are named {cache!r}; give an id: {ids}")
+    cache_id: str = found[0]["id"]
+    return cache_id
+
+
+def _shown(api: Api, cache_id: str) -> dict[str, Any]:
+    """The cache's CCE detail with imagedepot's per-image `progress`."""
+    cache: dict[str, Any] = api.call("GET", f"/v5/imagecaches/{cache_id}")["image_cache"]
+    cache["progress"] = api.call("GET", f"/v5/imagecaches/{cache_id}/progress")["images"]
+    return cache
+
+
+def _wait_built(api: Api, cache_id: str, timeout: float | None, *, quiet: bool) -> None:
+    """Show bytes pulled per image (on stderr, so stdout stays what scripts read) until the
+    build ends; a ClickException unless it ends Available."""
+    from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -122,7 +190,9 @@ def _wait_built(api: Api, cache_id: str, timeout: float | None) -> None:
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
+        console=Console(stderr=True),
         transient=False,
+        disable=quiet,
     ) as bars:
         tasks: dict[str, Any] = {}
         while True:
@@ -142,4 +212,5 @@ def _wait_built(api: Api, cache_id: str, timeout: float | None) -> None:
             time.sleep(0.5)
     if state["status"] != "Available":
         raise click.ClickException(f"cache {cache_id} is {state['status']}: {state['message']}")
-    click.echo(f"{cache_id} Available")
+    if not quiet:
+        click.echo(f"{cache_id} Available")

@@ -7,7 +7,6 @@ nothing is read whole.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,13 @@ import click
 
 from imagedepot.cli.client import (
     Api,
+    Connection,
     api_client,
     checked,
+    connection_options,
     reaching_server,
-    server_option,
-    token_option,
 )
+from imagedepot.cli.output import echo_json, echo_table, human_bytes, json_option
 
 CHUNK = 1 << 20
 FORMATS_BY_SUFFIX = {
@@ -42,8 +42,7 @@ def images() -> None:
 
 
 @images.command("snapshot")
-@server_option
-@token_option
+@connection_options
 @click.option(
     "--from",
     "source",
@@ -55,14 +54,15 @@ def images() -> None:
 @click.option("--disk-format", default=None, help="qcow2, raw, vmdk, … (default: from the suffix).")
 @click.option("--container-format", default="bare", show_default=True)
 @click.option("--instance-uuid", default=None, help="The server the snapshot was taken from.")
+@json_option
 def snapshot(
-    server: str,
-    token: str | None,
+    connection: Connection,
     source: Path,
     name: str,
     disk_format: str | None,
     container_format: str,
     instance_uuid: str | None,
+    as_json: bool,
 ) -> None:
     """Upload a disk file as a snapshot (`image_type=snapshot`), showing progress."""
     from rich.console import Console
@@ -78,7 +78,7 @@ def snapshot(
     if instance_uuid:
         body["instance_uuid"] = instance_uuid
     size = source.stat().st_size
-    with api_client(server, token, timeout=300) as client, reaching_server():
+    with api_client(connection, timeout=300) as client, reaching_server(connection.server):
         image = checked(client.post("/v2/images", json=body), (201,))
         # The bar goes to stderr, so stdout stays the one line scripts read.
         bars_console = Console(stderr=True)
@@ -102,37 +102,51 @@ def snapshot(
             )
         checked(response, (204,))
         shown = checked(client.get(f"/v2/images/{image['id']}"), (200,))
+    if as_json:
+        echo_json(shown)
+        return
     click.echo(f"{shown['id']} {shown['name']} {shown['status']} {shown['size']} bytes")
 
 
 @images.command("list")
-@server_option
-@token_option
+@connection_options
 @click.option(
     "--type", "image_type", type=click.Choice(["snapshot", "image", "all"]), default="all"
 )
-@click.option("--json", "as_json", is_flag=True)
-def list_images(server: str, token: str | None, image_type: str, as_json: bool) -> None:
+@json_option
+def list_images(connection: Connection, image_type: str, as_json: bool) -> None:
     """List the project's images (every page)."""
     found: list[dict[str, Any]] = []
-    api = Api(server, token, timeout=300)
+    api = Api(connection, timeout=300)
     url: str | None = f"/v2/images?type={image_type}&sort_key=name&sort_dir=asc&limit=200"
     while url:
         page = api.call("GET", url)
         found += page["images"]
         url = page.get("next")
     if as_json:
-        click.echo(json.dumps(found, indent=2))
+        echo_json(found)
         return
-    for item in found:
-        click.echo(f"{item['id']}  {item['name'] or '':<30} {item['status']:<12} {item['size']}")
+    echo_table(
+        ("ID", "NAME", "STATUS", "TYPE", "DISK FORMAT", "VISIBILITY", "SIZE"),
+        [
+            (
+                item["id"],
+                item["name"],
+                item["status"],
+                item.get("image_type", "image"),
+                item["disk_format"],
+                item["visibility"],
+                human_bytes(item["size"]),
+            )
+            for item in found
+        ],
+    )
 
 
 @images.command("delete")
-@server_option
-@token_option
+@connection_options
 @click.argument("image_id")
-def delete_image(server: str, token: str | None, image_id: str) -> None:
+def delete_image(connection: Connection, image_id: str) -> None:
     """Delete an image (its bytes are released once no other image or cache uses them)."""
-    Api(server, token, timeout=300).call("DELETE", f"/v2/images/{image_id}", ok=(204,))
+    Api(connection, timeout=300).call("DELETE", f"/v2/images/{image_id}", ok=(204,))
     click.echo(f"{image_id} deleted")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -88,6 +89,16 @@ class IdentityService:
         if project is None:
             raise NotFound(f"project {name!r} does not exist")
         return project
+
+    def project_names(self, project_ids: Iterable[str]) -> dict[str, str]:
+        """The name of each of `project_ids` that exists (for listings that hold ids)."""
+        names: dict[str, str] = {}
+        with self._store.transaction(read_only=True) as uow:
+            for project_id in set(project_ids):
+                project = uow.identity.project_by_id(project_id)
+                if project is not None:
+                    names[project_id] = project.name
+        return names
 
     def set_anonymous_pull(self, project_name: str, allowed: bool) -> None:
         """Let anyone pull the caches of `project_name` (for node mirrors), or stop that."""

@@ -41,7 +41,7 @@ def test_the_cli_creates_waits_lists_shows_and_deletes(
 
     listed = json.loads(service.cli("caches", "list", "--json", *common).stdout)
     assert [(item["id"], item["status"]) for item in listed] == [(cache_id, "Available")]
-    shown = json.loads(service.cli("caches", "get", cache_id, *common).stdout)
+    shown = json.loads(service.cli("caches", "get", cache_id, "--json", *common).stdout)
     assert shown["progress"][0]["digest"] == pushed.manifest_digest
 
     deleted = service.cli("caches", "delete", cache_id, "--wait", *common)

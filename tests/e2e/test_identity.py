@@ -50,7 +50,15 @@ def aksk(service: Service, project: str, role: str = "member") -> dict[str, str]
         "--json",
     )
     issued: dict[str, str] = json.loads(result.stdout)
-    assert set(issued) == {"project_id", "access_key", "secret_key"}
+    assert set(issued) == {
+        "project_id",
+        "project",
+        "credential_id",
+        "role",
+        "access_key",
+        "secret_key",
+    }
+    assert (issued["project"], issued["role"]) == (project, role)
     return issued
 
 
@@ -366,12 +374,15 @@ def test_state_changes_are_audited(service: Service) -> None:
     )
     seen = [(e["action"], e["status"]) for e in reversed(events)]
     assert seen == [
+        ("cli:credential:create", 200),  # the two credentials, made offline
+        ("cli:credential:create", 200),
         ("cce:imageCache:create", 201),
         ("cce:imageCache:delete", 403),
         ("cce:imageCache:delete", 202),
     ]
-    assert all(e["target"].startswith("/v5/imagecaches") and e["request_id"] for e in events)
-    assert events[0]["credential_id"] != events[1]["credential_id"]
+    calls = [e for e in events if e["action"].startswith("cce:")]
+    assert all(e["target"].startswith("/v5/imagecaches") and e["request_id"] for e in calls)
+    assert calls[0]["credential_id"] != calls[1]["credential_id"]
 
 
 def test_no_secret_reaches_the_database_files_or_the_log(
