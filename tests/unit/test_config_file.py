@@ -171,6 +171,10 @@ def test_the_environment_is_read_as_it_always_was() -> None:
         "IMAGEDEPOT_TLS_KEY": "k.pem",
         "IMAGEDEPOT_POLICY_FILE": "policy.json",
         "IMAGEDEPOT_REGIONS": "bj,sh",
+        "IMAGEDEPOT_HOST": "0.0.0.0",
+        "IMAGEDEPOT_PORT": "9080",
+        "IMAGEDEPOT_REGISTRY_PORT": "9050",
+        "IMAGEDEPOT_FORWARDED_ALLOW_IPS": "10.0.0.5, 192.168.10.0/24",
     }
     assert from_env(environ) == Settings(
         data_dir=Path("/srv/depot"),
@@ -197,6 +201,10 @@ def test_the_environment_is_read_as_it_always_was() -> None:
         tls_key=Path("k.pem"),
         policy_file=Path("policy.json"),
         regions=("bj", "sh"),
+        host="0.0.0.0",
+        port=9080,
+        registry_port=9050,
+        forwarded_allow_ips=("10.0.0.5", "192.168.10.0/24"),
     )
     # Empty variables keep the defaults, as before; an empty platform list means the default.
     empty = {name: "" for name in environ if name != "IMAGEDEPOT_DATA_DIR"}
