@@ -13,10 +13,11 @@ import logging
 import os
 import secrets
 import signal
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from imagedepot.adapters.blobs.filesystem import FilesystemBlobStore
 from imagedepot.adapters.clock import SystemClock
@@ -53,6 +54,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imagedepot")
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
+PORT_NAMES = {"api": "API", "registry": "registry"}
+"""How messages name each port (the keys are the ports' names in metrics)."""
+TLS_HANDSHAKE = b"\x16"
+"""The first byte of every TLS connection (a handshake record), never of an HTTP request."""
 
 
 @dataclass
@@ -272,14 +277,72 @@ def readiness(core: Core) -> str | None:
     return None
 
 
+def listening_socket(host: str, port: int, name: str) -> socket.socket:
+    """A socket bound to host:port and listening; SystemExit with one line naming the address
+    when that cannot be, so that a port in use stops `serve` before anything starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen()
+    except OSError as error:
+        listener.close()
+        reason = error.strerror or str(error)
+        raise SystemExit(
+            f"imagedepot: cannot listen on {address(host, port)} ({name} port): {reason.lower()}"
+        ) from None
+    return listener
+
+
+def address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def plain_http_protocol(base: Any, name: str) -> Any:
+    """uvicorn's HTTP protocol `base` that answers a TLS handshake on a plain-HTTP port with
+    one debug line saying so, instead of uvicorn's bare "Invalid HTTP request received."
+    warning: skopeo and docker try HTTPS first on every registry, so this is routine there.
+    It still answers 400, which TLS clients read as "server gave HTTP response to HTTPS
+    client" and fall back to HTTP where they are allowed to. `base` "auto" stays as it is."""
+    if not isinstance(base, type):
+        return base
+
+    class PlainHttpProtocol(base):  # type: ignore[misc]
+        _first_data = True
+
+        def data_received(self, data: bytes) -> None:
+            first, self._first_data = self._first_data, False
+            if first and data[:1] == TLS_HANDSHAKE and self.scheme == "http":
+                port = self.server[1] if self.server else "?"
+                client = address(*self.client) if self.client else "an unknown address"
+                log.debug(
+                    "a TLS handshake arrived on the plain-HTTP %s port %s from %s; answered 400 "
+                    "(clients such as skopeo try HTTPS first)",
+                    name,
+                    port,
+                    client,
+                )
+                self.send_400_response("this port speaks plain HTTP, not TLS")
+                return
+            super().data_received(data)
+
+    return PlainHttpProtocol
+
+
 async def serve(settings: Settings, *, with_api: bool = True) -> None:
-    """Run the API port, the registry port and the worker in one process until SIGINT/SIGTERM."""
+    """Run the API port, the registry port and the worker in one process until SIGINT/SIGTERM.
+
+    Both ports are bound before anything else happens: one that is in use ends the process
+    (SystemExit, one line naming the address) before the database is opened or anything
+    logs "serving"."""
     # Imported here: the CLI's offline commands need only open_core, and these are slow to load.
     import uvicorn
 
     from imagedepot.api.app import api_app, registry_app
     from imagedepot.api.auth import Gate
     from imagedepot.api.context import ApiContext
+    from imagedepot.api.forwarded import behind_proxies
     from imagedepot.api.limits import AuthFailureLimiter, RateLimiter
     from imagedepot.api.metrics import CountingMiddleware
     from imagedepot.api.zero_copy import http_protocol
@@ -291,7 +354,16 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    core = await asyncio.to_thread(open_core, settings)
+    listeners: dict[str, socket.socket] = {}
+    try:
+        if with_api:
+            for name, port in (("api", settings.port), ("registry", settings.registry_port)):
+                listeners[name] = listening_socket(settings.host, port, PORT_NAMES[name])
+        core = await asyncio.to_thread(open_core, settings)
+    except BaseException:
+        for listener in listeners.values():
+            listener.close()
+        raise
     if core.admin_token_path is not None:
         log.warning("admin token is in %s", core.admin_token_path)
     registry = new_registry_client(settings)
@@ -305,7 +377,7 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
         if worker is not None:
             loop.call_soon_threadsafe(worker.wake)
 
-    servers: list[uvicorn.Server] = []
+    servers: list[tuple[uvicorn.Server, socket.socket]] = []
     if with_api:
         # One count of failed authentications per address, whichever port they hit.
         auth_failures = AuthFailureLimiter(settings.auth_failure_rate, settings.auth_failure_burst)
@@ -337,27 +409,36 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
             ),
         ):
             config = uvicorn.Config(
-                CountingMiddleware(app, core.metrics, name),
+                behind_proxies(
+                    CountingMiddleware(app, core.metrics, name), settings.forwarded_allow_ips
+                ),
                 host=settings.host,
                 port=port,
-                http=http_protocol(),
+                http=plain_http_protocol(http_protocol(), PORT_NAMES[name]),
                 log_level="warning",
                 access_log=False,
                 lifespan="off",
                 ssl_certfile=settings.tls_cert,
                 ssl_keyfile=settings.tls_key,
+                # behind_proxies applies X-Forwarded-* from the configured proxies only;
+                # uvicorn's own default would believe them from any loopback peer.
+                proxy_headers=False,
             )
-            servers.append(EmbeddedServer(config))
-    tasks = [asyncio.create_task(server.serve()) for server in servers]
+            servers.append((EmbeddedServer(config), listeners[name]))
+    tasks = [asyncio.create_task(server.serve([listener])) for server, listener in servers]
     if worker is not None:
         tasks.append(asyncio.create_task(worker.run(stop)))
-    log.info(
-        "imagedepot serving API on %s:%s, registry on %s:%s",
-        settings.host,
-        settings.port,
-        settings.host,
-        settings.registry_port,
-    )
+    if with_api:
+        scheme = "https" if settings.tls_cert else "http"
+        log.info(
+            "imagedepot serving API on %s://%s, registry on %s://%s",
+            scheme,
+            address(settings.host, settings.port),
+            scheme,
+            address(settings.host, settings.registry_port),
+        )
+    else:
+        log.info("imagedepot worker running (no API port)")
     try:
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -366,9 +447,11 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
                 raise task.exception()  # type: ignore[misc]
     finally:
         stop.set()
-        for server in servers:
+        for server, _ in servers:
             server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.gather(*tasks, return_exceptions=True)
+        for listener in listeners.values():
+            listener.close()
         await registry.close()
         core.close()
