@@ -120,6 +120,8 @@ class FieldNames:
     retention_days: str = "retention_days"
     timeout_minutes: str = "timeout_minutes"
     pull_secrets: str = "building_config.image_pull_secrets"
+    registry_pull_secret: str = "registries[{index}].pull_secret"  # noqa: S105 - a field name
+    """The pull secret of `registries[index]` (`{index}` is filled in)."""
 
 
 def _check_range(field_name: str, value: object, low: int, high: int) -> None:

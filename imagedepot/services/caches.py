@@ -1,7 +1,9 @@
 """Image cache use cases shared by every dialect: create, read, list, request deletion.
 
 Building and deleting happen in the worker; these calls only record intent, so
-every request returns at once and is safe to retry.
+every request returns at once and is safe to retry. What can be known at once is checked
+here, for every dialect alike: a spec naming a pull secret the project does not hold is
+refused when it is created or respecified, not left to fail its build "without credentials".
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from imagedepot.domain.caches import CacheChange, CacheSpec, FieldNames, ImageCache
-from imagedepot.domain.errors import Conflict, Gone, NotFound, QuotaExceeded
+from imagedepot.domain.errors import Conflict, Gone, InvalidInput, NotFound, QuotaExceeded
 from imagedepot.domain.identity import Principal
 from imagedepot.ports import Clock, MetadataStore, UnitOfWork
 from imagedepot.services.saving import LOST_RACE, LostRace, save_with_retries
@@ -57,6 +59,28 @@ def _project_cache(uow: UnitOfWork, principal: Principal, cache_id: str) -> Imag
     return cache
 
 
+def _check_pull_secrets(
+    uow: UnitOfWork, project_id: str, spec: CacheSpec, names: FieldNames
+) -> None:
+    """InvalidInput naming the field (in the caller's spelling) of the first pull secret the
+    spec names that the project does not hold."""
+    named = [(f"{names.pull_secrets}[{i}]", ref) for i, ref in enumerate(spec.pull_secrets)]
+    named += [
+        (names.registry_pull_secret.format(index=i), entry.pull_secret)
+        for i, entry in enumerate(spec.registries)
+        if entry.pull_secret
+    ]
+    for where, ref in named:
+        namespace, _, name = ref.partition(":")
+        if uow.secrets.get(project_id, namespace, name) is None:
+            raise InvalidInput(
+                f"{where}: pull secret {name!r} does not exist in namespace {namespace!r} of "
+                "this project; create it first (imagedepot secrets create-docker-registry, "
+                f"or POST /api/v1/namespaces/{namespace}/secrets)",
+                field=where,
+            )
+
+
 class CacheService:
     def __init__(self, store: MetadataStore, clock: Clock, quotas: Quotas | None = None) -> None:
         self._store = store
@@ -85,9 +109,17 @@ class CacheService:
         cache.annotations = dict(annotations or {})
         cache.finalizers = list(finalizers or [])
         with self._store.transaction() as uow:
+            _check_pull_secrets(uow, principal.project_id, spec, field_names or FieldNames())
             self._quotas.check(uow.caches.list(principal.project_id), spec)
             uow.caches.add(cache)
         return cache
+
+    def check_pull_secrets(
+        self, principal: Principal, spec: CacheSpec, field_names: FieldNames | None = None
+    ) -> None:
+        """What `create` checks of the pull secrets, for a dry run that stores nothing."""
+        with self._store.transaction(read_only=True) as uow:
+            _check_pull_secrets(uow, principal.project_id, spec, field_names or FieldNames())
 
     def get(self, principal: Principal, cache_id: str) -> ImageCache:
         with self._store.transaction(read_only=True) as uow:
@@ -142,9 +174,12 @@ class CacheService:
         cache_id: str,
         change: Callable[[ImageCache], None],
         expected_version: int | None = None,
+        field_names: FieldNames | None = None,
     ) -> ImageCache:
-        """Apply `change` (labels, annotations, finalizers; it may raise to refuse) and save
-        it. A deleted cache whose last finalizer this removes goes away.
+        """Apply `change` (labels, annotations, finalizers, or a new spec while nothing is
+        built; it may raise to refuse) and save it. A deleted cache whose last finalizer this
+        removes goes away. A new spec must name pull secrets the project holds, as at create
+        (errors name the fields as `field_names` spell them).
 
         With `expected_version`, the caller read that version: a newer one is a Conflict
         instead of a silent overwrite (optimistic concurrency).
@@ -153,7 +188,7 @@ class CacheService:
         def attempt(uow: UnitOfWork) -> ImageCache | LostRace:
             nonlocal expected_version
             cache = _project_cache(uow, principal, cache_id)
-            read_version = cache.resource_version
+            read_version, read_generation = cache.resource_version, cache.generation
             if expected_version is not None and expected_version != read_version:
                 raise Conflict(
                     "the object has been modified; please apply your changes to the "
@@ -162,6 +197,9 @@ class CacheService:
             change(cache)
             if cache.resource_version == read_version:
                 return cache
+            if cache.generation != read_generation:
+                names = field_names or FieldNames()
+                _check_pull_secrets(uow, principal.project_id, cache.spec, names)
             if not uow.caches.save(cache, read_version):
                 if expected_version is not None:
                     # The version the caller read is stale now: the next attempt refuses.

@@ -80,6 +80,8 @@ def test_a_cache_pulls_every_blob_once_and_becomes_available(
 def test_the_seed_shape_of_image_cache_detail(service: Service, registry: RegistryServer) -> None:
     push_image(registry.url, "shape/app", "1", [make_layer(seed=10)])
     token = service.credential("cce-shape")
+    # A cache may name only secrets its project holds; this one is for another registry.
+    service.add_pull_secret("cce-shape", "secret1", "registry.example", "someone", "pw")
     with service.client(token) as client:
         cache = create(
             client,

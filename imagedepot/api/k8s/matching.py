@@ -176,6 +176,15 @@ def match_routes(context: ApiContext) -> list[Route]:
                     cache = caches.create(
                         principal, spec, max_images=IMAGES_MAX, field_names=FIELD_NAMES
                     )
+                except InvalidInput as error:
+                    # A pull secret the project does not hold: the match body named it.
+                    where = error.field or "spec.registries"
+                    message = error.message.removeprefix(f"{where}: ")
+                    raise StatusError(
+                        422,
+                        f"{MATCH_KIND} is invalid: {where}: {message}",
+                        causes=[Cause(where, message, "FieldValueNotFound")],
+                    ) from None
                 except Conflict as error:
                     if error.field == "name":
                         continue

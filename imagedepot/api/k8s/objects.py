@@ -54,6 +54,7 @@ FIELD_NAMES = FieldNames(
     retention_days="spec.ttlDaysAfterCreated",
     timeout_minutes="spec.buildingConfig.timeoutMinutes",
     pull_secrets="spec.registries",
+    registry_pull_secret="spec.registries[{index}].imagePullSecret",  # noqa: S106 - a field name
 )
 QUALIFIED_NAME_RE = re.compile(
     r"^(?:[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*/)?"

@@ -112,6 +112,14 @@ def _validated(spec: CacheSpec) -> CacheSpec:
     return spec
 
 
+def _missing_secret(name: str, error: InvalidInput) -> StatusError:
+    """The 422 for a spec naming a pull secret the project does not hold (the cache service
+    refuses it, naming the field)."""
+    where = error.field or "spec"
+    message = error.message.removeprefix(f"{where}: ")
+    return invalid(name, [Cause(where, message, "FieldValueNotFound")])
+
+
 def _dry_run(values: list[str]) -> bool:
     for value in values:
         if value != "All":
@@ -193,6 +201,10 @@ def snapshot_routes(context: ApiContext) -> list[Route]:
             name = parsed.name or f"{parsed.generate_name}{suffix()}"
             spec = _validated(replace(parsed.spec, name=name))
             if dry_run:
+                try:
+                    caches.check_pull_secrets(principal, spec, FIELD_NAMES)
+                except InvalidInput as error:
+                    raise _missing_secret(name, error) from None
                 cache = ImageCache.new(principal.project_id, spec, clock.now())
                 cache.labels, cache.annotations = parsed.labels, stored_annotations(parsed)
                 cache.finalizers = parsed.finalizers
@@ -207,6 +219,8 @@ def snapshot_routes(context: ApiContext) -> list[Route]:
                     annotations=stored_annotations(parsed),
                     finalizers=parsed.finalizers,
                 )
+            except InvalidInput as error:
+                raise _missing_secret(name, error) from None
             except Conflict as error:
                 if error.field == "name" and not parsed.name:
                     continue
@@ -285,12 +299,18 @@ def snapshot_routes(context: ApiContext) -> list[Route]:
                 cause = Cause("metadata.finalizers", error.message, "FieldValueForbidden")
                 raise invalid(name, [cause]) from None
 
-        if dry_run:
-            preview = copy.deepcopy(current)
-            change(preview)
-            return JSONResponse(render(preview))
         try:
-            updated = caches.update_metadata(principal, current.id, change, expected)
+            if dry_run:
+                preview = copy.deepcopy(current)
+                change(preview)
+                if preview.generation != current.generation:
+                    caches.check_pull_secrets(principal, preview.spec, FIELD_NAMES)
+                return JSONResponse(render(preview))
+            updated = caches.update_metadata(
+                principal, current.id, change, expected, field_names=FIELD_NAMES
+            )
+        except InvalidInput as error:
+            raise _missing_secret(name, error) from None
         except NotFound:
             raise not_found(name) from None
         except Conflict as error:
