@@ -4,8 +4,9 @@
 (`cce:imageCache:delete`, …): it reads the body within its size limit, turns the
 request into a Principal (a token as `X-Auth-Token` / `Authorization: Bearer`, or
 an `SDK-HMAC-SHA256` signature), applies the credential's rate limit, checks the
-action against the policy, and records every state-changing call in the audit
-log. Dialects only say how an error looks in their language.
+action against the policy, and records every call whose action can change state in the
+audit log (by the action, not the HTTP method: DiDi lists with a POST). Dialects only say
+how an error looks in their language.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from imagedepot.api.wire import client_host
 from imagedepot.domain import signing
 from imagedepot.domain.errors import DomainError, Unauthenticated
 from imagedepot.domain.identity import Principal
+from imagedepot.domain.policy import is_read
 from imagedepot.ports import AuditEvent, Clock
 from imagedepot.services.audit import AuditService
 from imagedepot.services.identity import IdentityService, SignedRequest
@@ -31,7 +33,6 @@ log = logging.getLogger(__name__)
 
 PUBLIC = "public"
 """The action of routes anyone may call (health, version discovery)."""
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 Handler = Callable[[Request, bytes, Principal], Response]
@@ -134,7 +135,7 @@ class Gate:
             response = await answer(principal, raw)
         except DomainError as error:
             response = render(error)
-        if request.method not in SAFE_METHODS:
+        if not is_read(action):
             await run_in_threadpool(self.record, request, principal, action, response.status_code)
         return response
 

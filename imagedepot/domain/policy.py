@@ -16,6 +16,15 @@ from imagedepot.domain.errors import InvalidInput
 from imagedepot.domain.identity import Role
 
 READ_ACTIONS = ("*:list", "*:get", "*:watch", "*:download", "registry:pull")
+UNAUDITED_ACTIONS = (*READ_ACTIONS, "cimg:result")
+"""Actions that only read, whatever HTTP method carries them (DiDi lists with a POST;
+`cimg:result` polls a job): the audit log records every other action."""
+
+
+def is_read(action: str) -> bool:
+    """Whether `action` only reads (and so stays out of the audit log)."""
+    return any(fnmatch.fnmatchcase(action, pattern) for pattern in UNAUDITED_ACTIONS)
+
 
 DEFAULT_RULES: Mapping[Role, tuple[str, ...]] = {
     Role.ADMIN: ("*",),
