@@ -57,7 +57,10 @@ _ERRNO: list[tuple[type[DomainError], int]] = [
 ]
 """DiDi's errno for each core error; the HTTP status is the shared one."""
 _STATUSES = {
-    ImageStatus.QUEUED: "Creating",
+    # Queued is a Glance image without data (never uploaded, or its upload was refused):
+    # nothing is making it, and DiDi has no call that could give it data, so to a DiDi
+    # client it is an image that failed to come about, not one still "Creating".
+    ImageStatus.QUEUED: "Failed",
     ImageStatus.SAVING: "Creating",
     ImageStatus.UPLOADING: "Creating",
     ImageStatus.IMPORTING: "Creating",
