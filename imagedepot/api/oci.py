@@ -38,7 +38,8 @@ from imagedepot.domain.errors import (
     RateLimited,
     Unauthenticated,
 )
-from imagedepot.services.pull_tokens import PULL_ACTION
+from imagedepot.services.identity import PROJECT_HEADER
+from imagedepot.services.pull_tokens import PULL_ACTION, PullToken
 from imagedepot.services.serving import (
     ANONYMOUS,
     BlobUnknown,
@@ -189,13 +190,33 @@ def _detail(request: Request) -> dict[str, str]:
 PullHandler = Callable[[Request, Puller], Awaitable[Response]]
 
 
+def for_pullers(error: Unauthenticated) -> Unauthenticated:
+    """The refusal as a registry client should read it: the admin token's "send
+    X-Project-Id" means nothing to skopeo or containerd, which send no such header."""
+    if error.field != PROJECT_HEADER:
+        return error
+    return Unauthenticated(
+        "the admin token belongs to no project, so it pulls nothing: log in with a "
+        "project's credential (imagedepot credentials create --project NAME)"
+    )
+
+
 def routes(context: RegistryContext) -> list[BaseRoute]:
     serving, tokens, failures = context.serving, context.tokens, context.auth_failures
     recording: set[asyncio.Task[None]] = set()
 
     def puller_of(request: Request) -> Puller | None:
         credential = presented_credential(request)
-        return None if credential is None else tokens.authenticate(credential)
+        try:
+            return None if credential is None else tokens.authenticate(credential)
+        except Unauthenticated as error:
+            raise for_pullers(error) from None
+
+    def issue(credential: str | None) -> PullToken:
+        try:
+            return tokens.issue(credential)
+        except Unauthenticated as error:
+            raise for_pullers(error) from None
 
     def pull(handler: PullHandler) -> Callable[[Request], Awaitable[Response]]:
         """Refuse push methods, find who pulls, and answer errors in the spec's form; an
@@ -328,7 +349,7 @@ def routes(context: RegistryContext) -> list[BaseRoute]:
                 failures.failed(remote)
                 return error_response(401, "UNAUTHORIZED", error.message)
         try:
-            issued = await run_in_threadpool(tokens.issue, credential)
+            issued = await run_in_threadpool(issue, credential)
         except Unauthenticated as error:
             failures.failed(remote)
             return error_response(401, "UNAUTHORIZED", error.message)

@@ -30,8 +30,8 @@ from imagedepot.domain.identity import (
 from imagedepot.domain.policy import Policy
 from imagedepot.ports import Clock, MetadataStore, SecretBox, SecretUndecryptable
 
-DEFAULT_PROJECT = "default"
 ADMIN_CREDENTIAL_ID = "admin"
+PROJECT_HEADER = "X-Project-Id"
 SIGNATURE_SKEW = timedelta(minutes=15)
 
 
@@ -201,7 +201,8 @@ class IdentityService:
 
     def authenticate_token(self, token: str | None, project_hint: str | None = None) -> Principal:
         """The principal behind `token`. The admin token acts in the project named by
-        `project_hint` (an id or a name), else in the default project."""
+        `project_hint` (an id or a name), which it must name: it belongs to no project, and
+        quietly acting in some default one made its calls see nothing."""
         if not token:
             raise Unauthenticated("no credential: send X-Auth-Token or Authorization: Bearer")
         token_hash = hash_token(token)
@@ -254,7 +255,10 @@ class IdentityService:
             if project is not None:
                 return project
             raise Unauthenticated(f"project {hint!r} does not exist")
-        return self.ensure_project(DEFAULT_PROJECT)
+        raise Unauthenticated(
+            f"the admin token acts in one project: send {PROJECT_HEADER}: <project name or id>",
+            field=PROJECT_HEADER,
+        )
 
     # --- authorisation --------------------------------------------------------------------
 
