@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck peers unit bench clean
+.PHONY: install run test lint typecheck peers unit bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 # IMAGEDEPOT_HOST, IMAGEDEPOT_PORT, IMAGEDEPOT_REGISTRY_PORT (and every other setting)
 # come through the environment or the make command line.
 ARGS ?=
+install: $(STAMP)
+
 run: $(STAMP)
 	$(BIN)/imagedepot serve $(ARGS)
 
@@ -29,6 +31,8 @@ peers:
 	command -v htpasswd >/dev/null || missing="$$missing apache2-utils"; \
 	command -v qemu-img >/dev/null || missing="$$missing qemu-utils"; \
 	command -v containerd >/dev/null || missing="$$missing containerd"; \
+	command -v jq >/dev/null || missing="$$missing jq"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$$missing postgresql-15"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian peers:$$missing"; \

@@ -29,6 +29,8 @@ class Connection:
     server: str
     token: str | None
     ca_bundle: str | None = None
+    project: str | None = None
+    """Sent as X-Project-Id: the admin token must name the project it acts in."""
 
 
 server_option = click.option(
@@ -51,17 +53,33 @@ ca_bundle_option = click.option(
 )
 
 
+project_option = click.option(
+    "--project",
+    "project",
+    envvar="IMAGEDEPOT_PROJECT",
+    default=None,
+    help="Project name or id to act in, for the admin token (or IMAGEDEPOT_PROJECT); "
+    "a project's own credential needs none.",
+)
+
+
 def connection_options(command: Callable[..., Result]) -> Callable[..., Result]:
-    """Add --server, --token and --ca-bundle to a command, which receives them as one
-    `connection` keyword argument."""
+    """Add --server, --token, --ca-bundle and --project to a command, which receives them as
+    one `connection` keyword argument."""
 
     @functools.wraps(command)
     def with_connection(
-        *args: Any, server: str, token: str | None, ca_bundle: str | None, **kwargs: Any
+        *args: Any,
+        server: str,
+        token: str | None,
+        ca_bundle: str | None,
+        project: str | None,
+        **kwargs: Any,
     ) -> Result:
-        return command(*args, connection=Connection(server, token, ca_bundle), **kwargs)
+        connection = Connection(server, token, ca_bundle, project)
+        return command(*args, connection=connection, **kwargs)
 
-    return server_option(token_option(ca_bundle_option(with_connection)))
+    return server_option(token_option(ca_bundle_option(project_option(with_connection))))
 
 
 def tls_verification(ca_bundle: str | None) -> ssl.SSLContext | bool:
@@ -79,9 +97,12 @@ def tls_verification(ca_bundle: str | None) -> ssl.SSLContext | bool:
 def api_client(connection: Connection, timeout: float) -> httpx.Client:
     if not connection.token:
         raise click.UsageError("a token is needed: --token or IMAGEDEPOT_TOKEN")
+    headers = {"X-Auth-Token": connection.token}
+    if connection.project:
+        headers["X-Project-Id"] = connection.project
     return httpx.Client(
         base_url=connection.server,
-        headers={"X-Auth-Token": connection.token},
+        headers=headers,
         timeout=timeout,
         verify=tls_verification(connection.ca_bundle),
     )

@@ -163,6 +163,23 @@ def test_caches_get_takes_a_name_or_an_id(service: Service, built: dict[str, str
     assert "no cache named 'first-hour'" in hidden.stderr  # another project's name finds nothing
 
 
+def test_the_admin_token_names_its_project_with_project(
+    service: Service, built: dict[str, str], admin_token: str
+) -> None:
+    common = ("--server", service.url, "--token", admin_token)
+    refused = service.cli("caches", "list", *common, check=False)
+    assert refused.returncode == 1
+    assert "X-Project-Id" in refused.stderr
+    listed = json.loads(
+        service.cli("caches", "list", "--json", "--project", "first-hour", *common).stdout
+    )
+    assert [item["id"] for item in listed] == [built["id"]]
+    by_env = run_cli(
+        "caches", "get", "first-hour", "--json", *common, env={"IMAGEDEPOT_PROJECT": "first-hour"}
+    )
+    assert json.loads(by_env.stdout)["id"] == built["id"]
+
+
 def test_every_listing_and_show_command_speaks_json(
     service: Service, built: dict[str, str], tmp_path: Path
 ) -> None:
