@@ -33,6 +33,7 @@ peers:
 	command -v containerd >/dev/null || missing="$$missing containerd"; \
 	command -v jq >/dev/null || missing="$$missing jq"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$$missing postgresql-15"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian peers:$$missing"; \

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
+from tests.support.browser import browser, page, phone_page  # noqa: F401 (fixtures)
 from tests.support.kube import Kubectl, custom_objects, kubectl_binary
 from tests.support.registry import RegistryServer
 from tests.support.service import ADMIN_TOKEN, Service
