@@ -346,6 +346,7 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
     from imagedepot.api.limits import AuthFailureLimiter, RateLimiter
     from imagedepot.api.metrics import CountingMiddleware
     from imagedepot.api.zero_copy import http_protocol
+    from imagedepot.services.console_sessions import ConsoleSessions
 
     class EmbeddedServer(uvicorn.Server):
         """A uvicorn server that leaves signal handling to `serve`, which runs several of them."""
@@ -399,6 +400,7 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
             metrics=core.metrics,
             inventory=core.inventory,
             readiness=lambda: readiness(core),
+            console=ConsoleSessions(core.store, core.identity, core.clock),
         )
         for app, name, port in (
             (api_app(context), "api", settings.port),

@@ -275,6 +275,32 @@ class SecretRepository(Protocol):
         """Re-encrypt every secret's data with `reseal` (key rotation); the count changed."""
 
 
+@dataclass(frozen=True)
+class ConsoleSession:
+    """A browser signed in to the web console: which credential, acting in which project."""
+
+    id_sha256: str
+    """The sha256 of the cookie's secret; the secret itself is never stored."""
+    credential_id: str
+    project_id: str
+    csrf_token: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None = None
+
+
+class ConsoleSessionRepository(Protocol):
+    def add(self, session: ConsoleSession) -> None: ...
+
+    def get(self, id_sha256: str) -> ConsoleSession | None: ...
+
+    def revoke(self, id_sha256: str, at: datetime) -> bool:
+        """Mark it signed out; False when unknown or already revoked."""
+
+    def forget_expired(self, before: datetime) -> int:
+        """Delete sessions that expired (or were revoked) before `before`; how many."""
+
+
 class UnitOfWork(Protocol):
     """One transaction: everything done through it commits together when the block ends cleanly."""
 
@@ -284,6 +310,7 @@ class UnitOfWork(Protocol):
     identity: IdentityRepository
     secrets: SecretRepository
     audit: AuditRepository
+    console_sessions: ConsoleSessionRepository
 
 
 class MetadataStore(Protocol):

@@ -16,10 +16,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imagedepot.api import cce, didi, glance, k8s, oci
+from imagedepot.api import cce, didi, glance, k8s, oci, ui
 from imagedepot.api.auth import public
 from imagedepot.api.context import ApiContext, Readiness, RegistryContext
 from imagedepot.api.metrics import metrics_routes
@@ -85,7 +85,7 @@ async def internal_error(_: Request, error: Exception) -> Response:
 
 
 def api_app(context: ApiContext) -> Starlette:
-    routes = [
+    routes: list[BaseRoute] = [
         *health_routes(context.readiness),
         *cce.routes(context),
         *k8s.routes(context),
@@ -94,6 +94,7 @@ def api_app(context: ApiContext) -> Starlette:
         routes += [*glance.routes(context), *didi.routes(context)]
     if context.metrics is not None and context.inventory is not None:
         routes += metrics_routes(context.metrics, context.inventory)
+    routes += ui.routes(context)
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: http_error, Exception: internal_error},

@@ -11,6 +11,7 @@ from imagedepot.api.auth import Gate
 from imagedepot.api.limits import AuthFailureLimiter
 from imagedepot.api.metrics import Metrics
 from imagedepot.services.caches import CacheService
+from imagedepot.services.console_sessions import ConsoleSessions
 from imagedepot.services.image_sharing import ImageSharingService
 from imagedepot.services.inventory import InventoryService
 from imagedepot.services.pull_tokens import PullTokens
@@ -38,6 +39,8 @@ class ApiContext:
     """With both, `/metrics` is served."""
     readiness: Readiness | None = None
     """What `/readyz` asks; without it `/readyz` answers like `/healthz`."""
+    console: ConsoleSessions | None = None
+    """The web console under `/ui/` is mounted only when this is given."""
 
     def required_vm_images(self) -> VmImageService:
         """The VM image service, for the dialects mounted only when it is given."""

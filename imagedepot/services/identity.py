@@ -240,6 +240,17 @@ class IdentityService:
             raise Unauthenticated("the request signature does not match")
         return self._principal(credential, project_hint)
 
+    def principal_of(self, credential_id: str, project_id: str) -> Principal:
+        """The principal a console session stands for, checked again on every request: the
+        credential must still be usable (a revoked one ends its sessions at once)."""
+        if credential_id == ADMIN_CREDENTIAL_ID:
+            return Principal(project_id, Role.ADMIN, ADMIN_CREDENTIAL_ID, system_admin=True)
+        with self._store.transaction(read_only=True) as uow:
+            credential = uow.identity.credential(credential_id)
+        if credential is None:
+            raise Unauthenticated("the credential behind this session is gone")
+        return self._principal(credential, project_id)
+
     def _principal(self, credential: Credential, project_hint: str | None) -> Principal:
         if not credential.usable(self._clock.now()):
             state = "revoked" if credential.revoked_at else "expired"

@@ -48,6 +48,8 @@ from imagedepot.ports import (
     BlobInfo,
     BlobRefRepository,
     CacheRepository,
+    ConsoleSession,
+    ConsoleSessionRepository,
     IdentityRepository,
     SecretRepository,
     StoredSecret,
@@ -62,7 +64,7 @@ if TYPE_CHECKING:
     from imagedepot.ports import MetadataStore
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
-SCHEMA_HEAD: Final = "0008"
+SCHEMA_HEAD: Final = "0009"
 """The newest migration's revision; a test checks it against the migrations directory."""
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 
@@ -528,6 +530,44 @@ class SqlSecretRepository:
         return len(rows)
 
 
+class SqlConsoleSessionRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def add(self, session: ConsoleSession) -> None:
+        self._connection.execute(tables.console_sessions.insert().values(**asdict(session)))
+
+    def get(self, id_sha256: str) -> ConsoleSession | None:
+        c = tables.console_sessions.c
+        row = (
+            self._connection.execute(
+                select(tables.console_sessions).where(c.id_sha256 == id_sha256)
+            )
+            .mappings()
+            .first()
+        )
+        return None if row is None else ConsoleSession(**{key: row[key] for key in _SESSION_FIELDS})
+
+    def revoke(self, id_sha256: str, at: datetime) -> bool:
+        c = tables.console_sessions.c
+        result = self._connection.execute(
+            update(tables.console_sessions)
+            .where(c.id_sha256 == id_sha256, c.revoked_at.is_(None))
+            .values(revoked_at=at)
+        )
+        return result.rowcount == 1
+
+    def forget_expired(self, before: datetime) -> int:
+        c = tables.console_sessions.c
+        result = self._connection.execute(
+            delete(tables.console_sessions).where(or_(c.expires_at < before, c.revoked_at < before))
+        )
+        return int(result.rowcount)
+
+
+_SESSION_FIELDS = tuple(ConsoleSession.__dataclass_fields__)
+
+
 # --- store --------------------------------------------------------------------------------
 
 
@@ -540,6 +580,7 @@ class SqlUnitOfWork:
     secrets: SecretRepository
     audit: AuditRepository
     vm_images: VmImageRepository
+    console_sessions: ConsoleSessionRepository
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
@@ -549,6 +590,7 @@ class SqlUnitOfWork:
         self.vm_images = SqlVmImageRepository(connection)
         self.identity = SqlIdentityRepository(connection)
         self.secrets = SqlSecretRepository(connection)
+        self.console_sessions = SqlConsoleSessionRepository(connection)
 
 
 class SqlMetadataStore:

@@ -119,6 +119,19 @@ audit_events = Table(
     Index("ix_audit_events_at", "at"),
 )
 
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_sha256", String(64), primary_key=True),
+    Column("credential_id", String(64), nullable=False),
+    Column("project_id", String(64), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime(), nullable=True),
+    Index("ix_console_sessions_expires_at", "expires_at"),
+)
+
 caches = Table(
     "caches",
     metadata,

@@ -1,0 +1,205 @@
+"""The console's cache pages: the project's caches with live progress, one cache in detail, a
+form that creates one, and deletion; one Server-Sent Events stream per page carries every
+change, read from the same change log as ImageSnapshot watches."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from imagedepot.api.ui.door import ConsoleDoor, Viewer, form_of
+from imagedepot.api.ui.render import page, secure
+from imagedepot.domain.caches import (
+    SIZE_GIB_DEFAULT,
+    CacheSpec,
+    ChangeType,
+    ImageCache,
+)
+from imagedepot.domain.errors import Gone, InvalidInput, Unauthenticated
+from imagedepot.services.caches import CacheService
+
+EVENT_POLL_SECONDS = 1.0
+SESSION_RECHECK_SECONDS = 10.0
+HEARTBEAT_SECONDS = 15.0
+
+
+def cache_view(cache: ImageCache) -> dict[str, Any]:
+    """What the pages and the event stream show of a cache."""
+    size = sum(image.size_bytes or 0 for image in cache.images)
+    pulled = sum(min(image.pulled_bytes or 0, image.size_bytes or 0) for image in cache.images)
+    return {
+        "id": cache.id,
+        "name": cache.spec.name,
+        "status": cache.status.value,
+        "reason": cache.reason,
+        "message": cache.message,
+        "size_bytes": size,
+        "pulled_bytes": pulled,
+        "percent": 100 if cache.status.value == "Available" else _percent(pulled, size),
+        "images": [
+            {
+                "image": image.image,
+                "digest": image.digest,
+                "size_bytes": image.size_bytes or 0,
+                "pulled_bytes": image.pulled_bytes or 0,
+                "percent": _percent(image.pulled_bytes or 0, image.size_bytes or 0),
+            }
+            for image in cache.images
+        ]
+        or [
+            {"image": text, "digest": None, "size_bytes": 0, "pulled_bytes": 0, "percent": 0}
+            for text in cache.spec.images
+        ],
+        "created_at": cache.created_at.isoformat(),
+        "updated_at": cache.updated_at.isoformat(),
+        "expires_at": None if cache.expires_at is None else cache.expires_at.isoformat(),
+        "labels": dict(cache.labels),
+        "annotations": dict(cache.annotations),
+        "size_gib": cache.spec.size_gib,
+        "retention_days": cache.spec.retention_days,
+        "pull_secrets": list(cache.spec.pull_secrets),
+    }
+
+
+def _percent(part: int, whole: int) -> int:
+    return 0 if whole <= 0 else min(100, int(part * 100 / whole))
+
+
+def spec_from_form(form: dict[str, Any]) -> CacheSpec:
+    """A cache spec from the create form; InvalidInput names the form field."""
+    images = tuple(
+        line.strip() for line in str(form.get("images", "")).splitlines() if line.strip()
+    )
+    secrets = tuple(part for part in str(form.get("pull_secrets", "")).replace(",", " ").split())
+    return CacheSpec(
+        name=str(form.get("name", "")).strip(),
+        images=images,
+        size_gib=_whole_number(form, "size_gib", SIZE_GIB_DEFAULT),
+        retention_days=_whole_number(form, "retention_days", 0),
+        pull_secrets=secrets,
+    )
+
+
+def _whole_number(form: dict[str, Any], field: str, default: int) -> int:
+    text = str(form.get(field, "")).strip()
+    if not text:
+        return default
+    if not text.isascii() or not text.isdigit() or len(text) > 9:
+        raise InvalidInput(f"{field} must be a whole number", field=field)
+    return int(text)
+
+
+def cache_routes(door: ConsoleDoor, caches: CacheService) -> list[Route]:
+    async def list_page(request: Request, viewer: Viewer) -> Response:
+        listed = await run_in_threadpool(caches.list, viewer.principal)
+        return page(
+            request,
+            "caches.html",
+            {
+                "viewer": viewer,
+                "caches": [cache_view(cache) for cache in reversed(listed)],
+                "form": {},
+                "error": None,
+            },
+        )
+
+    async def create(request: Request, viewer: Viewer) -> Response:
+        form = dict(await form_of(request))
+        try:
+            spec = spec_from_form(form)
+            cache = await run_in_threadpool(caches.create, viewer.principal, spec)
+        except InvalidInput as error:
+            listed = await run_in_threadpool(caches.list, viewer.principal)
+            return page(
+                request,
+                "caches.html",
+                {
+                    "viewer": viewer,
+                    "caches": [cache_view(cache) for cache in reversed(listed)],
+                    "form": form,
+                    "error": error,
+                },
+                status=400,
+            )
+        return secure(RedirectResponse(f"/ui/caches/{cache.id}", status_code=303))
+
+    async def detail(request: Request, viewer: Viewer) -> Response:
+        cache = await run_in_threadpool(
+            caches.get, viewer.principal, request.path_params["cache_id"]
+        )
+        return page(request, "cache.html", {"viewer": viewer, "cache": cache_view(cache)})
+
+    async def delete(request: Request, viewer: Viewer) -> Response:
+        await run_in_threadpool(
+            caches.request_deletion, viewer.principal, request.path_params["cache_id"]
+        )
+        return secure(RedirectResponse("/ui/caches", status_code=303))
+
+    async def events(request: Request, viewer: Viewer) -> Response:
+        _, revision = await run_in_threadpool(caches.list_at_revision, viewer.principal)
+
+        async def stream() -> AsyncIterator[str]:
+            after = revision
+            checked = beat = time.monotonic()
+            yield "retry: 3000\n\n"
+            while not await request.is_disconnected():
+                try:
+                    changes, after = await run_in_threadpool(
+                        caches.changes, viewer.principal, after
+                    )
+                except Gone:
+                    yield "event: reload\ndata: {}\n\n"
+                    return
+                for change in changes:
+                    body = cache_view(change.cache)
+                    body["deleted"] = change.type is ChangeType.DELETED
+                    yield f"event: cache\ndata: {json.dumps(body)}\n\n"
+                now = time.monotonic()
+                if now - checked > SESSION_RECHECK_SECONDS:
+                    checked = now
+                    try:
+                        await run_in_threadpool(door.viewer, request)
+                    except Unauthenticated:
+                        yield "event: signedout\ndata: {}\n\n"
+                        return
+                if now - beat > HEARTBEAT_SECONDS:
+                    beat = now
+                    yield ": still here\n\n"
+                await asyncio.sleep(EVENT_POLL_SECONDS)
+
+        response = StreamingResponse(stream(), media_type="text/event-stream")
+        response.headers["X-Accel-Buffering"] = "no"
+        return secure(response)
+
+    del_action = ("cce:imageCache:delete", delete)
+    return [
+        Route(
+            "/caches",
+            door.page(
+                {
+                    "GET": ("cce:imageCache:list", list_page),
+                    "POST": ("cce:imageCache:create", create),
+                }
+            ),
+            methods=["GET", "POST"],
+        ),
+        Route(
+            "/caches/events",
+            door.page({"GET": ("cce:imageCache:list", events)}),
+            methods=["GET"],
+        ),
+        Route(
+            "/caches/{cache_id}",
+            door.page({"GET": ("cce:imageCache:get", detail)}),
+            methods=["GET"],
+        ),
+        Route("/caches/{cache_id}/delete", door.page({"POST": del_action}), methods=["POST"]),
+    ]

@@ -1,0 +1,184 @@
+"""The console's door, as `api/auth.Gate` is the dialects': who is looking (the session cookie),
+may they (the same policy and rate limit as every dialect), is a change really theirs (the
+CSRF token of their session, and a same-origin request), and a record of every change in the
+audit log.
+
+A page handler gets a `Viewer`; templates ask `viewer.may(action)` to leave out controls the
+role may not use, and a request forced past them gets 403 here all the same.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from imagedepot.api.auth import Gate
+from imagedepot.api.errors import http_status
+from imagedepot.api.ui.render import page, secure
+from imagedepot.domain.errors import DomainError, Forbidden, RateLimited, Unauthenticated
+from imagedepot.domain.identity import Principal
+from imagedepot.domain.policy import is_read
+from imagedepot.ports import ConsoleSession
+from imagedepot.services.console_sessions import ConsoleSessions
+
+COOKIE = "imagedepot_console"
+CSRF_FIELD = "csrf"
+CSRF_HEADER = "x-csrf-token"
+SIGN_IN = "/ui/signin"
+MAX_FORM_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The signed-in person behind a console request."""
+
+    principal: Principal
+    session: ConsoleSession
+    project_name: str
+    allowed: Callable[[Principal, str], bool]
+
+    @property
+    def csrf_token(self) -> str:
+        return self.session.csrf_token
+
+    @property
+    def is_operator(self) -> bool:
+        """Signed in with the operator's admin token: the admin pages are theirs."""
+        return self.principal.system_admin
+
+    def may(self, action: str) -> bool:
+        return self.allowed(self.principal, action)
+
+
+PageHandler = Callable[[Request, Viewer], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class RefusedChange(Forbidden):
+    """A state change without this session's CSRF token, or from another origin."""
+
+
+@dataclass(frozen=True)
+class ConsoleDoor:
+    gate: Gate
+    sessions: ConsoleSessions
+
+    def may(self, principal: Principal, action: str) -> bool:
+        try:
+            self.gate.identity.authorize(principal, action)
+        except Forbidden:
+            return False
+        return True
+
+    def viewer(self, request: Request) -> Viewer:
+        """The viewer behind the request's cookie (runs in a worker thread)."""
+        principal, session = self.sessions.resolve(request.cookies.get(COOKIE))
+        names = self.gate.identity.project_names([principal.project_id])
+        name = names.get(principal.project_id, principal.project_id)
+        return Viewer(principal, session, name, self.may)
+
+    def page(
+        self, actions: Mapping[str, tuple[str, PageHandler]], *, anyone_signed_in: bool = False
+    ) -> Endpoint:
+        """An endpoint serving each method with its declared action and handler; with
+        `anyone_signed_in` (signing out) every role may, but it still takes a session and
+        the CSRF token."""
+
+        async def endpoint(request: Request) -> Response:
+            action, handler = actions["GET" if request.method == "HEAD" else request.method]
+            viewer: Viewer | None = None
+            try:
+                try:
+                    viewer = await run_in_threadpool(self.viewer, request)
+                except Unauthenticated:
+                    if request.method in ("GET", "HEAD"):
+                        return secure(RedirectResponse(SIGN_IN, status_code=303))
+                    raise
+                if not anyone_signed_in:
+                    self.gate.permit(viewer.principal, action)
+                if request.method not in ("GET", "HEAD"):
+                    await check_change(request, viewer.csrf_token)
+                response = await handler(request, viewer)
+            except DomainError as error:
+                response = error_page(request, error, viewer)
+            if not is_read(action):
+                principal = viewer.principal if viewer else None
+                await run_in_threadpool(
+                    self.gate.record, request, principal, action, response.status_code
+                )
+            return response
+
+        endpoint.actions = {method: action for method, (action, _) in actions.items()}  # type: ignore[attr-defined]
+        return endpoint
+
+
+async def check_change(request: Request, csrf_token: str) -> None:
+    """Refuse a state change that is not this session's own: another origin, or a missing or
+    wrong CSRF token (a header for scripts, a form field for forms)."""
+    if not same_origin(request):
+        raise RefusedChange("refused: the request comes from another site")
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None and request.headers.get("content-type", "").startswith(
+        "application/x-www-form-urlencoded"
+    ):
+        sent = str((await form_of(request)).get(CSRF_FIELD, ""))
+    if not sent or not hmac.compare_digest(sent.encode(), csrf_token.encode()):
+        raise RefusedChange("refused: the form is stale or not from this console; reload the page")
+
+
+def same_origin(request: Request) -> bool:
+    """Browsers name the origin of a POST; when one is named it must be this server."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin is None
+    expected = f"{request.url.scheme}://{request.url.netloc}"
+    return origin == expected
+
+
+async def form_of(request: Request) -> Mapping[str, Any]:
+    """The urlencoded form of a request, read once and within MAX_FORM_BYTES."""
+    cached: Mapping[str, Any] | None = getattr(request.state, "console_form", None)
+    if cached is not None:
+        return cached
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise RefusedChange(f"the form is over {MAX_FORM_BYTES} bytes")
+    from urllib.parse import parse_qs
+
+    fields = {key: values[-1] for key, values in parse_qs(body.decode(errors="replace")).items()}
+    request.state.console_form = fields
+    return fields
+
+
+def error_page(request: Request, error: DomainError, viewer: Viewer | None) -> Response:
+    status = http_status(error)
+    response = page(
+        request,
+        "message.html",
+        {"viewer": viewer, "title": _TITLES.get(status, "Something went wrong"), "error": error},
+        status=status,
+    )
+    if isinstance(error, RateLimited):
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
+
+
+_TITLES = {
+    400: "That did not work",
+    401: "Sign in first",
+    403: "Not allowed",
+    404: "Not found",
+    409: "That changed meanwhile",
+    413: "Too large",
+    429: "Slow down",
+}
