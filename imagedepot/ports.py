@@ -106,6 +106,20 @@ class BlobInfo:
     media_type: str
 
 
+@dataclass(frozen=True)
+class BlobUsage:
+    """What some caches reference, counted two ways: as if each cache kept its own copy of
+    every blob it uses, and as stored (each distinct blob once)."""
+
+    caches: int
+    referenced_bytes: int
+    """Every cache's blobs, a blob shared by two caches counted twice ("without dedup")."""
+    stored_bytes: int
+    """Each distinct blob once: what the blob store holds for these caches."""
+    blobs: int
+    """How many distinct blobs."""
+
+
 class BlobRefRepository(Protocol):
     def add_refs(self, owner_id: str, blobs: list[BlobInfo]) -> None:
         """Record that `owner_id` uses these blobs (idempotent)."""
@@ -141,6 +155,14 @@ class BlobRefRepository(Protocol):
     def available_ref(self, digest: str, project_ids: Sequence[str]) -> BlobInfo | None:
         """`digest` as an Available cache of one of these projects recorded it; None when no
         such cache holds it."""
+
+    def cache_usage_by_project(self) -> dict[str, BlobUsage]:
+        """Per project id, what its caches (other than those still being built) reference:
+        every blob counted once per cache, and once per distinct blob. Projects whose caches
+        reference nothing are left out."""
+
+    def cache_usage_total(self) -> BlobUsage:
+        """The same over every project's caches: a blob two projects share is stored once."""
 
 
 class VmImageRepository(Protocol):
@@ -196,6 +218,18 @@ class VmImageRepository(Protocol):
         """The project's jobs among `job_ids`, in that order; unknown ids are left out."""
 
 
+@dataclass(frozen=True)
+class ProjectSummary:
+    """A project as the operator's overview lists it."""
+
+    project: Project
+    anonymous_pull: bool
+    credentials: int
+    """Every credential ever issued to it, revoked and expired ones included."""
+    usable_credentials: int
+    caches: int
+
+
 class IdentityRepository(Protocol):
     def add_project(self, project: Project) -> None: ...
 
@@ -227,6 +261,10 @@ class IdentityRepository(Protocol):
     def anonymous_pull_projects(self) -> builtins.list[str]:
         """The ids of the projects whose caches anyone may pull."""
 
+    def project_summaries(self, now: datetime) -> builtins.list[ProjectSummary]:
+        """Every project by name, with its anonymous-pull setting and how many credentials
+        (all issued, and those usable at `now`) and caches it has."""
+
 
 @dataclass(frozen=True)
 class AuditEvent:
@@ -242,11 +280,28 @@ class AuditEvent:
     remote: str | None = None
 
 
+REFUSED_STATUS = 400
+"""An audit event with this status or above records a refused call (API and CLI alike)."""
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    project_id: str | None = None
+    action: str | None = None
+    """A part of the action, any case (`credential` finds `iam:credential:create`)."""
+    refused: bool | None = None
+    """True: only refused calls (REFUSED_STATUS and up); False: only those that went through."""
+    limit: int = 100
+
+
 class AuditRepository(Protocol):
     def add(self, event: AuditEvent) -> None: ...
 
     def recent(self, project_id: str | None = None, limit: int = 100) -> builtins.list[AuditEvent]:
         """The newest events first."""
+
+    def search(self, query: AuditQuery) -> builtins.list[AuditEvent]:
+        """The newest events first that match every filter the query sets."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from imagedepot.domain.caches import (
 )
 from imagedepot.domain.errors import Conflict
 from imagedepot.domain.identity import Credential, Project, Role, hash_token, new_token
-from imagedepot.ports import BlobInfo, StoredSecret
+from imagedepot.ports import AuditEvent, AuditQuery, BlobInfo, BlobUsage, StoredSecret
 from tests.support.cache_records import T0, add, get, new_cache
 
 BUILDING = (CacheStatus.CREATING, CacheStatus.DELETING)
@@ -794,3 +794,121 @@ def test_the_known_schema_head_is_the_newest_migration() -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     assert ScriptDirectory.from_config(config).get_heads() == [SCHEMA_HEAD]
+
+
+# --- the operator's overview (console admin pages) ------------------------------------------
+
+
+def test_project_summaries_count_credentials_caches_and_anonymous_pull(
+    store: SqlMetadataStore,
+) -> None:
+    now = T0 + timedelta(days=10)
+    with store.transaction() as uow:
+        uow.identity.add_project(Project("p-b", "beta", T0))
+        uow.identity.add_project(Project("p-a", "alpha", T0 + timedelta(hours=1)))
+        uow.identity.add_project(Project("p-e", "empty", T0))
+        for number, expires_at in enumerate(
+            (None, T0 + timedelta(days=30), T0 + timedelta(days=1))
+        ):
+            uow.identity.add_credential(
+                Credential(f"a-{number}", "p-a", Role.READER, f"{number:064x}", T0, expires_at)
+            )
+        uow.identity.add_credential(Credential("b-0", "p-b", Role.ADMIN, "b" * 64, T0))
+        uow.identity.add_credential(Credential("b-1", "p-b", Role.ADMIN, "c" * 64, T0))
+        uow.identity.revoke_credential("b-1", T0)
+        uow.identity.set_anonymous_pull("p-b", True)
+    add(store, new_cache("one", "p-a"), new_cache("two", "p-a"), new_cache("three", "p-b"))
+
+    with store.transaction(read_only=True) as uow:
+        summaries = uow.identity.project_summaries(now)
+    assert [(s.project.name, s.anonymous_pull) for s in summaries] == [
+        ("alpha", False),
+        ("beta", True),
+        ("empty", False),
+    ]
+    assert summaries[0].project == Project("p-a", "alpha", T0 + timedelta(hours=1))
+    # expired (a-2) and revoked (b-1) credentials are issued but not usable
+    assert [(s.credentials, s.usable_credentials, s.caches) for s in summaries] == [
+        (3, 2, 2),
+        (2, 1, 1),
+        (0, 0, 0),
+    ]
+
+
+def test_cache_usage_counts_shared_blobs_per_cache_and_stored_once(
+    store: SqlMetadataStore,
+) -> None:
+    base, web, api, alone = (BlobInfo(digest(n), 10**n, "m") for n in range(1, 5))
+    first, second = available_cache("first", "p1", T0), available_cache("second", "p1", T0)
+    theirs, building = available_cache("theirs", "p2", T0), new_cache("building", "p3", T0)
+    add(store, first, second, theirs, building)
+    with store.transaction() as uow:
+        uow.blob_refs.add_refs(first.id, [base, web])
+        uow.blob_refs.add_refs(second.id, [base, api])
+        uow.blob_refs.add_refs(theirs.id, [base, alone])
+        uow.blob_refs.add_refs(building.id, [alone])  # fetched, perhaps, but not yet built
+        uow.blob_refs.add_refs("vmimage:x", [alone])  # not a cache
+
+    with store.transaction(read_only=True) as uow:
+        by_project = uow.blob_refs.cache_usage_by_project()
+        total = uow.blob_refs.cache_usage_total()
+    assert by_project == {
+        "p1": BlobUsage(
+            caches=2, referenced_bytes=10 + 100 + 10 + 1000, stored_bytes=1110, blobs=3
+        ),
+        "p2": BlobUsage(caches=1, referenced_bytes=10 + 10**4, stored_bytes=10 + 10**4, blobs=2),
+    }
+    assert total == BlobUsage(caches=3, referenced_bytes=1120 + 10010, stored_bytes=11110, blobs=4)
+
+
+def test_cache_usage_of_an_empty_store(store: SqlMetadataStore) -> None:
+    with store.transaction(read_only=True) as uow:
+        assert uow.blob_refs.cache_usage_by_project() == {}
+        assert uow.blob_refs.cache_usage_total() == BlobUsage(0, 0, 0, 0)
+
+
+def audit_event(at_minute: int, project_id: str | None, action: str, status: int) -> AuditEvent:
+    return AuditEvent(
+        at=T0 + timedelta(minutes=at_minute),
+        credential_id="c-1",
+        project_id=project_id,
+        action=action,
+        target=f"/target/{at_minute}",
+        status=status,
+        request_id=f"r-{at_minute}",
+        remote="127.0.0.1",
+    )
+
+
+def test_audit_search_filters_by_project_action_and_result_newest_first(
+    store: SqlMetadataStore,
+) -> None:
+    events = [
+        audit_event(1, "p-a", "iam:credential:create", 200),
+        audit_event(2, "p-a", "cce:imageCache:create", 201),
+        audit_event(3, "p-b", "iam:credential:create", 403),
+        audit_event(4, "p-a", "iam:credential:revoke", 404),
+        audit_event(5, None, "cce:imageCache:delete", 401),
+        audit_event(6, "p-a", "cimg:50%_off", 200),  # LIKE's wildcards are plain characters
+    ]
+    with store.transaction() as uow:
+        for event in events:
+            uow.audit.add(event)
+
+    def found(query: AuditQuery) -> list[int]:
+        with store.transaction(read_only=True) as uow:
+            listed = uow.audit.search(query)
+        return [events.index(event) + 1 for event in listed]
+
+    assert found(AuditQuery()) == [6, 5, 4, 3, 2, 1]
+    assert found(AuditQuery(project_id="p-a")) == [6, 4, 2, 1]
+    assert found(AuditQuery(action="CREDENTIAL")) == [4, 3, 1]
+    assert found(AuditQuery(action="iam:credential:c")) == [3, 1]
+    assert found(AuditQuery(action="50%")) == [6]
+    assert found(AuditQuery(action="_")) == [6]
+    assert found(AuditQuery(action="%")) == [6]
+    assert found(AuditQuery(refused=True)) == [5, 4, 3]
+    assert found(AuditQuery(refused=False)) == [6, 2, 1]
+    assert found(AuditQuery(project_id="p-a", action="credential", refused=False)) == [1]
+    assert found(AuditQuery(limit=2)) == [6, 5]
+    assert found(AuditQuery(project_id="p-none")) == []

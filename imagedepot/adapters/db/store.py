@@ -22,6 +22,8 @@ from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
+    and_,
+    case,
     create_engine,
     delete,
     event,
@@ -35,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
+from sqlalchemy.sql import Subquery
 
 from imagedepot.adapters.db import tables
 from imagedepot.adapters.db.cache_store import SqlCacheRepository
@@ -43,14 +46,18 @@ from imagedepot.adapters.db.vmimage_store import SqlVmImageRepository
 from imagedepot.domain.caches import CacheStatus
 from imagedepot.domain.identity import Credential, CredentialKind, Project, Role
 from imagedepot.ports import (
+    REFUSED_STATUS,
     AuditEvent,
+    AuditQuery,
     AuditRepository,
     BlobInfo,
     BlobRefRepository,
+    BlobUsage,
     CacheRepository,
     ConsoleSession,
     ConsoleSessionRepository,
     IdentityRepository,
+    ProjectSummary,
     SecretRepository,
     StoredSecret,
     VmImageRepository,
@@ -317,6 +324,65 @@ class SqlBlobRefRepository:
         ).first()
         return None if row is None else BlobInfo(digest, row.size, row.media_type)
 
+    def _settled_cache_refs(self) -> Subquery:
+        """The refs of caches past their build, with each cache's project."""
+        refs, caches = tables.blob_refs.c, tables.caches.c
+        return (
+            select(caches.project_id, refs.owner_id, refs.digest, refs.size)
+            .join_from(tables.blob_refs, tables.caches, refs.owner_id == caches.id)
+            .where(caches.status != CacheStatus.CREATING.value)
+            .subquery()
+        )
+
+    def cache_usage_by_project(self) -> dict[str, BlobUsage]:
+        held = self._settled_cache_refs()
+        referenced = self._connection.execute(
+            select(
+                held.c.project_id,
+                func.count(func.distinct(held.c.owner_id)),
+                func.sum(held.c.size),
+            ).group_by(held.c.project_id)
+        ).all()
+        distinct = (
+            select(held.c.project_id, held.c.digest, func.max(held.c.size).label("size"))
+            .group_by(held.c.project_id, held.c.digest)
+            .subquery()
+        )
+        stored = {
+            row[0]: (int(row[1]), int(row[2]))
+            for row in self._connection.execute(
+                select(distinct.c.project_id, func.count(), func.sum(distinct.c.size)).group_by(
+                    distinct.c.project_id
+                )
+            )
+        }
+        return {
+            project_id: BlobUsage(
+                caches=int(caches),
+                referenced_bytes=int(total),
+                stored_bytes=stored[project_id][1],
+                blobs=stored[project_id][0],
+            )
+            for project_id, caches, total in referenced
+        }
+
+    def cache_usage_total(self) -> BlobUsage:
+        held = self._settled_cache_refs()
+        caches, referenced = self._connection.execute(
+            select(
+                func.count(func.distinct(held.c.owner_id)), func.coalesce(func.sum(held.c.size), 0)
+            )
+        ).one()
+        distinct = (
+            select(held.c.digest, func.max(held.c.size).label("size"))
+            .group_by(held.c.digest)
+            .subquery()
+        )
+        blobs, stored = self._connection.execute(
+            select(func.count(), func.coalesce(func.sum(distinct.c.size), 0))
+        ).one()
+        return BlobUsage(int(caches), int(referenced), int(stored), int(blobs))
+
 
 def _project_from_row(row: RowMapping) -> Project:
     return Project(id=row["id"], name=row["name"], created_at=row["created_at"])
@@ -418,6 +484,48 @@ class SqlIdentityRepository:
         query = select(c.id).where(c.anonymous_pull.is_(True)).order_by(c.id)
         return list(self._connection.execute(query).scalars())
 
+    def project_summaries(self, now: datetime) -> builtins.list[ProjectSummary]:
+        projects, credentials, caches = tables.projects.c, tables.credentials.c, tables.caches.c
+        usable = and_(
+            credentials.revoked_at.is_(None),
+            or_(credentials.expires_at.is_(None), credentials.expires_at > now),
+        )
+        issued = (
+            select(
+                credentials.project_id,
+                func.count().label("issued"),
+                func.sum(case((usable, 1), else_=0)).label("usable"),
+            )
+            .group_by(credentials.project_id)
+            .subquery()
+        )
+        held = (
+            select(caches.project_id, func.count().label("caches"))
+            .group_by(caches.project_id)
+            .subquery()
+        )
+        query = (
+            select(
+                tables.projects,
+                func.coalesce(issued.c.issued, 0).label("issued"),
+                func.coalesce(issued.c.usable, 0).label("usable"),
+                func.coalesce(held.c.caches, 0).label("caches"),
+            )
+            .outerjoin(issued, issued.c.project_id == projects.id)
+            .outerjoin(held, held.c.project_id == projects.id)
+            .order_by(projects.name)
+        )
+        return [
+            ProjectSummary(
+                project=_project_from_row(row),
+                anonymous_pull=bool(row["anonymous_pull"]),
+                credentials=int(row["issued"]),
+                usable_credentials=int(row["usable"]),
+                caches=int(row["caches"]),
+            )
+            for row in self._connection.execute(query).mappings()
+        ]
+
 
 def _credential_from_row(row: RowMapping) -> Credential:
     ciphertext = row["secret_ciphertext"]
@@ -450,6 +558,26 @@ class SqlAuditRepository:
         return [
             AuditEvent(**{key: row[key] for key in _AUDIT_FIELDS})
             for row in self._connection.execute(query).mappings()
+        ]
+
+    def search(self, query: AuditQuery) -> builtins.list[AuditEvent]:
+        c = tables.audit_events.c
+        statement = (
+            select(tables.audit_events).order_by(c.at.desc(), c.id.desc()).limit(query.limit)
+        )
+        if query.project_id is not None:
+            statement = statement.where(c.project_id == query.project_id)
+        if query.action:
+            statement = statement.where(
+                func.lower(c.action).contains(query.action.lower(), autoescape=True)
+            )
+        if query.refused is True:
+            statement = statement.where(c.status >= REFUSED_STATUS)
+        elif query.refused is False:
+            statement = statement.where(c.status < REFUSED_STATUS)
+        return [
+            AuditEvent(**{key: row[key] for key in _AUDIT_FIELDS})
+            for row in self._connection.execute(statement).mappings()
         ]
 
 
