@@ -133,12 +133,19 @@ async def check_change(request: Request, csrf_token: str) -> None:
 
 
 def same_origin(request: Request) -> bool:
-    """Browsers name the origin of a POST; when one is named it must be this server."""
-    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+    """Browsers name the origin of a POST; when one is named it must be this server.
+
+    Under a no-referrer policy (one a proxy in front may add) a browser sends `Origin: null`
+    even for the console's own forms; then only its Sec-Fetch-Site, which no page can set,
+    may vouch for the request."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
         return False
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin is None
+    if origin is None:
+        return True
+    if origin == "null":
+        return site == "same-origin"
     expected = f"{request.url.scheme}://{request.url.netloc}"
     return origin == expected
 

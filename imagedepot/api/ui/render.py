@@ -1,6 +1,6 @@
 """Rendering console pages: Jinja2 templates from inside the package with autoescaping on, and
 the headers every console answer carries (a Content-Security-Policy that allows no inline
-script or style, no framing, no caching of pages, no referrer)."""
+script or style, no framing, no caching of pages, no referrer to other sites)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ SECURITY_HEADERS: Mapping[str, str] = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it browsers send `Origin: null` on the console's own forms.
+    "Referrer-Policy": "same-origin",
 }
 
 _templates = Environment(
