@@ -15,6 +15,7 @@ from imagedepot.api.auth import public
 from imagedepot.api.context import ApiContext
 from imagedepot.api.ui.caches import cache_routes
 from imagedepot.api.ui.door import ConsoleDoor
+from imagedepot.api.ui.images import image_routes
 from imagedepot.api.ui.render import SECURITY_HEADERS
 from imagedepot.api.ui.signin import signin_routes
 
@@ -40,6 +41,7 @@ def routes(context: ApiContext) -> list[BaseRoute]:
     console: list[BaseRoute] = [
         *signin_routes(door),
         *cache_routes(door, context.caches),
+        *(image_routes(door, context.vm_images) if context.vm_images else []),
         Mount("/static", app=static, name="console-static"),
     ]
     return [Mount("/ui", routes=console)]

@@ -130,3 +130,246 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   document.body.classList.add("scripted");
 });
+
+// --- VM images: uploads with a progress bar, the list refreshed in place ------------------
+
+const DISK_FORMAT_BY_SUFFIX = {
+  qcow2: "qcow2", img: "raw", raw: "raw", vmdk: "vmdk", vhd: "vhd", vhdx: "vhdx", vdi: "vdi",
+  iso: "iso",
+};
+
+function csrfToken() {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  return meta === null ? "" : meta.content;
+}
+
+// The server's own words for a refusal: the console's JSON error, or the message of an error
+// page (the door answers those, for a stale session or a missing permission, before any
+// handler runs).
+function serverMessage(status, contentType, text) {
+  const type = contentType || "";
+  if (type.includes("application/json")) {
+    try {
+      const body = JSON.parse(text);
+      if (body && body.error && body.error.message) {
+        return body.error.message;
+      }
+    } catch (ignored) {
+      // not JSON after all: say the status below
+    }
+  }
+  if (type.includes("text/html")) {
+    const shown = new DOMParser().parseFromString(text, "text/html").querySelector("main .error");
+    if (shown !== null && shown.textContent.trim()) {
+      return shown.textContent.trim();
+    }
+  }
+  return "the server answered " + status;
+}
+
+async function responseMessage(response) {
+  const text = await response.text();
+  return serverMessage(response.status, response.headers.get("content-type"), text);
+}
+
+function confirmationsWithin(root) {
+  for (const form of root.querySelectorAll("form[data-confirm]")) {
+    form.addEventListener("submit", (event) => {
+      if (!window.confirm(form.dataset.confirm)) {
+        event.preventDefault();
+      }
+    });
+  }
+}
+
+async function refreshImageList() {
+  const current = document.getElementById("images-list");
+  const response = await fetch("/ui/images", { headers: { Accept: "text/html" } });
+  const parsed = response.ok
+    ? new DOMParser().parseFromString(await response.text(), "text/html")
+    : null;
+  const fresh = parsed === null ? null : parsed.getElementById("images-list");
+  if (current === null || fresh === null) {
+    window.location.reload();
+    return;
+  }
+  const adopted = document.adoptNode(fresh);
+  current.replaceWith(adopted);
+  localTimes(adopted);
+  byteCounts(adopted);
+  confirmationsWithin(adopted);
+}
+
+// Streams the file itself (the browser reads it from disk as it sends), so an image of any
+// size never sits in the page's memory.
+function putImageFile(url, file, onProgress, onSent) {
+  return new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest();
+    request.open("PUT", url);
+    request.setRequestHeader("Content-Type", "application/octet-stream");
+    request.setRequestHeader("Accept", "application/json");
+    request.setRequestHeader("X-CSRF-Token", csrfToken());
+    request.upload.onprogress = (event) => {
+      if (event.lengthComputable) {
+        onProgress(event.loaded, event.total);
+      }
+    };
+    request.upload.onload = onSent;
+    request.onload = () => resolve(request);
+    request.onerror = () => reject(new Error("the connection broke off during the upload"));
+    request.onabort = () => reject(new Error("the upload was cancelled"));
+    request.send(file);
+  });
+}
+
+async function discardImage(imageId) {
+  try {
+    await fetch("/ui/images/" + encodeURIComponent(imageId) + "/delete", {
+      method: "POST",
+      headers: { Accept: "application/json", "X-CSRF-Token": csrfToken() },
+    });
+  } catch (ignored) {
+    // the list shows what is left; the message already says what went wrong
+  }
+}
+
+function imageUploads(form) {
+  const section = form.closest("section") || document;
+  const button = form.querySelector("[data-upload-button]");
+  const bar = form.querySelector("progress");
+  const percent = form.querySelector("[data-upload-percent]");
+  const status = section.querySelector("[data-upload-status]");
+  const failure = section.querySelector("[data-upload-error]");
+  const file = form.elements.namedItem("file");
+  const name = form.elements.namedItem("name");
+  const diskFormat = form.elements.namedItem("disk_format");
+  let nameFromFile = "";
+  let uploading = false;
+
+  file.addEventListener("change", () => {
+    const chosen = file.files[0];
+    if (!chosen) {
+      return;
+    }
+    const dot = chosen.name.lastIndexOf(".");
+    const stem = dot > 0 ? chosen.name.slice(0, dot) : chosen.name;
+    const suffix = dot > 0 ? chosen.name.slice(dot + 1).toLowerCase() : "";
+    if (name.value === "" || name.value === nameFromFile) {
+      name.value = stem;
+      nameFromFile = stem;
+    }
+    if (Object.hasOwn(DISK_FORMAT_BY_SUFFIX, suffix)) {
+      diskFormat.value = DISK_FORMAT_BY_SUFFIX[suffix];
+    }
+  });
+
+  function showProgress(loaded, total) {
+    bar.max = Math.max(total, 1);
+    bar.value = Math.min(loaded, bar.max);
+    const shown = total > 0 ? Math.floor((loaded * 100) / total) : 100;
+    const text = shown + "% (" + humanBytes(loaded) + " of " + humanBytes(total) + ")";
+    bar.textContent = text;
+    percent.textContent = text;
+  }
+
+  function fail(message) {
+    failure.textContent = message;
+    failure.hidden = false;
+    status.textContent = "";
+  }
+
+  async function upload(chosen) {
+    const fields = {};
+    for (const key of ["name", "disk_format", "container_format", "type"]) {
+      fields[key] = form.elements.namedItem(key).value;
+    }
+    let created;
+    try {
+      const response = await fetch(form.action, {
+        method: "POST",
+        headers: {
+          Accept: "application/json",
+          "Content-Type": "application/json",
+          "X-CSRF-Token": csrfToken(),
+        },
+        body: JSON.stringify(fields),
+      });
+      if (!response.ok) {
+        fail("Not created: " + (await responseMessage(response)));
+        return;
+      }
+      created = await response.json();
+    } catch (error) {
+      fail("Not created: " + error.message);
+      return;
+    }
+    status.textContent = "Uploading " + fields.name + "…";
+    let answer;
+    try {
+      answer = await putImageFile(created.upload, chosen, showProgress, () => {
+        status.textContent = "Sent; the server is checking and storing " + fields.name + "…";
+      });
+    } catch (error) {
+      await discardImage(created.image.id);
+      fail("The upload failed: " + error.message + ". Nothing was kept.");
+      await refreshImageList();
+      return;
+    }
+    if (answer.status < 200 || answer.status >= 300) {
+      const type = answer.getResponseHeader("content-type");
+      const message = serverMessage(answer.status, type, answer.responseText);
+      await discardImage(created.image.id);
+      fail("The upload was refused: " + message.replace(/\.$/, "") + ". Nothing was kept.");
+      await refreshImageList();
+      return;
+    }
+    const image = JSON.parse(answer.responseText).image;
+    showProgress(chosen.size, chosen.size);
+    status.textContent = "Uploaded " + image.name + ": " + image.status + ", " +
+      humanBytes(image.size) + " of " + image.disk_format + ".";
+    form.reset();
+    nameFromFile = "";
+    await refreshImageList();
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (uploading) {
+      return;
+    }
+    failure.hidden = true;
+    failure.textContent = "";
+    const chosen = file.files[0];
+    if (!chosen) {
+      fail("Choose the disk image file to upload.");
+      file.focus();
+      return;
+    }
+    uploading = true;
+    button.disabled = true;
+    for (const part of form.querySelectorAll("[data-upload-part]")) {
+      part.hidden = false;
+    }
+    showProgress(0, chosen.size);
+    status.textContent = "Creating " + name.value + "…";
+    try {
+      await upload(chosen);
+    } finally {
+      uploading = false;
+      button.disabled = false;
+    }
+  });
+
+  window.addEventListener("beforeunload", (event) => {
+    if (uploading) {
+      event.preventDefault();
+    }
+  });
+  button.disabled = false;
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const form of document.querySelectorAll("form[data-image-upload]")) {
+    imageUploads(form);
+  }
+});
