@@ -144,12 +144,17 @@ def cache_routes(door: ConsoleDoor, caches: CacheService) -> list[Route]:
         return secure(RedirectResponse("/ui/caches", status_code=303))
 
     async def events(request: Request, viewer: Viewer) -> Response:
-        _, revision = await run_in_threadpool(caches.list_at_revision, viewer.principal)
+        listed, revision = await run_in_threadpool(caches.list_at_revision, viewer.principal)
 
         async def stream() -> AsyncIterator[str]:
             after = revision
             checked = beat = time.monotonic()
             yield "retry: 3000\n\n"
+            # The page was rendered a moment before this stream (or a reconnect) began: what
+            # changed in between is in no change after `revision`, so start with every cache.
+            for cache in listed:
+                body = {**cache_view(cache), "deleted": False}
+                yield f"event: cache\ndata: {json.dumps(body)}\n\n"
             while not await request.is_disconnected():
                 try:
                     changes, after = await run_in_threadpool(

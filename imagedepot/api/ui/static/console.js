@@ -113,6 +113,9 @@ function live(container) {
     }
     if (cache.deleted) {
       row.remove();
+      if (container.querySelector("tr[data-cache-id]") === null) {
+        window.location.reload(); // the last one: show the empty state, which says what next
+      }
       return;
     }
     showCache(row, cache);
