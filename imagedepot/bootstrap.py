@@ -401,6 +401,10 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
             inventory=core.inventory,
             readiness=lambda: readiness(core),
             console=ConsoleSessions(core.store, core.identity, core.clock),
+            registry_endpoint=(
+                f"{'https' if settings.tls_cert else 'http'}://"
+                f"{address(settings.host, settings.registry_port)}"
+            ),
         )
         for app, name, port in (
             (api_app(context), "api", settings.port),

@@ -41,6 +41,9 @@ class ApiContext:
     """What `/readyz` asks; without it `/readyz` answers like `/healthz`."""
     console: ConsoleSessions | None = None
     """The web console under `/ui/` is mounted only when this is given."""
+    registry_endpoint: str | None = None
+    """The registry port as this server binds it (`http://HOST:PORT`, https under TLS), for
+    the console's node-mirror settings."""
 
     def required_vm_images(self) -> VmImageService:
         """The VM image service, for the dialects mounted only when it is given."""

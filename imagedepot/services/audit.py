@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imagedepot.ports import AuditEvent, MetadataStore
+from imagedepot.ports import AuditEvent, AuditQuery, MetadataStore
 
 
 class AuditService:
@@ -16,3 +16,9 @@ class AuditService:
     def recent(self, project_id: str | None = None, limit: int = 100) -> list[AuditEvent]:
         with self._store.transaction(read_only=True) as uow:
             return uow.audit.recent(project_id, limit)
+
+    def search(self, query: AuditQuery) -> list[AuditEvent]:
+        """The newest events first that match the query's filters (project, part of the
+        action, refused or not)."""
+        with self._store.transaction(read_only=True) as uow:
+            return uow.audit.search(query)

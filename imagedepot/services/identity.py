@@ -28,7 +28,13 @@ from imagedepot.domain.identity import (
     validate_project_name,
 )
 from imagedepot.domain.policy import Policy
-from imagedepot.ports import Clock, MetadataStore, SecretBox, SecretUndecryptable
+from imagedepot.ports import (
+    Clock,
+    MetadataStore,
+    ProjectSummary,
+    SecretBox,
+    SecretUndecryptable,
+)
 
 ADMIN_CREDENTIAL_ID = "admin"
 PROJECT_HEADER = "X-Project-Id"
@@ -99,6 +105,11 @@ class IdentityService:
                 if project is not None:
                     names[project_id] = project.name
         return names
+
+    def project_summaries(self) -> list[ProjectSummary]:
+        """Every project by name with its settings and counts, for the operator's overview."""
+        with self._store.transaction(read_only=True) as uow:
+            return uow.identity.project_summaries(self._clock.now())
 
     def set_anonymous_pull(self, project_name: str, allowed: bool) -> None:
         """Let anyone pull the caches of `project_name` (for node mirrors), or stop that."""

@@ -13,6 +13,7 @@ from starlette.staticfiles import StaticFiles
 
 from imagedepot.api.auth import public
 from imagedepot.api.context import ApiContext
+from imagedepot.api.ui.admin import admin_routes
 from imagedepot.api.ui.caches import cache_routes
 from imagedepot.api.ui.door import ConsoleDoor
 from imagedepot.api.ui.images import image_routes
@@ -41,6 +42,7 @@ def routes(context: ApiContext) -> list[BaseRoute]:
     console: list[BaseRoute] = [
         *signin_routes(door),
         *cache_routes(door, context.caches),
+        *admin_routes(door, context.inventory, context.registry_endpoint),
         *(image_routes(door, context.vm_images) if context.vm_images else []),
         Mount("/static", app=static, name="console-static"),
     ]

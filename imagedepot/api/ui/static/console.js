@@ -376,3 +376,64 @@ document.addEventListener("DOMContentLoaded", () => {
     imageUploads(form);
   }
 });
+
+// --- admin pages: bar charts, copy buttons, and a secret shown once -------------------------
+
+function adminBars(root) {
+  // Widths come from data- attributes: the policy allows no style attributes in the markup,
+  // but a script of our own may set element.style.
+  for (const bar of root.querySelectorAll("[data-bar-value][data-bar-max]")) {
+    const max = Number(bar.dataset.barMax) || 0;
+    const value = Number(bar.dataset.barValue) || 0;
+    const percent = max > 0 ? Math.min(100, (value * 100) / max) : 0;
+    bar.style.width = percent.toFixed(2) + "%";
+    bar.classList.toggle("usage-some", value > 0);
+  }
+}
+
+function selectText(element) {
+  const range = document.createRange();
+  range.selectNodeContents(element);
+  const selection = window.getSelection();
+  selection.removeAllRanges();
+  selection.addRange(range);
+}
+
+function adminCopyButtons(root) {
+  for (const button of root.querySelectorAll("button[data-copy]")) {
+    const source = document.getElementById(button.dataset.copy);
+    if (source === null) {
+      continue;
+    }
+    const status = button.parentElement.querySelector(".copied");
+    const say = (text) => {
+      if (status !== null) {
+        status.textContent = text;
+      }
+    };
+    button.addEventListener("click", async () => {
+      try {
+        // Only secure contexts (HTTPS, or this machine) have a clipboard to write to.
+        await navigator.clipboard.writeText(source.textContent);
+        say("Copied");
+      } catch (refused) {
+        selectText(source);
+        say("Selected: press Ctrl+C (⌘C) to copy");
+      }
+    });
+  }
+}
+
+function forgetPostedForm() {
+  // A page answering a POST (a new credential and its secret) becomes an ordinary entry of
+  // the history, so reloading it asks for the page again instead of sending the form again.
+  if (document.querySelector("[data-forget-post]") !== null) {
+    window.history.replaceState(null, "", window.location.href);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  adminBars(document);
+  adminCopyButtons(document);
+  forgetPostedForm();
+});
