@@ -330,7 +330,7 @@ def test_screenshots_of_an_available_and_a_building_cache(
     page: Page, phone_page: Page, service: Service, registry: RegistryServer, proxy: FaultProxy
 ) -> None:
     push_image(registry.url, "team/web", "v1", [make_layer(640 * KIB, seed=7301)])
-    _, building_image = slow_image(registry, proxy, "team/ci-runner", 4096 * KIB, 256 * KIB, 7302)
+    _, building_image = slow_image(registry, proxy, "team/ci-runner", 4096 * KIB, 512 * KIB, 7302)
     token = service.credential("web-team", "member")
     ready = create_cache(service, token, "web-frontend", f"{registry.endpoint}/team/web:v1")
     with service.client(token) as client:

@@ -9,6 +9,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from imagedepot.api.auth import public
+from imagedepot.api.errors import finish, http_status
 from imagedepot.api.ui.door import (
     COOKIE,
     SIGN_IN,
@@ -46,7 +47,9 @@ def signin_routes(door: ConsoleDoor) -> list[Route]:
                 door.gate.auth_failures.failed(remote)
                 raise
         except DomainError as error:
-            return page(request, "signin.html", {"viewer": None, "error": error}, status=401)
+            # 403 for another site's form, 429 (with Retry-After) when slowed down: not all 401
+            values = {"viewer": None, "error": error}
+            return finish(page(request, "signin.html", values, status=http_status(error)), error)
         response = secure(RedirectResponse(HOME, status_code=303))
         response.set_cookie(
             COOKIE,
