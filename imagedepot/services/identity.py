@@ -193,11 +193,14 @@ class IdentityService:
                 listed.append((credential, names[credential.project_id]))
             return listed
 
-    def revoke(self, credential_id: str) -> None:
+    def revoke(self, credential_id: str) -> str:
+        """Revoke at once; the id of the project the credential belonged to."""
         with self._store.transaction() as uow:
-            if uow.identity.credential(credential_id) is None:
+            credential = uow.identity.credential(credential_id)
+            if credential is None:
                 raise NotFound(f"credential {credential_id} does not exist")
             uow.identity.revoke_credential(credential_id, self._clock.now())
+            return credential.project_id
 
     def credential_usable(self, credential_id: str) -> bool:
         """Whether the credential still works (not revoked, not expired); the operator's

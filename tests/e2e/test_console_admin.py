@@ -356,3 +356,23 @@ def test_audit_filters_that_cannot_be_met_say_which_field(operator: Page, servic
     page.goto(f"{service.url}/ui/admin/audit?action=%3Cscript%3E")
     expect(page.get_by_label("Action contains")).to_have_value("<script>")
     expect(page.locator(".empty")).to_contain_text("No events match these filters")
+
+
+def test_what_the_operator_does_to_another_project_is_audited_under_that_project(
+    operator: Page, service: Service
+) -> None:
+    page = operator
+    page.goto(f"{service.url}/ui/admin/credentials")
+    made = page.request.post(
+        f"{service.url}/ui/admin/credentials",
+        form={"csrf": csrf_of(page), "project": "ops-elsewhere", "role": "reader", "kind": "token"},
+        headers={"Origin": service.url},
+    )
+    assert made.status == 200, made.text()
+    page.goto(f"{service.url}/ui/admin/audit?project=ops-elsewhere&action=iam%3Acredential")
+    actions = page.locator("table.admin-audit tbody tr").evaluate_all(
+        "rows => rows.map(row => row.dataset.action)"
+    )
+    assert actions == ["iam:credential:create"]
+    page.goto(f"{service.url}/ui/admin/audit?project={OPERATOR_PROJECT}&action=iam%3Acredential")
+    assert "ops-elsewhere" not in page.locator("table.admin-audit").inner_text()

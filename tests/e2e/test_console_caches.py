@@ -185,6 +185,11 @@ def test_a_member_creates_watches_and_deletes_a_cache_from_the_form(
     digest = page.locator(f'tr[data-image="{image}"] code[data-field=digest]')
     expect(digest).to_have_text(pushed.manifest_digest)
     assert streams == [f"{service.url}/ui/caches/events"], "one event stream per page, no polls"
+    page.reload()  # the history is told from the cache's state as the page is rendered
+    history = page.locator("ol.history li")
+    expect(history.first).to_contain_text("Created")
+    expect(history.last).to_contain_text("Available")
+    expect(page.locator("ol.history")).to_contain_text(f"image {image}: {pushed.manifest_digest}")
 
     dialogs: list[str] = []
 

@@ -2,10 +2,7 @@
 `kubectl get events` tell what happened: created, pulling (with bytes so far), each image
 pulled with its digest and size, available, failed and why, deleting.
 
-They are read from the snapshot's own state rather than stored: every fact an event states
-is already recorded on the cache, so the events cannot disagree with the object, need no
-retention, and vanish with it. Times are those the cache records (an image's "Pulled" is the
-moment the snapshot became available, when its digest was fixed). Events of cluster-scoped
+They are the cache's history (`domain/cache_history`), read from its own state. Events of cluster-scoped
 objects live in the `default` namespace, as in a cluster; only `list` is served.
 """
 
@@ -24,9 +21,10 @@ from starlette.routing import Route
 from imagedepot.api.context import ApiContext
 from imagedepot.api.k8s.names import API_VERSION, KIND
 from imagedepot.api.k8s.status import bad_request, render_error
-from imagedepot.api.k8s.tables import Column, human_age, human_bytes, table_document, wants_table
+from imagedepot.api.k8s.tables import Column, human_age, table_document, wants_table
 from imagedepot.api.wire import utc_timestamp
-from imagedepot.domain.caches import CacheStatus, ImageCache
+from imagedepot.domain.cache_history import history
+from imagedepot.domain.caches import ImageCache
 from imagedepot.domain.identity import Principal
 
 EVENTS_NAMESPACE = "default"
@@ -93,49 +91,10 @@ def _event(
 
 def events_of(cache: ImageCache) -> list[tuple[datetime, dict[str, Any]]]:
     """What happened to `cache`, oldest first, each with its time."""
-    facts: list[tuple[str, str, datetime, str]] = [
-        (
-            "Normal",
-            "Created",
-            cache.created_at,
-            f"building {len(cache.spec.images)} image(s) within {cache.spec.size_gib} GiB",
-        )
+    return [
+        (event.at, _event(cache, index, event.type, event.reason, event.at, event.message))
+        for index, event in enumerate(history(cache))
     ]
-    if cache.status is CacheStatus.CREATING and any(p.size_bytes for p in cache.images):
-        pulled = sum(p.pulled_bytes for p in cache.images)
-        total = sum(p.size_bytes for p in cache.images)
-        facts.append(
-            (
-                "Normal",
-                "Pulling",
-                cache.updated_at,
-                f"{human_bytes(pulled)} of {human_bytes(total)} pulled",
-            )
-        )
-    finished = cache.deletion_requested_at or cache.updated_at
-    for progress in cache.images:
-        if progress.done and progress.digest:
-            message = (
-                f"image {progress.image}: {progress.digest}, {human_bytes(progress.size_bytes)}"
-            )
-            facts.append(("Normal", "Pulled", finished, message))
-    if cache.status is CacheStatus.AVAILABLE:
-        facts.append(
-            (
-                "Normal",
-                "Available",
-                cache.updated_at,
-                f"{len(cache.images)} image(s), {human_bytes(cache.total_bytes)}, ready to serve",
-            )
-        )
-    if cache.reason and cache.status in (CacheStatus.FAILED, CacheStatus.UNAVAILABLE):
-        facts.append(("Warning", cache.reason, cache.updated_at, cache.message or cache.reason))
-    if cache.deletion_requested_at is not None:
-        message = "releasing its blobs"
-        if cache.data_released:
-            message = "blobs released; waiting for finalizers " + ", ".join(cache.finalizers)
-        facts.append(("Normal", "Deleting", cache.deletion_requested_at, message))
-    return [(fact[2], _event(cache, index, *fact)) for index, fact in enumerate(facts)]
 
 
 def _field(event: dict[str, Any], path: str) -> str:

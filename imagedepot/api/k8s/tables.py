@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 
 from imagedepot.api.k8s.objects import render
+from imagedepot.domain.cache_history import human_bytes
 from imagedepot.domain.caches import ImageCache
 
 
@@ -39,15 +40,6 @@ def human_age(seconds: float) -> str:
     if days < 730:
         return f"{days}d"
     return f"{days // 365}y"
-
-
-def human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{size}B"
 
 
 Column = tuple[str, str, int, str]

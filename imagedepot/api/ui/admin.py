@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from imagedepot.api.ui.door import ConsoleDoor, Viewer, form_of
+from imagedepot.api.ui.door import AUDITED_PROJECT, ConsoleDoor, Viewer, form_of
 from imagedepot.api.ui.render import page, secure
 from imagedepot.domain.errors import DomainError, Forbidden, InvalidInput, NotFound
 from imagedepot.domain.identity import Credential, Role, validate_project_name
@@ -282,6 +282,7 @@ def admin_routes(
         form.pop("csrf", None)
         try:
             issued = await run_in_threadpool(issue_from_form, identity, form)
+            setattr(request.state, AUDITED_PROJECT, issued.project_id)
         except InvalidInput as error:
             values = await run_in_threadpool(credentials_values, viewer, "", form)
             values["error"] = error
@@ -304,7 +305,8 @@ def admin_routes(
     async def revoke_credential(request: Request, viewer: Viewer) -> Response:
         require_operator(viewer)
         form = await form_of(request)
-        await run_in_threadpool(identity.revoke, request.path_params["credential_id"])
+        revoked = await run_in_threadpool(identity.revoke, request.path_params["credential_id"])
+        setattr(request.state, AUDITED_PROJECT, revoked)
         back = str(form.get("project_filter", "")).strip()
         location = CREDENTIALS + (f"?{urlencode({'project': back})}" if back else "")
         return secure(RedirectResponse(location, status_code=303))

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from imagedepot.api.ui.door import ConsoleDoor, Viewer, form_of
 from imagedepot.api.ui.render import page, secure
+from imagedepot.domain.cache_history import history
 from imagedepot.domain.caches import (
     SIZE_GIB_DEFAULT,
     CacheSpec,
@@ -66,6 +67,15 @@ def cache_view(cache: ImageCache) -> dict[str, Any]:
         "size_gib": cache.spec.size_gib,
         "retention_days": cache.spec.retention_days,
         "pull_secrets": list(cache.spec.pull_secrets),
+        "history": [
+            {
+                "type": event.type,
+                "reason": event.reason,
+                "at": event.at.isoformat(),
+                "message": event.message,
+            }
+            for event in history(cache)
+        ],
     }
 
 

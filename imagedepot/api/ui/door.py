@@ -9,6 +9,7 @@ role may not use, and a request forced past them gets 403 here all the same.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 SIGN_IN = "/ui/signin"
 MAX_FORM_BYTES = 64 * 1024
+AUDITED_PROJECT = "audited_project_id"
+"""A handler that changes another project's state (the operator's admin pages) names that
+project in `request.state` under this name, so the audit record is filed there."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,10 @@ class ConsoleDoor:
                 response = error_page(request, error, viewer)
             if not is_read(action):
                 principal = viewer.principal if viewer else None
+                affected = getattr(request.state, AUDITED_PROJECT, None)
+                if principal is not None and affected:
+                    # The operator acts on another project: the record belongs to that one.
+                    principal = dataclasses.replace(principal, project_id=affected)
                 await run_in_threadpool(
                     self.gate.record, request, principal, action, response.status_code
                 )
