@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeGuard, TypeVar
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from imagedepot.domain.errors import InvalidInput
@@ -76,3 +77,21 @@ def json_object(raw: bytes, *, allow_empty: bool = False) -> dict[str, Any]:
 def client_host(request: Request) -> str | None:
     """The address the request came from, where the server knows it."""
     return request.client.host if request.client else None
+
+
+UPLOAD_BLOCK = 1 << 20
+"""Uploaded bodies are handed on in blocks of about this many bytes."""
+
+
+async def stream_body(request: Request, write: Callable[[bytes], object]) -> None:
+    """Hand the request body to `write` in blocks of about UPLOAD_BLOCK bytes, each written in
+    a worker thread (it may hash and write to disk), never holding the body whole."""
+    buffer = bytearray()
+    async for chunk in request.stream():
+        buffer += chunk
+        if len(buffer) >= UPLOAD_BLOCK:
+            block = bytes(buffer)
+            buffer.clear()
+            await run_in_threadpool(write, block)
+    if buffer:
+        await run_in_threadpool(write, bytes(buffer))

@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import Dialog, Page, expect
 
 from tests.support.browser import console_errors, screenshot
+from tests.support.console import csrf_token, sign_in
 from tests.support.images import KIB, PushedImage, make_layer, push_image
 from tests.support.registry import RegistryServer
 from tests.support.service import ADMIN_TOKEN, Service, wait_for_status
@@ -28,22 +29,6 @@ ADMIN_PAGES = (
     "/ui/admin/registry",
 )
 OPERATOR_PROJECT = "ops-admin"
-
-
-def sign_in(page: Page, service: Service, token: str, project: str = "") -> None:
-    """Sign in through the form, as a person would."""
-    page.goto(f"{service.url}/ui/signin")
-    page.get_by_label("Token", exact=True).fill(token)
-    if project:
-        page.locator("#project").fill(project)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(f"{service.url}/ui/caches")
-
-
-def csrf_of(page: Page) -> str:
-    token = page.locator("meta[name=csrf-token]").get_attribute("content")
-    assert token
-    return token
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +75,7 @@ def base_size(web: PushedImage, api: PushedImage) -> int:
 
 @pytest.fixture
 def operator(page: Page, service: Service, operator_project: str) -> Page:
-    sign_in(page, service, ADMIN_TOKEN, operator_project)
+    sign_in(page, service.url, ADMIN_TOKEN, operator_project)
     return page
 
 
@@ -196,7 +181,7 @@ def test_a_bad_credential_form_names_its_field_and_makes_nothing(
     page = operator
     page.goto(f"{service.url}/ui/admin/credentials")
     before = credential_rows(page)
-    csrf = csrf_of(page)
+    csrf = csrf_token(page)
     for field, value, says in (
         ("role", "root", "role must be one of admin, member, reader"),
         ("expires_in_days", "0", "expires_in_days must be a whole number from 1 to 36500"),
@@ -299,7 +284,7 @@ def test_the_admin_pages_read_well_on_a_phone(
     phone_page: Page, service: Service, operator_project: str, shared_caches: SharedLayerCaches
 ) -> None:
     errors = console_errors(phone_page)
-    sign_in(phone_page, service, ADMIN_TOKEN, operator_project)
+    sign_in(phone_page, service.url, ADMIN_TOKEN, operator_project)
     for name in ("projects", "credentials", "audit", "storage", "registry"):
         phone_page.goto(f"{service.url}/ui/admin/{name}")
         width = phone_page.evaluate("document.documentElement.scrollWidth")
@@ -313,7 +298,7 @@ def test_a_project_credential_is_refused_every_admin_page_and_sees_no_admin_link
     page: Page, service: Service, role: str
 ) -> None:
     token = service.credential(f"not-operator-{role}", role)
-    sign_in(page, service, token)
+    sign_in(page, service.url, token)
     expect(
         page.get_by_role("navigation", name="Main").get_by_role("link", name="Admin")
     ).to_have_count(0)
@@ -324,7 +309,7 @@ def test_a_project_credential_is_refused_every_admin_page_and_sees_no_admin_link
         expect(page.get_by_role("heading", level=1)).to_have_text("Not allowed")
     screenshot(page, f"admin-refused-{role}")
 
-    csrf = csrf_of(page)
+    csrf = csrf_token(page)
     created = page.request.post(
         f"{service.url}/ui/admin/credentials",
         form={"csrf": csrf, "project": f"not-operator-{role}", "role": "admin", "kind": "token"},
@@ -365,7 +350,12 @@ def test_what_the_operator_does_to_another_project_is_audited_under_that_project
     page.goto(f"{service.url}/ui/admin/credentials")
     made = page.request.post(
         f"{service.url}/ui/admin/credentials",
-        form={"csrf": csrf_of(page), "project": "ops-elsewhere", "role": "reader", "kind": "token"},
+        form={
+            "csrf": csrf_token(page),
+            "project": "ops-elsewhere",
+            "role": "reader",
+            "kind": "token",
+        },
         headers={"Origin": service.url},
     )
     assert made.status == 200, made.text()

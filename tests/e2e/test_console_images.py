@@ -15,6 +15,7 @@ from playwright.sync_api import Browser, Dialog, Page, expect
 
 from tests.support.browser import browser_page, console_errors, screenshot
 from tests.support.disks import make_disk, qcow2
+from tests.support.glance import upload
 from tests.support.service import Service
 
 SMALL_LIMIT = 65536
@@ -62,11 +63,7 @@ def glance_image(service: Service, token: str, name: str, data: bytes | None) ->
         assert created.status_code == 201, created.text
         image_id: str = created.json()["id"]
         if data is not None:
-            uploaded = client.put(
-                f"/v2/images/{image_id}/file",
-                content=data,
-                headers={"Content-Type": "application/octet-stream"},
-            )
+            uploaded = upload(client, image_id, data)
             assert uploaded.status_code == 204, uploaded.text
     return image_id
 

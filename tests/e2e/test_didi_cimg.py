@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.glance import upload
 from tests.support.service import Service
 
 _projects = itertools.count()
@@ -59,11 +60,7 @@ def snapshot(client: httpx.Client, data: bytes) -> str:
     )
     assert created.status_code == 201, created.text
     image_id: str = created.json()["id"]
-    uploaded = client.put(
-        f"/v2/images/{image_id}/file",
-        content=data,
-        headers={"Content-Type": "application/octet-stream"},
-    )
+    uploaded = upload(client, image_id, data)
     assert uploaded.status_code == 204, uploaded.text
     return image_id
 

@@ -21,20 +21,18 @@ from starlette.routing import Route
 from imagedepot.api.context import ApiContext
 from imagedepot.api.glance.errors import UnsupportedMediaType, error_response, render_error
 from imagedepot.api.glance.queries import page_link, parse_integer, parse_query
-from imagedepot.api.wire import json_body, json_object, utc_timestamp
+from imagedepot.api.wire import json_body, json_object, stream_body, utc_timestamp
 from imagedepot.domain.errors import Conflict, InvalidInput
 from imagedepot.domain.identity import Principal
 from imagedepot.domain.vmimages import SETTABLE_FIELDS, VmImage
 from imagedepot.services.vmimages import (
     DECLARED_SIZE,
     IMPORT_METHODS,
-    ImageUpload,
 )
 
 PATCH_V21 = "application/openstack-images-v2.1-json-patch"
 PATCH_V20 = "application/openstack-images-v2.0-json-patch"
 IMAGE_ALTERNATE_TYPE = "application/vnd.openstack.image"
-UPLOAD_BUFFER = 1 << 20
 
 
 def image_body(image: VmImage) -> dict[str, Any]:
@@ -139,19 +137,6 @@ def _declared_size(request: Request) -> int | None:
     return parse_integer("X-OpenStack-Image-Size", text.strip())
 
 
-async def _stream_into(upload: ImageUpload, request: Request) -> None:
-    """Hand the body to the upload in blocks of about a MiB, each written in a thread."""
-    buffer = bytearray()
-    async for chunk in request.stream():
-        buffer += chunk
-        if len(buffer) >= UPLOAD_BUFFER:
-            block = bytes(buffer)
-            buffer.clear()
-            await run_in_threadpool(upload.write, block)
-    if buffer:
-        await run_in_threadpool(upload.write, bytes(buffer))
-
-
 def image_routes(context: ApiContext) -> list[Route]:
     service = context.required_vm_images()
 
@@ -241,7 +226,7 @@ def image_routes(context: ApiContext) -> list[Route]:
             lambda: service.begin_upload(principal, image_id(request), declared, stage=stage)
         )
         try:
-            await _stream_into(started, request)
+            await stream_body(request, started.write)
             await run_in_threadpool(started.finish)
         except ClientDisconnect:
             await run_in_threadpool(started.abort)

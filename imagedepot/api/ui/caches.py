@@ -108,18 +108,22 @@ def _whole_number(form: dict[str, Any], field: str, default: int) -> int:
 
 
 def cache_routes(door: ConsoleDoor, caches: CacheService) -> list[Route]:
-    async def list_page(request: Request, viewer: Viewer) -> Response:
+    async def list_page(
+        request: Request,
+        viewer: Viewer,
+        form: dict[str, Any] | None = None,
+        error: InvalidInput | None = None,
+    ) -> Response:
+        """The caches, newest first, and the create form (again with what was typed, and
+        why it was refused, after a refusal)."""
         listed = await run_in_threadpool(caches.list, viewer.principal)
-        return page(
-            request,
-            "caches.html",
-            {
-                "viewer": viewer,
-                "caches": [cache_view(cache) for cache in reversed(listed)],
-                "form": {},
-                "error": None,
-            },
-        )
+        values = {
+            "viewer": viewer,
+            "caches": [cache_view(cache) for cache in reversed(listed)],
+            "form": form or {},
+            "error": error,
+        }
+        return page(request, "caches.html", values, status=400 if error else 200)
 
     async def create(request: Request, viewer: Viewer) -> Response:
         form = dict(await form_of(request))
@@ -127,18 +131,7 @@ def cache_routes(door: ConsoleDoor, caches: CacheService) -> list[Route]:
             spec = spec_from_form(form)
             cache = await run_in_threadpool(caches.create, viewer.principal, spec)
         except InvalidInput as error:
-            listed = await run_in_threadpool(caches.list, viewer.principal)
-            return page(
-                request,
-                "caches.html",
-                {
-                    "viewer": viewer,
-                    "caches": [cache_view(cache) for cache in reversed(listed)],
-                    "form": form,
-                    "error": error,
-                },
-                status=400,
-            )
+            return await list_page(request, viewer, form, error)
         return secure(RedirectResponse(f"/ui/caches/{cache.id}", status_code=303))
 
     async def detail(request: Request, viewer: Viewer) -> Response:

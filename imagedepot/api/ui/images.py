@@ -23,14 +23,13 @@ from starlette.routing import Route
 from imagedepot.api.errors import http_status
 from imagedepot.api.ui.door import MAX_FORM_BYTES, ConsoleDoor, Viewer, form_of
 from imagedepot.api.ui.render import page, secure
-from imagedepot.api.wire import json_object, utc_timestamp
+from imagedepot.api.wire import json_object, stream_body, utc_timestamp
 from imagedepot.domain.errors import Conflict, DomainError, InvalidInput
 from imagedepot.domain.vmimages import NAME_MAX, ImageQuery, ImageStatus, VmImage
-from imagedepot.services.vmimages import DECLARED_SIZE, ImageUpload, VmImageService
+from imagedepot.services.vmimages import DECLARED_SIZE, VmImageService
 
 LIST = "/ui/images"
 PAGE_SIZE = 50
-UPLOAD_BUFFER = 1 << 20
 UPLOAD_DISK_FORMATS = ("raw", "qcow2", "vmdk", "vhd", "vhdx", "vdi", "iso")
 UPLOAD_CONTAINER_FORMATS = ("bare",)
 IMAGE_TYPES = ("image", "snapshot")
@@ -149,19 +148,6 @@ def _declared_size(request: Request) -> int | None:
     return int(text) if text.isascii() and text.isdigit() else None
 
 
-async def _stream_into(upload: ImageUpload, request: Request) -> None:
-    """Hand the body to the upload in blocks of about a MiB, each written in a thread."""
-    buffer = bytearray()
-    async for chunk in request.stream():
-        buffer += chunk
-        if len(buffer) >= UPLOAD_BUFFER:
-            block = bytes(buffer)
-            buffer.clear()
-            await run_in_threadpool(upload.write, block)
-    if buffer:
-        await run_in_threadpool(upload.write, bytes(buffer))
-
-
 def image_routes(door: ConsoleDoor, service: VmImageService) -> list[Route]:
     def image_id(request: Request) -> str:
         return str(request.path_params["image_id"])
@@ -243,7 +229,7 @@ def image_routes(door: ConsoleDoor, service: VmImageService) -> list[Route]:
         except DomainError as error:
             return json_error(error)
         try:
-            await _stream_into(started, request)
+            await stream_body(request, started.write)
             image = await run_in_threadpool(started.finish)
         except ClientDisconnect:
             await run_in_threadpool(started.abort)
