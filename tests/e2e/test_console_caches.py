@@ -170,9 +170,9 @@ def test_a_member_creates_watches_and_deletes_a_cache_from_the_form(
     status = page.locator("dl.facts [data-field=status]")
     seen: list[int] = []
     deadline = time.monotonic() + 60
-    while status.text_content() != "Available":
+    while (shown := status.text_content()) != "Available":  # read once: it may change meanwhile
         assert time.monotonic() < deadline, f"never Available; progress seen {seen}"
-        assert status.text_content() == "Creating", page.locator("dl.facts").inner_text()
+        assert shown == "Creating", page.locator("dl.facts").inner_text()
         seen.append(int(bar.evaluate("element => element.value")))
         page.wait_for_timeout(100)
     seen.append(int(bar.evaluate("element => element.value")))
