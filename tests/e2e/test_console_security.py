@@ -315,3 +315,17 @@ class PolicyWatch:
         self.pages += 1
         for found in inline_code(response.text()):
             self.problems.append(f"{response.status} {response.url}: {found}")
+
+
+def test_an_oversized_form_is_413_and_changes_nothing(service: Service, page: Page) -> None:
+    token = service.credential("console-big-form", "member")
+    sign_in(page, service.url, token)
+    answer = page.request.post(
+        f"{service.url}/ui/caches",
+        form={"csrf": csrf_token(page), "name": "big", "images": "x" * 70_000},
+        headers={"Origin": service.url},
+    )
+    assert answer.status == 413
+    assert "form is over" in answer.text()
+    with service.client(token) as client:
+        assert client.get("/v5/imagecaches").json()["image_caches"] == []

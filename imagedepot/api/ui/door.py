@@ -14,6 +14,7 @@ import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -22,7 +23,13 @@ from starlette.responses import RedirectResponse, Response
 from imagedepot.api.auth import Gate
 from imagedepot.api.errors import http_status
 from imagedepot.api.ui.render import page, secure
-from imagedepot.domain.errors import DomainError, Forbidden, RateLimited, Unauthenticated
+from imagedepot.domain.errors import (
+    DomainError,
+    Forbidden,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthenticated,
+)
 from imagedepot.domain.identity import Principal
 from imagedepot.domain.policy import is_read
 from imagedepot.ports import ConsoleSession
@@ -167,9 +174,7 @@ async def form_of(request: Request) -> Mapping[str, Any]:
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
-            raise RefusedChange(f"the form is over {MAX_FORM_BYTES} bytes")
-    from urllib.parse import parse_qs
-
+            raise PayloadTooLarge(f"the form is over {MAX_FORM_BYTES} bytes")
     fields = {key: values[-1] for key, values in parse_qs(body.decode(errors="replace")).items()}
     request.state.console_form = fields
     return fields
