@@ -17,13 +17,13 @@ from datetime import datetime, timedelta
 from imagedepot.domain.errors import Conflict, InvalidInput
 from imagedepot.domain.references import parse_reference
 
-NAME_RE = re.compile(r"^[a-z](?:[-a-z0-9]*[a-z0-9])?$")
+NAME_RE = re.compile(r"^[a-z](?:[-a-z0-9]*[a-z0-9])?\Z")
 NAME_MAX = 128
 IMAGES_MIN, IMAGES_MAX = 1, 20
 SIZE_GIB_MIN, SIZE_GIB_MAX, SIZE_GIB_DEFAULT = 20, 400, 20
 RETENTION_MIN, RETENTION_MAX = 0, 10000
 TIMEOUT_MIN, TIMEOUT_MAX, TIMEOUT_DEFAULT = 30, 10080, 1440
-SECRET_REF_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?:[a-z0-9](?:[-.a-z0-9]*[a-z0-9])?$")
+SECRET_REF_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?:[a-z0-9](?:[-.a-z0-9]*[a-z0-9])?\Z")
 GIB = 1024**3
 
 

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from imagedepot.domain.errors import InvalidInput
 
-PROJECT_NAME_RE = re.compile(r"^[a-zA-Z0-9][-_.a-zA-Z0-9]{0,63}$")
+PROJECT_NAME_RE = re.compile(r"^[a-zA-Z0-9][-_.a-zA-Z0-9]{0,63}\Z")
 TOKEN_PREFIX = "idp_"  # noqa: S105 - a prefix, not a secret
 
 

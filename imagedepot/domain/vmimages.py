@@ -55,7 +55,7 @@ TAG_MAX = 255
 PROPERTY_KEY_MAX = 255
 PROPERTY_VALUE_MAX = 65535
 UUID_RE = re.compile(
-    r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+    r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\Z"
 )
 OS_HASH_ALGO = "sha512"
 
