@@ -3,13 +3,17 @@
 load balancers.
 
 Unknown paths on the API port answer JSON, never HTML, since every client here
-parses error bodies.
+parses error bodies. So does an unhandled error: a 500 in the body of the dialect its path
+belongs to, with the `X-Request-Id` its log line names and `Connection: close`, because the
+server closes the connection after it (a pooled client must not reuse it).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -68,20 +72,61 @@ def health_routes(readiness: Readiness | None) -> list[Route]:
     ]
 
 
+INTERNAL_ERROR_MESSAGE = "internal error; see the server log"
+
+
+def dialect_error(request: Request, status: int, message: str) -> Response:
+    """An error in the body of the dialect the request's path belongs to."""
+    path = request.url.path
+    if k8s.is_k8s_path(path):
+        return k8s.http_error(status, message)
+    if path.startswith("/v2/"):
+        return glance.error_response(status, message)
+    if path.startswith("/dicloud/"):
+        body = json.loads(bytes(didi.envelope(None, errno=1, errmsg=message).body))
+        body["requestId"] = getattr(request.state, "request_id", "")
+        return JSONResponse(body, status_code=status)
+    return cce.error_response(status, message)
+
+
 async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
-    if k8s.is_k8s_path(request.url.path):
-        return k8s.http_error(error.status_code, str(error.detail))
-    if request.url.path.startswith("/v2/"):
-        return glance.error_response(error.status_code, str(error.detail))
-    if request.url.path.startswith("/dicloud/"):
-        return didi.envelope(None, errno=1, errmsg=str(error.detail), status=error.status_code)
-    return cce.error_response(error.status_code, str(error.detail))
+    return dialect_error(request, error.status_code, str(error.detail))
 
 
-async def internal_error(_: Request, error: Exception) -> Response:
-    log.exception("unhandled error", exc_info=error)
-    return cce.error_response(500, "internal error; see the server log")
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def internal_error_handler(render: Callable[[Request], Response]) -> ErrorHandler:
+    """The handler for what no endpoint caught. It runs in Starlette's ServerErrorMiddleware,
+    outside RequestIdMiddleware, so it adds the request's id itself; that middleware then
+    re-raises and uvicorn closes the connection, which `Connection: close` announces."""
+
+    async def internal_error(request: Request, error: Exception) -> Response:
+        request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex
+        log.error(
+            "unhandled error answering %s %s (request %s)",
+            request.method,
+            request.url.path,
+            request_id,
+            exc_info=error,
+        )
+        response = render(request)
+        response.headers["X-Request-Id"] = request_id
+        response.headers["Connection"] = "close"
+        return response
+
+    return internal_error
+
+
+internal_error = internal_error_handler(
+    lambda request: dialect_error(request, 500, INTERNAL_ERROR_MESSAGE)
+)
+
+
+async def registry_http_error(_: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    return oci.http_error_response(error.status_code, str(error.detail), error.headers)
 
 
 def api_app(context: ApiContext) -> Starlette:
@@ -104,7 +149,12 @@ def api_app(context: ApiContext) -> Starlette:
 
 
 def registry_app(context: RegistryContext) -> Starlette:
-    return Starlette(
+    app = Starlette(
         routes=[*health_routes(context.readiness), *oci.routes(context)],
-        exception_handlers={Exception: oci.internal_error},
+        exception_handlers={
+            HTTPException: registry_http_error,
+            Exception: internal_error_handler(lambda _: oci.internal_error_response()),
+        },
     )
+    app.add_middleware(RequestIdMiddleware)
+    return app

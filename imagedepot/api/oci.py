@@ -17,7 +17,7 @@ import asyncio
 import base64
 import binascii
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
@@ -38,6 +38,7 @@ from imagedepot.domain.errors import (
     RateLimited,
     Unauthenticated,
 )
+from imagedepot.domain.served_names import served_name
 from imagedepot.services.identity import PROJECT_HEADER
 from imagedepot.services.pull_tokens import PULL_ACTION, PullToken
 from imagedepot.services.serving import (
@@ -58,6 +59,7 @@ API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 PULL_METHODS = frozenset({"GET", "HEAD"})
 EVERY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 MAX_TOKEN_FORM_BYTES = 64 * 1024
+MAX_PAGE_SIZE = 2**63 - 1  # what distribution's strconv.Atoi takes; more is refused, not clamped
 BLOB_CACHE_CONTROL = "max-age=31536000"  # content-addressed: a blob never changes
 
 
@@ -105,9 +107,15 @@ def domain_error_response(error: DomainError, detail: Any = None) -> Response:
     return finish(error_response(status, code, error.message, detail), error)
 
 
-async def internal_error(_: Request, error: Exception) -> Response:
-    log.exception("unhandled error on the registry port", exc_info=error)
+def internal_error_response() -> Response:
     return error_response(500, "UNKNOWN", "internal error; see the server log")
+
+
+def http_error_response(status: int, message: str, headers: Mapping[str, str] | None) -> Response:
+    """Starlette's own refusals (no route matches, a method a route lacks) in the spec's body:
+    a registry client parses every error body, and a plain-text one reads as garbage."""
+    code = {404: "NAME_UNKNOWN", 405: "UNSUPPORTED"}.get(status, "UNSUPPORTED")
+    return error_response(status, code, message, None, dict(headers or {}))
 
 
 def presented_credential(request: Request) -> str | None:
@@ -141,7 +149,7 @@ def challenge(request: Request, scope: str | None = None, error: str | None = No
 
 def unauthorized(request: Request, message: str, *, invalid: bool = False) -> JSONResponse:
     name = request.path_params.get("name")
-    scope = f"repository:{name}:pull" if name else None
+    scope = f"repository:{name}:pull" if name and _is_repository_name(name) else None
     header = challenge(request, scope, "invalid_token" if invalid else None)
     return error_response(
         401, "UNAUTHORIZED", message, _detail(request), {"WWW-Authenticate": header}
@@ -162,9 +170,19 @@ def page_size(request: Request) -> int | None:
     text = request.query_params.get("n")
     if text is None or text == "":
         return None
-    if not text.isdigit():
-        raise PaginationInvalid(f"n must be a non-negative integer, got {text!r}", field="n")
-    return int(text)
+    # isdigit() alone takes "²" and other digits int() refuses; the length check comes
+    # before int() so that thousands of digits never reach it.
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_PAGE_SIZE)):
+        raise PaginationInvalid(_bad_page_size(text), field="n")
+    size = int(text)
+    if size > MAX_PAGE_SIZE:
+        raise PaginationInvalid(_bad_page_size(text), field="n")
+    return size
+
+
+def _bad_page_size(text: str) -> str:
+    shown = text if len(text) <= 32 else f"{text[:32]}… ({len(text)} characters)"
+    return f"n must be a non-negative integer no larger than {MAX_PAGE_SIZE}, got {shown!r}"
 
 
 def paged(request: Request, key: str, page: Page, body: dict[str, Any]) -> Response:
@@ -185,6 +203,22 @@ def not_modified(request: Request, etag: str) -> bool:
 
 def _detail(request: Request) -> dict[str, str]:
     return {key: value for key, value in request.path_params.items() if key != "rest"}
+
+
+def _is_repository_name(name: str) -> bool:
+    try:
+        served_name(name)
+    except InvalidInput:
+        return False
+    return True
+
+
+def check_repository_name(request: Request) -> None:
+    """NameInvalid for a path whose name is no repository name, before anything echoes it
+    (the challenge's scope is a header: a control character there breaks the response)."""
+    name = request.path_params.get("name")
+    if name is not None and not _is_repository_name(name):
+        raise NameInvalid(f"{name!r} is not a repository name", field="name")
 
 
 PullHandler = Callable[[Request, Puller], Awaitable[Response]]
@@ -225,6 +259,10 @@ def routes(context: RegistryContext) -> list[BaseRoute]:
         async def endpoint(request: Request) -> Response:
             if request.method not in PULL_METHODS:
                 return unsupported(request)
+            try:
+                check_repository_name(request)
+            except NameInvalid as error:
+                return domain_error_response(error, _detail(request))
             remote = client_host(request)
             try:
                 failures.check(remote)
