@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from starlette.requests import Request
 
+from imagedepot.api.wire import JSON_INTEGER_MAX, decimal_integer
 from imagedepot.domain.errors import InvalidInput
 from imagedepot.domain.sharing import MemberStatus
 from imagedepot.domain.vmimages import (
@@ -44,11 +45,20 @@ _TYPES = {
 
 
 def parse_time(field: str, text: str) -> datetime:
+    """`text` as a UTC time; refused where it is not ISO 8601, or falls outside years
+    1-9999 once in UTC (`0001-01-01T00:00:00+01:00` is in year 0)."""
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise InvalidInput(f"{field}: {text!r} is not an ISO 8601 time", field=field) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(
+            f"{field}: {text!r} is out of range (years 1-9999 in UTC)", field=field
+        ) from None
 
 
 def _boolean(field: str, text: str) -> bool:
@@ -61,10 +71,12 @@ def _boolean(field: str, text: str) -> bool:
 
 
 def parse_integer(field: str, text: str, minimum: int = 0) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidInput(f"{field} must be an integer, got {text!r}", field=field) from None
+    value = decimal_integer(text)
+    if value is None:
+        raise InvalidInput(
+            f"{field} must be an integer of at most {JSON_INTEGER_MAX}, got {text[:40]!r}",
+            field=field,
+        )
     if value < minimum:
         raise InvalidInput(f"{field} must be at least {minimum}, got {value}", field=field)
     return value

@@ -38,13 +38,18 @@ def _pointer(path: str) -> list[str]:
     return [part.replace("~1", "/").replace("~0", "~") for part in path[1:].split("/")]
 
 
+def _index(key: str) -> int | None:
+    """An array index in a JSON pointer: ASCII digits only (`str.isdigit` is true of `²`)."""
+    return int(key) if key.isascii() and key.isdigit() and len(key) <= 18 else None
+
+
 def _parent(document: Any, parts: list[str], path: str) -> tuple[Any, str]:
     node = document
     for part in parts[:-1]:
         if isinstance(node, dict) and part in node:
             node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
+        elif isinstance(node, list) and (index := _index(part)) is not None and index < len(node):
+            node = node[index]
         else:
             raise StatusError(422, f"JSON patch path {path!r} does not exist")
     return node, parts[-1]
@@ -57,8 +62,8 @@ def _get(document: Any, path: str) -> Any:
     parent, key = _parent(document, parts, path)
     if isinstance(parent, dict) and key in parent:
         return parent[key]
-    if isinstance(parent, list) and key.isdigit() and int(key) < len(parent):
-        return parent[int(key)]
+    if isinstance(parent, list) and (index := _index(key)) is not None and index < len(parent):
+        return parent[index]
     raise StatusError(422, f"JSON patch path {path!r} does not exist")
 
 
@@ -66,8 +71,8 @@ def _remove(document: Any, path: str) -> Any:
     parent, key = _parent(document, _pointer(path) or [""], path)
     if isinstance(parent, dict) and key in parent:
         return parent.pop(key)
-    if isinstance(parent, list) and key.isdigit() and int(key) < len(parent):
-        return parent.pop(int(key))
+    if isinstance(parent, list) and (index := _index(key)) is not None and index < len(parent):
+        return parent.pop(index)
     raise StatusError(422, f"JSON patch cannot remove {path!r}: it does not exist")
 
 
@@ -80,8 +85,8 @@ def _add(document: Any, path: str, value: Any) -> Any:
         parent[key] = value
     elif isinstance(parent, list) and key == "-":
         parent.append(value)
-    elif isinstance(parent, list) and key.isdigit() and int(key) <= len(parent):
-        parent.insert(int(key), value)
+    elif isinstance(parent, list) and (index := _index(key)) is not None and index <= len(parent):
+        parent.insert(index, value)
     else:
         raise StatusError(422, f"JSON patch cannot add at {path!r}")
     return document

@@ -17,6 +17,7 @@ from datetime import datetime
 from starlette.requests import Request
 
 from imagedepot.api.k8s.status import bad_request
+from imagedepot.api.wire import JSON_INTEGER_MAX, decimal_integer
 from imagedepot.domain.caches import ImageCache
 
 _REQUIREMENT = re.compile(
@@ -134,9 +135,13 @@ def continuation(token: str) -> Continuation:
         key = json.loads(base64.urlsafe_b64decode(token.encode()))
         created, uid = key["after"]
         revision = key["revision"]
-    except (binascii.Error, ValueError, KeyError, TypeError):
+    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError):
         raise bad_request("the continue token is not valid") from None
-    if not all(isinstance(v, int) for v in (created, revision)) or not isinstance(uid, str):
+    if (
+        not all(isinstance(v, int) and 0 <= v <= JSON_INTEGER_MAX for v in (created, revision))
+        or not isinstance(uid, str)
+        or not uid.isascii()
+    ):
         raise bad_request("the continue token is not valid")
     return Continuation(created, uid, revision)
 
@@ -145,12 +150,21 @@ def int_param(request: Request, name: str) -> int | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_request(f"{name} must be an integer, got {raw!r}") from None
+    value = decimal_integer(raw)
+    if value is None:
+        raise bad_request(
+            f"{name} must be an integer of at most {JSON_INTEGER_MAX}, got {raw[:40]!r}"
+        )
     if value < 0:
         raise bad_request(f"{name} must not be negative")
+    return value
+
+
+def resource_version_param(text: str) -> int:
+    """A resourceVersion the client sends (a list's, a watch's): a revision number."""
+    value = decimal_integer(text)
+    if value is None or value < 0:
+        raise bad_request(f"resourceVersion must be a non-negative integer, got {text[:40]!r}")
     return value
 
 

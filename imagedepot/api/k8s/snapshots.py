@@ -41,6 +41,7 @@ from imagedepot.api.k8s.selectors import (
     continuation,
     continue_token,
     int_param,
+    resource_version_param,
     snapshot_filter,
 )
 from imagedepot.api.k8s.status import (
@@ -53,7 +54,7 @@ from imagedepot.api.k8s.status import (
 )
 from imagedepot.api.k8s.tables import table, wants_table
 from imagedepot.api.k8s.watch import watch_response
-from imagedepot.api.wire import is_json_type
+from imagedepot.api.wire import decimal_integer, is_json_type
 from imagedepot.domain.caches import REBUILDABLE, CacheSpec, ImageCache
 from imagedepot.domain.errors import Conflict, InvalidInput, NotFound
 from imagedepot.domain.identity import Principal
@@ -84,9 +85,7 @@ def _check_list_version(request: Request, head: int) -> None:
         raise bad_request("resourceVersionMatch is forbidden unless resourceVersion is provided")
     if wanted == "":
         return
-    if not wanted.isdigit():
-        raise bad_request(f"resourceVersion must be a non-negative integer, got {wanted!r}")
-    version = int(wanted)
+    version = resource_version_param(wanted)
     if version > head:
         raise StatusError(
             504,
@@ -271,9 +270,9 @@ def snapshot_routes(context: ApiContext) -> list[Route]:
             )
         expected: int | None = None
         if parsed.resource_version is not None:
-            try:
-                expected = int(parsed.resource_version)
-            except ValueError:
+            # One that is no revision number matches no object: a conflict, as in Kubernetes.
+            expected = decimal_integer(parsed.resource_version)
+            if expected is None:
                 expected = -1
         labels, annotations = parsed.labels, stored_annotations(parsed)
 

@@ -21,8 +21,8 @@ from starlette.responses import Response, StreamingResponse
 
 from imagedepot.api.k8s.names import API_VERSION, KIND
 from imagedepot.api.k8s.objects import render
-from imagedepot.api.k8s.selectors import int_param, snapshot_filter
-from imagedepot.api.k8s.status import bad_request, status_body
+from imagedepot.api.k8s.selectors import int_param, resource_version_param, snapshot_filter
+from imagedepot.api.k8s.status import status_body
 from imagedepot.api.k8s.tables import table, wants_table
 from imagedepot.domain.caches import CacheChange, ChangeType, ImageCache
 from imagedepot.domain.errors import Gone
@@ -74,8 +74,8 @@ def watch_response(
     as_table = wants_table(request)
     timeout = int_param(request, "timeoutSeconds") or DEFAULT_TIMEOUT_SECONDS
     since = params.get("resourceVersion", "")
-    if since not in ("", "0") and not since.isdigit():
-        raise bad_request(f"resourceVersion must be a non-negative integer, got {since!r}")
+    if since not in ("", "0"):
+        resource_version_param(since)
     bookmarks = params.get("allowWatchBookmarks") in ("true", "1")
     send_initial = params.get("sendInitialEvents") in ("true", "1")
     from_now = since in ("", "0") or send_initial
