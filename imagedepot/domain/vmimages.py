@@ -54,6 +54,8 @@ NAME_MAX = 255
 TAG_MAX = 255
 PROPERTY_KEY_MAX = 255
 PROPERTY_VALUE_MAX = 65535
+INTEGER_MAX = (1 << 63) - 1
+"""The largest min_disk / min_ram: what Glance's BIGINT columns (and ours) hold."""
 UUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}\Z"
 )
@@ -167,8 +169,14 @@ class VmImage:
                 raise InvalidInput(f"{key} must be true or false", field=key)
             setattr(self, key, value)
         elif key in ("min_disk", "min_ram"):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InvalidInput(f"{key} must be a non-negative integer", field=key)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 0 <= value <= INTEGER_MAX
+            ):
+                raise InvalidInput(
+                    f"{key} must be a non-negative integer of at most {INTEGER_MAX}", field=key
+                )
             setattr(self, key, value)
         elif key in ("disk_format", "container_format"):
             self._set_format(key, value)
@@ -198,6 +206,11 @@ class VmImage:
             raise InvalidInput(
                 f"property {key} must be a string of at most {PROPERTY_VALUE_MAX} characters",
                 field=key,
+            )
+        if not _is_unicode(key) or not _is_unicode(value):
+            raise InvalidInput(
+                f"property {_escaped(key)} must be valid Unicode (no lone surrogates)",
+                field=_escaped(key),
             )
         self.properties[key] = value
         if key == "image_type":
@@ -325,6 +338,18 @@ def _optional_text(key: str, value: object, limit: int) -> str | None:
     if not isinstance(value, str) or len(value) > limit:
         raise InvalidInput(f"{key} must be a string of at most {limit} characters", field=key)
     return value
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escaped(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _choice(key: str, value: object, kind: type[_Enum]) -> _Enum:

@@ -99,6 +99,8 @@ def test_protected_images_cannot_be_deleted() -> None:
         ("owner", "x", Forbidden),
         ("visibility", "everyone", InvalidInput),
         ("min_disk", -1, InvalidInput),
+        ("min_ram", 2**63, InvalidInput),
+        ("x_note", "\udfff", InvalidInput),
         ("protected", "yes", InvalidInput),
         ("tags", "a", InvalidInput),
         ("hw_disk_bus", 1, InvalidInput),
