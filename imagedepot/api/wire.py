@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from imagedepot.domain.errors import InvalidInput
+from imagedepot.domain.text import is_unicode
 
 ISO_SECONDS = "%Y-%m-%dT%H:%M:%SZ"
 """A UTC time to the second, as Glance, Kubernetes and imagedepot's own extensions write it."""
@@ -127,7 +128,7 @@ def _check_document(document: Any) -> None:
             raise _HostileJson(f"it nests deeper than {JSON_DEPTH_MAX} levels")
         if isinstance(value, dict):
             for key, item in value.items():
-                if not _is_unicode(key):
+                if not is_unicode(key):
                     raise _HostileJson(
                         f'{where((*parts, key))}: the name "{_shown(key)}" is not valid Unicode'
                         " (a lone surrogate)"
@@ -136,7 +137,7 @@ def _check_document(document: Any) -> None:
         elif isinstance(value, list):
             stack.extend((item, (*parts, index)) for index, item in enumerate(value))
         elif isinstance(value, str):
-            if not _is_unicode(value):
+            if not is_unicode(value):
                 raise _HostileJson(
                     f'{where(parts)}: "{_shown(value)}" is not valid Unicode (a lone surrogate)'
                 )
@@ -152,14 +153,6 @@ def _check_document(document: Any) -> None:
             )
         elif isinstance(value, float) and not math.isfinite(value):
             raise _HostileJson(f"{where(parts)}: the number is out of range")
-
-
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def json_body(

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from imagedepot.domain.errors import Conflict, Forbidden, InvalidInput
+from imagedepot.domain.text import is_unicode
 
 _Enum = TypeVar("_Enum", bound=enum.StrEnum)
 
@@ -207,7 +208,7 @@ class VmImage:
                 f"property {key} must be a string of at most {PROPERTY_VALUE_MAX} characters",
                 field=key,
             )
-        if not _is_unicode(key) or not _is_unicode(value):
+        if not is_unicode(key) or not is_unicode(value):
             raise InvalidInput(
                 f"property {_escaped(key)} must be valid Unicode (no lone surrogates)",
                 field=_escaped(key),
@@ -338,14 +339,6 @@ def _optional_text(key: str, value: object, limit: int) -> str | None:
     if not isinstance(value, str) or len(value) > limit:
         raise InvalidInput(f"{key} must be a string of at most {limit} characters", field=key)
     return value
-
-
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _escaped(text: str) -> str:
