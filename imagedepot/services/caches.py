@@ -134,6 +134,11 @@ class CacheService:
         with self._store.transaction(read_only=True) as uow:
             return uow.caches.list(principal.project_id), uow.caches.revision()
 
+    def get_at_revision(self, principal: Principal, cache_id: str) -> tuple[ImageCache, int]:
+        """One cache and the store revision it is current at (one snapshot)."""
+        with self._store.transaction(read_only=True) as uow:
+            return _project_cache(uow, principal, cache_id), uow.caches.revision()
+
     def changes(
         self, principal: Principal, after: int, limit: int = 500
     ) -> tuple[builtins.list[CacheChange], int]:

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from imagedepot.api.ui.door import AUDITED_PROJECT, ConsoleDoor, Viewer, form_of
+from imagedepot.api.ui.door import AUDITED_PROJECT, ConsoleDoor, Viewer, form_number, form_of
 from imagedepot.api.ui.render import page, secure
 from imagedepot.domain.errors import DomainError, Forbidden, InvalidInput, NotFound
 from imagedepot.domain.identity import Credential, Role, validate_project_name
@@ -142,22 +142,6 @@ CONTAINERD_CONFIG = """# /etc/containerd/config.toml: where containerd looks for
 # --- forms --------------------------------------------------------------------------------
 
 
-def _whole_number(form: Mapping[str, Any], field: str, lowest: int, highest: int) -> int | None:
-    """A whole number in [lowest, highest] from a form field; None when the field is blank."""
-    text = str(form.get(field, "")).strip()
-    if not text:
-        return None
-    if (
-        not (text.isascii() and text.isdigit())
-        or len(text) > 9
-        or not lowest <= int(text) <= highest
-    ):
-        raise InvalidInput(
-            f"{field} must be a whole number from {lowest} to {highest}", field=field
-        )
-    return int(text)
-
-
 def issue_from_form(identity: IdentityService, form: Mapping[str, Any]) -> IssuedCredential:
     """A new credential as the create form asks; InvalidInput names the form field."""
     project = str(form.get("project", "")).strip()
@@ -171,7 +155,7 @@ def issue_from_form(identity: IdentityService, form: Mapping[str, Any]) -> Issue
     kind = str(form.get("kind", "token"))
     if kind not in KINDS:
         raise InvalidInput("kind must be token or aksk", field="kind")
-    days = _whole_number(form, "expires_in_days", 1, EXPIRY_DAYS_MAX)
+    days = form_number(form, "expires_in_days", within=(1, EXPIRY_DAYS_MAX))
     expires_in = None if days is None else timedelta(days=days)
     issue = identity.issue_access_key if kind == "aksk" else identity.issue_token
     return issue(project, role, expires_in)
@@ -189,7 +173,7 @@ def audit_query_from(
     }
     if shown["result"] not in RESULTS:
         raise InvalidInput("result must be ok, refused or empty", field="result")
-    limit = _whole_number(shown, "limit", 1, AUDIT_LIMIT_MAX) or AUDIT_LIMIT_DEFAULT
+    limit = form_number(shown, "limit", within=(1, AUDIT_LIMIT_MAX)) or AUDIT_LIMIT_DEFAULT
     if len(shown["action"]) > 64:
         raise InvalidInput("action must be at most 64 characters", field="action")
     project_id = None

@@ -15,8 +15,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from imagedepot.api.ui.door import ConsoleDoor, Viewer, form_of
+from imagedepot.api.ui.door import ConsoleDoor, Viewer, form_number, form_of
 from imagedepot.api.ui.render import page, secure
+from imagedepot.api.wire import decimal_integer
 from imagedepot.domain.cache_history import history
 from imagedepot.domain.caches import (
     SIZE_GIB_DEFAULT,
@@ -92,19 +93,10 @@ def spec_from_form(form: dict[str, Any]) -> CacheSpec:
     return CacheSpec(
         name=str(form.get("name", "")).strip(),
         images=images,
-        size_gib=_whole_number(form, "size_gib", SIZE_GIB_DEFAULT),
-        retention_days=_whole_number(form, "retention_days", 0),
+        size_gib=form_number(form, "size_gib", default=SIZE_GIB_DEFAULT),
+        retention_days=form_number(form, "retention_days", default=0),
         pull_secrets=secrets,
     )
-
-
-def _whole_number(form: dict[str, Any], field: str, default: int) -> int:
-    text = str(form.get(field, "")).strip()
-    if not text:
-        return default
-    if not text.isascii() or not text.isdigit() or len(text) > 9:
-        raise InvalidInput(f"{field} must be a whole number", field=field)
-    return int(text)
 
 
 def cache_routes(door: ConsoleDoor, caches: CacheService) -> list[Route]:
@@ -116,9 +108,10 @@ def cache_routes(door: ConsoleDoor, caches: CacheService) -> list[Route]:
     ) -> Response:
         """The caches, newest first, and the create form (again with what was typed, and
         why it was refused, after a refusal)."""
-        listed = await run_in_threadpool(caches.list, viewer.principal)
+        listed, revision = await run_in_threadpool(caches.list_at_revision, viewer.principal)
         values = {
             "viewer": viewer,
+            "revision": revision,
             "caches": [cache_view(cache) for cache in reversed(listed)],
             "form": form or {},
             "error": error,
@@ -135,10 +128,11 @@ def cache_routes(door: ConsoleDoor, caches: CacheService) -> list[Route]:
         return secure(RedirectResponse(f"/ui/caches/{cache.id}", status_code=303))
 
     async def detail(request: Request, viewer: Viewer) -> Response:
-        cache = await run_in_threadpool(
-            caches.get, viewer.principal, request.path_params["cache_id"]
+        cache, revision = await run_in_threadpool(
+            caches.get_at_revision, viewer.principal, request.path_params["cache_id"]
         )
-        return page(request, "cache.html", {"viewer": viewer, "cache": cache_view(cache)})
+        values = {"viewer": viewer, "cache": cache_view(cache), "revision": revision}
+        return page(request, "cache.html", values)
 
     async def delete(request: Request, viewer: Viewer) -> Response:
         await run_in_threadpool(
@@ -147,14 +141,22 @@ def cache_routes(door: ConsoleDoor, caches: CacheService) -> list[Route]:
         return secure(RedirectResponse("/ui/caches", status_code=303))
 
     async def events(request: Request, viewer: Viewer) -> Response:
-        listed, revision = await run_in_threadpool(caches.list_at_revision, viewer.principal)
+        # The page names the revision it was rendered at, and a reconnecting EventSource the
+        # last one it saw: the stream goes on from there, so nothing between is lost.
+        resumed = decimal_integer(
+            request.headers.get("last-event-id") or request.query_params.get("after", "")
+        )
+        listed: list[ImageCache] = []
+        if resumed is None or resumed < 0:
+            listed, revision = await run_in_threadpool(caches.list_at_revision, viewer.principal)
+        else:
+            revision = resumed
 
         async def stream() -> AsyncIterator[str]:
             after = revision
             checked = beat = time.monotonic()
             yield "retry: 3000\n\n"
-            # The page was rendered a moment before this stream (or a reconnect) began: what
-            # changed in between is in no change after `revision`, so start with every cache.
+            # Without a revision to go on from, start with every cache as it is now.
             for cache in listed:
                 body = {**cache_view(cache), "deleted": False}
                 yield f"event: cache\ndata: {json.dumps(body)}\n\n"
@@ -169,7 +171,7 @@ def cache_routes(door: ConsoleDoor, caches: CacheService) -> list[Route]:
                 for change in changes:
                     body = cache_view(change.cache)
                     body["deleted"] = change.type is ChangeType.DELETED
-                    yield f"event: cache\ndata: {json.dumps(body)}\n\n"
+                    yield f"id: {change.revision}\nevent: cache\ndata: {json.dumps(body)}\n\n"
                 now = time.monotonic()
                 if now - checked > SESSION_RECHECK_SECONDS:
                     checked = now
@@ -180,7 +182,7 @@ def cache_routes(door: ConsoleDoor, caches: CacheService) -> list[Route]:
                         return
                 if now - beat > HEARTBEAT_SECONDS:
                     beat = now
-                    yield ": still here\n\n"
+                    yield f"id: {after}\n\n"  # keeps a reconnect's Last-Event-ID current
                 await asyncio.sleep(EVENT_POLL_SECONDS)
 
         response = StreamingResponse(stream(), media_type="text/event-stream")

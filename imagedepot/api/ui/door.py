@@ -13,7 +13,7 @@ import dataclasses
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
@@ -26,6 +26,7 @@ from imagedepot.api.ui.render import page, secure
 from imagedepot.domain.errors import (
     DomainError,
     Forbidden,
+    InvalidInput,
     PayloadTooLarge,
     RateLimited,
     Unauthenticated,
@@ -178,6 +179,46 @@ async def form_of(request: Request) -> Mapping[str, Any]:
     fields = {key: values[-1] for key, values in parse_qs(body.decode(errors="replace")).items()}
     request.state.console_form = fields
     return fields
+
+
+@overload
+def form_number(
+    form: Mapping[str, Any], field: str, *, default: int, within: tuple[int, int] | None = None
+) -> int: ...
+
+
+@overload
+def form_number(
+    form: Mapping[str, Any],
+    field: str,
+    *,
+    default: None = None,
+    within: tuple[int, int] | None = None,
+) -> int | None: ...
+
+
+def form_number(
+    form: Mapping[str, Any],
+    field: str,
+    *,
+    default: int | None = None,
+    within: tuple[int, int] | None = None,
+) -> int | None:
+    """A whole number from a form field (`default` when it is blank): ASCII digits, at most
+    nine of them, and inside `within` when given; InvalidInput naming the field otherwise."""
+    text = str(form.get(field, "")).strip()
+    if not text:
+        return default
+    number = int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None
+    if within is not None:
+        lowest, highest = within
+        if number is None or not lowest <= number <= highest:
+            raise InvalidInput(
+                f"{field} must be a whole number from {lowest} to {highest}", field=field
+            )
+    if number is None:
+        raise InvalidInput(f"{field} must be a whole number", field=field)
+    return number
 
 
 def error_page(request: Request, error: DomainError, viewer: Viewer | None) -> Response:
