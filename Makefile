@@ -35,6 +35,7 @@ peers:
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	[ -x /usr/lib/postgresql/15/bin/initdb ] || missing="$$missing postgresql-15"; \
+	command -v radosgw >/dev/null || missing="$$missing ceph-mon ceph-osd radosgw ceph-common"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian peers:$$missing"; \
 		$(SUDO) apt-get update -qq && \

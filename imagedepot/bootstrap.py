@@ -16,10 +16,12 @@ import signal
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imagedepot.adapters.blobs.filesystem import FilesystemBlobStore
+from imagedepot.adapters.blobs.s3 import S3BlobStore, S3Location, S3Tuning
 from imagedepot.adapters.clock import SystemClock
 from imagedepot.adapters.db.store import SqlMetadataStore
 from imagedepot.adapters.processes import dead_holders, new_holder_id
@@ -34,6 +36,7 @@ from imagedepot.api.metrics import Metrics
 from imagedepot.config import Settings
 from imagedepot.domain.errors import InvalidInput
 from imagedepot.domain.policy import Policy
+from imagedepot.ports import BlobStore, BlobStoreUnavailable
 from imagedepot.services.audit import AuditService
 from imagedepot.services.blobs import BlobService
 from imagedepot.services.caches import CacheService, Quotas
@@ -66,7 +69,7 @@ class Core:
 
     settings: Settings
     store: SqlMetadataStore
-    blobs: FilesystemBlobStore
+    blobs: BlobStore
     clock: SystemClock
     identity: IdentityService
     caches: CacheService
@@ -86,6 +89,34 @@ class Core:
 
     def close(self) -> None:
         self.store.close()
+        if isinstance(self.blobs, S3BlobStore):
+            self.blobs.close()
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    """The blob store the settings name: `DATA_DIR/blobs`, or a bucket; SystemExit with one
+    line when the setting cannot be used."""
+    if settings.blob_store is None:
+        return FilesystemBlobStore(settings.data_dir / "blobs")
+    try:
+        location = S3Location.parse(settings.blob_store)
+    except ValueError as error:
+        raise SystemExit(f"imagedepot: IMAGEDEPOT_BLOB_STORE: {error}") from None
+    tuning = S3Tuning(
+        part_size=settings.s3_part_mib << 20,
+        parallel_parts=settings.s3_parallel_parts,
+        redirect_seconds=settings.s3_redirect_seconds,
+        stale_after=timedelta(hours=settings.s3_stale_upload_hours),
+    )
+    return S3BlobStore(location, tuning)
+
+
+def check_blob_store(blobs: BlobStore) -> None:
+    """SystemExit with one line naming the store when it cannot be reached or written."""
+    try:
+        blobs.check()
+    except BlobStoreUnavailable as error:
+        raise SystemExit(f"imagedepot: {error}") from None
 
 
 def admin_token(settings: Settings) -> tuple[str, Path | None]:
@@ -107,7 +138,7 @@ def admin_token(settings: Settings) -> tuple[str, Path | None]:
 def open_core(settings: Settings) -> Core:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = SqlMetadataStore(settings.resolved_database_url)
-    blobs = FilesystemBlobStore(settings.data_dir / "blobs")
+    blobs = open_blob_store(settings)
     clock = SystemClock()
     token, token_path = admin_token(settings)
     box = FernetSecretBox(
@@ -116,7 +147,9 @@ def open_core(settings: Settings) -> Core:
     )
     quotas = Quotas(settings.quota_caches, settings.quota_images, settings.quota_gib)
     holder = new_holder_id()
-    blob_service = BlobService(store, blobs)
+    blob_service = BlobService(
+        store, blobs, clock, grace=timedelta(seconds=settings.gc_grace_seconds)
+    )
     return Core(
         settings=settings,
         store=store,
@@ -271,8 +304,8 @@ def readiness(core: Core) -> str | None:
     except Exception as error:  # whatever the driver raises, the database does not answer
         return f"database: {type(error).__name__}: {error}".splitlines()[0]
     try:
-        next(core.blobs.digests(), None)
-    except OSError as error:
+        core.blobs.check()
+    except (OSError, BlobStoreUnavailable) as error:
         return f"blob store: {error}"
     return None
 
@@ -361,6 +394,11 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
             for name, port in (("api", settings.port), ("registry", settings.registry_port)):
                 listeners[name] = listening_socket(settings.host, port, PORT_NAMES[name])
         core = await asyncio.to_thread(open_core, settings)
+        try:
+            await asyncio.to_thread(check_blob_store, core.blobs)
+        except BaseException:
+            core.close()
+            raise
     except BaseException:
         for listener in listeners.values():
             listener.close()

@@ -61,6 +61,18 @@ class Settings:
     regions: tuple[str, ...] = ("default",)
     """The regions VM images live in (IMAGEDEPOT_REGIONS, comma-separated); the first is where
     new images are made."""
+    blob_store: str | None = None
+    """Where blobs live: None for `DATA_DIR/blobs`, or `s3://BUCKET[/PREFIX]` (endpoint and
+    credentials read as AWS tools read them: AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, …)."""
+    s3_part_mib: int = 8
+    s3_parallel_parts: int = 8
+    """A blob streams into S3 in parts of this size, this many in flight: the memory bound."""
+    s3_redirect_seconds: int = 0
+    """Above 0, registry-port blob GETs answer 307 to a presigned URL valid this long."""
+    s3_stale_upload_hours: float = 24.0
+    """Multipart uploads and staged objects older than this were left by a dead process."""
+    gc_grace_seconds: float = 3600.0
+    """A blob unreferenced this long is removed by the next sweep (`gc --grace` overrides)."""
     forwarded_allow_ips: tuple[str, ...] = ()
     """Reverse proxies (addresses or networks, IMAGEDEPOT_FORWARDED_ALLOW_IPS comma-separated)
     whose X-Forwarded-For/-Proto/-Host are believed; from anyone else they are ignored."""
@@ -109,6 +121,11 @@ _RANGES: dict[str, _Range] = {
     "quota_images": _Range(0),
     "quota_gib": _Range(0),
     "max_image_bytes": _Range(1),
+    "s3_part_mib": _Range(5, 5 * 1024),
+    "s3_parallel_parts": _Range(1, 64),
+    "s3_redirect_seconds": _Range(0, 7 * 24 * 3600),
+    "s3_stale_upload_hours": _POSITIVE,
+    "gc_grace_seconds": _Range(0),
 }
 _NOT_EMPTY = frozenset({"platforms", "regions"})
 """Lists that mean nothing empty (the environment falls back to the default instead)."""
@@ -165,6 +182,7 @@ def from_env(
         ("database_url", "DATABASE_URL"),
         ("admin_token", "ADMIN_TOKEN"),
         ("secret_key", "SECRET_KEY"),
+        ("blob_store", "BLOB_STORE"),
     ):
         if env.get(f"IMAGEDEPOT_{name}"):
             from_variables[key] = env[f"IMAGEDEPOT_{name}"]
@@ -190,6 +208,11 @@ def from_env(
         ("quota_images", "QUOTA_IMAGES", int),
         ("quota_gib", "QUOTA_GIB", int),
         ("max_image_bytes", "MAX_IMAGE_BYTES", int),
+        ("s3_part_mib", "S3_PART_MIB", int),
+        ("s3_parallel_parts", "S3_PARALLEL_PARTS", int),
+        ("s3_redirect_seconds", "S3_REDIRECT_SECONDS", int),
+        ("s3_stale_upload_hours", "S3_STALE_UPLOAD_HOURS", float),
+        ("gc_grace_seconds", "GC_GRACE_SECONDS", float),
     ):
         if env.get(f"IMAGEDEPOT_{name}"):
             variable = f"IMAGEDEPOT_{name}"

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Protocol
 
 from imagedepot.domain.caches import CacheChange, CacheStatus, ImageCache
@@ -163,6 +162,35 @@ class BlobRefRepository(Protocol):
 
     def cache_usage_total(self) -> BlobUsage:
         """The same over every project's caches: a blob two projects share is stored once."""
+
+
+class BlobLockRepository(Protocol):
+    """Blob reuse against garbage collection, held until the transaction ends, wherever the
+    builders and the collector run."""
+
+    def hold_for_reuse(self, digests: Sequence[str]) -> None:
+        """No collector may remove these blobs until this transaction ends; waits for one that
+        is removing one of them now (so a blob checked after this is really there)."""
+
+    def hold_for_removal(self, digest: str) -> bool:
+        """Take `digest` for removal until this transaction ends; False (without waiting) when
+        a builder or another collector holds it."""
+
+
+class BlobOrphanRepository(Protocol):
+    """The collector's grace clock: since when each unreferenced blob has been seen so."""
+
+    def note(self, digests: Sequence[str], now: datetime) -> None:
+        """Start the clock of those of `digests` not already running."""
+
+    def forget(self, digests: Sequence[str]) -> None:
+        """Stop their clocks (referenced again, or removed)."""
+
+    def noted(self) -> set[str]:
+        """Every digest whose clock runs."""
+
+    def due(self, cutoff: datetime) -> builtins.list[str]:
+        """The digests seen unreferenced since `cutoff` or earlier."""
 
 
 class VmImageRepository(Protocol):
@@ -366,6 +394,8 @@ class UnitOfWork(Protocol):
     secrets: SecretRepository
     audit: AuditRepository
     console_sessions: ConsoleSessionRepository
+    blob_locks: BlobLockRepository
+    blob_orphans: BlobOrphanRepository
 
 
 class MetadataStore(Protocol):
@@ -382,7 +412,8 @@ class MetadataStore(Protocol):
 
 
 class BlobWriter(Protocol):
-    """A blob being written: bytes go to a temp file and become visible only once verified."""
+    """A blob being written: bytes are staged where no reader looks and become visible under
+    their content address only once verified."""
 
     @property
     def written(self) -> int:
@@ -395,43 +426,66 @@ class BlobWriter(Protocol):
         """Throw away what was written, to start over."""
 
     def commit(self) -> None:
-        """Verify size and sha256, fsync, rename into place; BlobCorrupt when they don't match."""
+        """Verify size and sha256, make the bytes durable and visible under the digest;
+        BlobCorrupt when they don't match."""
 
     def abort(self) -> None:
-        """Remove the temp file; safe to call after commit."""
+        """Throw away what is staged; safe to call after commit."""
 
 
 class UploadWriter(Protocol):
-    """Bytes of a digest not known in advance: hashed while written, stored under their sha256
-    at `commit` (once, even when that blob already exists)."""
+    """Bytes of a digest not known in advance: hashed while written, made durable where no
+    reader looks by `finish`, and placed under their sha256 by `commit` (once, even when that
+    blob already exists)."""
 
     @property
     def written(self) -> int: ...
 
     def write(self, chunk: bytes) -> None: ...
 
+    def finish(self) -> str:
+        """No more bytes: make them durable (still staged); the blob's `sha256:` digest."""
+
     def commit(self) -> str:
-        """Fsync and move into place; the blob's `sha256:` digest."""
+        """Place the finished bytes under their digest (finishing them first if needed);
+        idempotent; the digest."""
 
     def abort(self) -> None:
-        """Remove the temp file; safe to call after commit."""
+        """Throw away what is staged; safe to call after commit."""
 
 
 class BlobCorrupt(Exception):
     """Bytes whose size or digest do not match what was promised."""
 
 
-class BlobStore(Protocol):
+class BlobStoreUnavailable(Exception):
+    """The blob store cannot be reached or used (a missing bucket, a refused login, a dead
+    endpoint); the message names the store."""
+
+
+# The roles a blob backend plays, after distribution's storage driver: each caller depends on
+# the role it uses, and every backend passes one contract suite.
+
+
+class BlobStat(Protocol):
     def has(self, digest: str) -> bool: ...
 
-    def size(self, digest: str) -> int | None: ...
+    def size(self, digest: str) -> int | None:
+        """The committed blob's length; None when it is not stored."""
 
-    def path(self, digest: str) -> Path:
-        """Where the committed blob lives, for zero-copy serving."""
 
-    def open(self, digest: str) -> AbstractContextManager[Iterator[bytes]]:
-        """Stream a committed blob's bytes in chunks."""
+class BlobReader(Protocol):
+    def open(
+        self, digest: str, start: int = 0, length: int | None = None
+    ) -> AbstractContextManager[Iterator[bytes]]:
+        """Stream a committed blob's bytes (from `start`, at most `length` of them) in chunks;
+        FileNotFoundError when it is not stored."""
 
+    def read_bytes(self, digest: str, limit: int) -> bytes:
+        """Read a small committed blob whole (a manifest); raises BlobCorrupt past `limit`."""
+
+
+class BlobIngester(Protocol):
     def writer(self, digest: str, size: int | None) -> BlobWriter:
         """A writer that commits only bytes whose sha256 is `digest` (and length `size`, if known)."""
 
@@ -441,25 +495,53 @@ class BlobStore(Protocol):
     def put_bytes(self, digest: str, data: bytes) -> None:
         """Store a small blob (a manifest) held in memory, with the same verification."""
 
-    def read_bytes(self, digest: str, limit: int) -> bytes:
-        """Read a small committed blob whole (a manifest); raises BlobCorrupt past `limit`."""
 
-    def delete(self, digest: str) -> None: ...
+class BlobDeleter(Protocol):
+    def delete(self, digest: str) -> None:
+        """Remove a committed blob; nothing when it is not stored."""
 
+
+class BlobEnumerator(Protocol):
     def digests(self) -> Iterator[str]:
         """Every committed blob."""
 
-    def verify(self, digest: str) -> bool:
-        """Re-hash a committed blob: True when its bytes still match its name."""
 
-    def reuse_guard(self) -> AbstractContextManager[None]:
-        """Held while a builder decides to reuse blobs, so garbage collection cannot remove them."""
-
-    def collect_guard(self) -> AbstractContextManager[None]:
-        """Held by garbage collection while it removes blobs; excludes every reuse_guard."""
+class BlobUpkeep(Protocol):
+    def check(self) -> None:
+        """Raise BlobStoreUnavailable unless the store answers and can be written."""
 
     def clean_temporary(self) -> int:
-        """Remove temp files left by writers that died; the count removed."""
+        """Remove what writers that died left staged; the count removed."""
+
+
+class BlobDelivery(Protocol):
+    """How the HTTP layer hands a committed blob to a client, when the backend can do better
+    than streaming `open()` through the process."""
+
+    def local_file(self, digest: str) -> str | None:
+        """A file the kernel can send the blob from (sendfile); None when the backend keeps
+        no local copy."""
+
+    def redirect_url(self, digest: str) -> str | None:
+        """A short-lived URL from which the client can GET the blob straight from the
+        backend; None unless the backend is set to answer with redirects."""
+
+
+class BlobSource(BlobReader, BlobDelivery, Protocol):
+    """What the HTTP layer needs to send a committed blob to a client."""
+
+
+class BlobStore(
+    BlobStat,
+    BlobReader,
+    BlobIngester,
+    BlobDeleter,
+    BlobEnumerator,
+    BlobUpkeep,
+    BlobDelivery,
+    Protocol,
+):
+    """Every role at once: what the composition root builds and hands out role by role."""
 
 
 # --- registries -----------------------------------------------------------------------------

@@ -291,10 +291,20 @@ def fsck(data_dir: str | None, as_json: bool) -> None:
 
 @click.command()
 @data_dir_option
-def gc(data_dir: str | None) -> None:
-    """Remove blobs that no cache references."""
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="SECONDS",
+    help="Remove blobs unreferenced at least this long (default: IMAGEDEPOT_GC_GRACE_SECONDS, "
+    "an hour); 0 removes every unreferenced blob now.",
+)
+def gc(data_dir: str | None, grace: float | None) -> None:
+    """Remove blobs that no cache or image has referenced for the grace period."""
     with opened_core(data_dir) as core, audited(core, "cli:blob:gc", "blobs") as change:
-        removed = core.blob_service.collect()
+        removed = core.blob_service.collect(
+            grace=None if grace is None else timedelta(seconds=grace)
+        )
         change.target = f"blobs?removed={len(removed)}"
     click.echo(f"removed {len(removed)} unreferenced blobs")
 

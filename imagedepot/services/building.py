@@ -368,7 +368,8 @@ class CacheBuilder:
             for blob in image.blobs:
                 infos.setdefault(blob.digest, BlobInfo(blob.digest, blob.size, blob.media_type))
         # The build's blobs replace whatever an earlier build of another spec recorded.
-        with self._blobs.reuse_guard(), self._store.transaction() as uow:
+        with self._store.transaction() as uow:
+            uow.blob_locks.hold_for_reuse(list(infos))
             uow.blob_refs.drop_refs(cache_id)
             uow.blob_refs.add_refs(cache_id, list(infos.values()))
 

@@ -77,7 +77,7 @@ class OciLayoutService:
         self._blobs = blobs
         self._clock = clock
         self._quotas = quotas or Quotas()
-        self._blob_service = blob_service or BlobService(store, blobs)
+        self._blob_service = blob_service or BlobService(store, blobs, clock)
 
     # --- export -----------------------------------------------------------------------------
 
@@ -181,7 +181,8 @@ class OciLayoutService:
             if project is None:
                 raise NotFound(f"project {project_name!r} does not exist", field="project")
             cache = ImageCache.new(project.id, spec, self._clock.now())
-            with self._blobs.reuse_guard(), self._store.transaction() as uow:
+            with self._store.transaction() as uow:
+                uow.blob_locks.hold_for_reuse([blob.digest for blob in blobs])
                 uow.blob_refs.add_refs(cache.id, blobs)
                 held = uow.blob_refs.held_by_project(
                     project.id, [blob.digest for blob in blobs], cache.id

@@ -20,7 +20,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from imagedepot.domain.caches import ImageCache, ImageProgress
 from imagedepot.domain.errors import InvalidInput, NotFound
@@ -35,7 +34,14 @@ from imagedepot.domain.manifests import (
 )
 from imagedepot.domain.references import DIGEST_RE, TAG_RE, ImageReference, parse_reference
 from imagedepot.domain.served_names import ServedName, served_name
-from imagedepot.ports import BlobCorrupt, BlobStore, Clock, MetadataStore, UnitOfWork
+from imagedepot.ports import (
+    BlobCorrupt,
+    BlobSource,
+    BlobStore,
+    Clock,
+    MetadataStore,
+    UnitOfWork,
+)
 
 DEFAULT_PLATFORM = "linux/amd64"
 """The platform picked from an index for a client that accepts no index (as distribution does)."""
@@ -94,8 +100,8 @@ class ServedBlob:
     digest: str
     size: int
     media_type: str
-    path: Path
-    """Where the verified bytes lie, for the HTTP layer to stream without reading them whole."""
+    source: BlobSource
+    """Where the verified bytes are, for the HTTP layer to send without reading them whole."""
 
 
 @dataclass(frozen=True)
@@ -188,7 +194,7 @@ class ServingService:
         size = self._blobs.size(digest) if recorded is not None else None
         if recorded is None or size is None:
             raise BlobUnknown(f"blob {digest} is not known")
-        return ServedBlob(digest, size, recorded.media_type, self._blobs.path(digest))
+        return ServedBlob(digest, size, recorded.media_type, self._blobs)
 
     def tags(
         self,

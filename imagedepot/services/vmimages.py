@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from imagedepot.domain.diskformats import PREFIX_BYTES, TAIL_BYTES, HeaderView
 from imagedepot.domain.diskformats import inspect as inspect_disk
@@ -29,7 +28,15 @@ from imagedepot.domain.vmimages import (
     VmImage,
     apply_create,
 )
-from imagedepot.ports import BlobInfo, BlobStore, Clock, MetadataStore, UnitOfWork, UploadWriter
+from imagedepot.ports import (
+    BlobInfo,
+    BlobSource,
+    BlobStore,
+    Clock,
+    MetadataStore,
+    UnitOfWork,
+    UploadWriter,
+)
 from imagedepot.services.saving import LOST_RACE, LostRace, save_with_retries
 
 SAVE_ATTEMPTS = 5
@@ -64,7 +71,9 @@ class ImageData:
     """Where a downloadable image's bytes are, with what a response needs to describe them."""
 
     image: VmImage
-    path: Path | None
+    source: BlobSource | None
+    """Where its bytes are (under `image.blob_digest`); None when it has none (yet)."""
+    size: int = 0
 
 
 class ImageUpload:
@@ -467,37 +476,36 @@ class VmImageService:
         os_hash_value: str,
         virtual_size: int | None,
     ) -> VmImage:
-        # Under the reuse guard, garbage collection cannot remove the blob between its commit
-        # and the reference that keeps it.
-        with self._blobs.reuse_guard():
-            digest = writer.commit()
+        digest = writer.finish()
 
-            def attempt(uow: UnitOfWork) -> VmImage | LostRace:
-                image = uow.vm_images.get(image_id, principal.project_id)
-                if image is None:
-                    raise NotFound(f"image {image_id} was deleted during the upload")
-                read_version = image.version
-                image.finish_upload(
-                    size=size,
-                    checksum=checksum,
-                    os_hash_value=os_hash_value,
-                    blob_digest=digest,
-                    virtual_size=virtual_size,
-                    now=self._clock.now(),
-                )
-                if not uow.vm_images.save(image, read_version):
-                    return LOST_RACE
-                uow.blob_refs.add_refs(
-                    blob_owner(image.id), [BlobInfo(digest, size, IMAGE_MEDIA_TYPE)]
-                )
-                return image
-
-            return save_with_retries(
-                self._store,
-                attempt,
-                attempts=SAVE_ATTEMPTS,
-                give_up=Conflict(f"image {image_id} is changing too fast; retry the upload"),
+        def attempt(uow: UnitOfWork) -> VmImage | LostRace:
+            image = uow.vm_images.get(image_id, principal.project_id)
+            if image is None:
+                raise NotFound(f"image {image_id} was deleted during the upload")
+            # Placed under its digest in the transaction that references it, with the blob
+            # held: no collector, on any machine, can take it in between.
+            uow.blob_locks.hold_for_reuse([digest])
+            writer.commit()
+            read_version = image.version
+            image.finish_upload(
+                size=size,
+                checksum=checksum,
+                os_hash_value=os_hash_value,
+                blob_digest=digest,
+                virtual_size=virtual_size,
+                now=self._clock.now(),
             )
+            if not uow.vm_images.save(image, read_version):
+                return LOST_RACE
+            uow.blob_refs.add_refs(blob_owner(image.id), [BlobInfo(digest, size, IMAGE_MEDIA_TYPE)])
+            return image
+
+        return save_with_retries(
+            self._store,
+            attempt,
+            attempts=SAVE_ATTEMPTS,
+            give_up=Conflict(f"image {image_id} is changing too fast; retry the upload"),
+        )
 
     def data(self, principal: Principal, image_id: str) -> ImageData:
         """The image (the caller's, or one it may read) and its bytes' path; path None when
@@ -506,7 +514,7 @@ class VmImageService:
         image.check_downloadable()
         if image.status is not ImageStatus.ACTIVE or image.blob_digest is None:
             return ImageData(image, None)
-        path = self._blobs.path(image.blob_digest)
-        if not path.is_file():
+        size = self._blobs.size(image.blob_digest)
+        if size is None:
             raise NotFound(f"the data of image {image_id} is missing from the blob store")
-        return ImageData(image, path)
+        return ImageData(image, self._blobs, size)

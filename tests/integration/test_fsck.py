@@ -12,6 +12,7 @@ from imagedepot.adapters.db.store import SqlMetadataStore
 from imagedepot.domain.caches import CacheSpec, ImageCache
 from imagedepot.ports import BlobInfo
 from imagedepot.services.blobs import BlobService
+from tests.support.clock import MovableClock
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -41,7 +42,7 @@ def test_fsck_tells_in_flight_from_missing(tmp_path: Path) -> None:
             uow.blob_refs.add_refs(building.id, [info(stored), info(b"on its way")])
             uow.blob_refs.add_refs(built.id, [info(stored), info(damaged), info(b"lost")])
 
-        report = BlobService(store, blobs).fsck()
+        report = BlobService(store, blobs, MovableClock()).fsck()
         assert report.checked == 3
         assert report.damaged == [digest_of(damaged)]
         assert report.missing == [digest_of(b"lost")]

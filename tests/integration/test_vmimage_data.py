@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,7 @@ class Harness:
         self.images = VmImageService(
             self.store, self.blobs, SystemClock(), regions=("r1", "r2"), max_image_bytes=1 << 20
         )
-        self.gc = BlobService(self.store, self.blobs)
+        self.gc = BlobService(self.store, self.blobs, SystemClock(), grace=timedelta(0))
 
     def uploaded(self, data: bytes, name: str = "disk") -> str:
         image = self.images.create(

@@ -39,7 +39,7 @@ class Harness:
         self.blobs = FilesystemBlobStore(root / "blobs")
         self.registry = AiohttpRegistryClient(max_retries=0, retry_base_delay=0.01)
         self.caches = CacheService(self.store, self.clock)
-        self.blob_service = BlobService(self.store, self.blobs)
+        self.blob_service = BlobService(self.store, self.blobs, self.clock)
         policy = BuildPolicy()
         self.loop = WorkerLoop(
             self.store,

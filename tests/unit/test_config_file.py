@@ -17,7 +17,7 @@ from imagedepot.cli import main
 from imagedepot.config import ConfigError, Settings, from_env, read_config_file
 
 EXAMPLE = Path(__file__).parents[2] / "packaging" / "imagedepot.toml"
-COMMENTED_SETTING = re.compile(r"^# ([a-z_]+ = .*)$")
+COMMENTED_SETTING = re.compile(r"^# ([a-z][a-z0-9_]* = .*)$")
 
 
 def write(directory: Path, text: str, name: str = "imagedepot.toml") -> Path:

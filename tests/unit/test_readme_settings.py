@@ -10,7 +10,7 @@ import imagedepot
 PACKAGE = Path(imagedepot.__file__).parent
 README = PACKAGE.parent / "README.md"
 VARIABLE = re.compile(r"IMAGEDEPOT_[A-Z0-9_]*[A-Z0-9]")
-SUFFIX_IN_TUPLE = re.compile(r'\(\s*"[a-z_]+",\s*"([A-Z][A-Z0-9_]+)"')
+SUFFIX_IN_TUPLE = re.compile(r'\(\s*"[a-z0-9_]+",\s*"([A-Z][A-Z0-9_]+)"')
 """config.from_env names most variables by suffix: ("port", "PORT", int)."""
 
 

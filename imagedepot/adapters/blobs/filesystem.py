@@ -2,24 +2,25 @@
 
 A writer streams into `ROOT/tmp/`, hashing as it goes; only `commit()` — size and
 digest checked, data fsync'd — renames the file into place, so a reader never
-sees a partial or unverified blob. A lock file lets garbage collection exclude
-builders that are deciding to reuse blobs, across threads and processes.
+sees a partial or unverified blob. Garbage collection and blob reuse are coordinated
+through the metadata store, not here; `path()` is this backend's own way of serving (the
+HTTP layer hands the file to `sendfile`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 from imagedepot.adapters.processes import fsync_directory, process_alive
 from imagedepot.domain.references import DIGEST_RE
-from imagedepot.ports import BlobCorrupt
+from imagedepot.ports import BlobCorrupt, BlobStore, BlobStoreUnavailable
 
 CHUNK = 1 << 20
 STALE_TEMP_SECONDS = 24 * 3600
@@ -36,6 +37,7 @@ class _HashedTempFile:
         self._hash = hashlib.sha256()
         self._written = 0
         self._closed = False
+        self._placed = False
 
     @property
     def written(self) -> int:
@@ -49,25 +51,35 @@ class _HashedTempFile:
     def _digest_so_far(self) -> str:
         return "sha256:" + self._hash.hexdigest()
 
-    def _place(self, digest: str) -> None:
+    def _make_durable(self) -> None:
+        if self._closed:
+            return
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
         self._closed = True
+
+    def _place(self, digest: str) -> None:
+        self._make_durable()
         final = self._store.path(digest)
+        if self._placed:
+            return
         if final.is_file():  # the same bytes, by their hash: keep the stored copy
             self._temp.unlink()
+            self._placed = True
             return
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._temp, final)
         fsync_directory(final.parent)
+        self._placed = True
 
     def abort(self) -> None:
         if not self._closed:
             self._file.close()
             self._closed = True
-        with contextlib.suppress(FileNotFoundError):
-            self._temp.unlink()
+        if not self._placed:
+            with contextlib.suppress(FileNotFoundError):
+                self._temp.unlink()
 
 
 class FilesystemBlobWriter(_HashedTempFile):
@@ -105,22 +117,37 @@ class FilesystemUploadWriter(_HashedTempFile):
     their content address (or dropped when the store already holds those bytes)."""
 
     def write(self, chunk: bytes) -> None:
+        if self._closed:
+            raise ValueError("the upload is finished")
         self._append(chunk)
 
+    def finish(self) -> str:
+        self._make_durable()
+        return self._digest_so_far()
+
     def commit(self) -> str:
-        digest = self._digest_so_far()
+        digest = self.finish()
         self._place(digest)
         return digest
+
+
+def _chunks(file: BinaryIO, length: int | None) -> Iterator[bytes]:
+    left = length
+    while left is None or left > 0:
+        chunk = file.read(CHUNK if left is None else min(CHUNK, left))
+        if not chunk:
+            return
+        if left is not None:
+            left -= len(chunk)
+        yield chunk
 
 
 class FilesystemBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.temp_dir = root / "tmp"
-        self._lock_path = root / ".gc.lock"
         (root / "sha256").mkdir(parents=True, exist_ok=True)
         self.temp_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_path.touch(exist_ok=True)
 
     def path(self, digest: str) -> Path:
         if not DIGEST_RE.match(digest):
@@ -138,9 +165,13 @@ class FilesystemBlobStore:
             return None
 
     @contextlib.contextmanager
-    def open(self, digest: str) -> Iterator[Iterator[bytes]]:
+    def open(
+        self, digest: str, start: int = 0, length: int | None = None
+    ) -> Iterator[Iterator[bytes]]:
         with self.path(digest).open("rb") as file:
-            yield iter(lambda: file.read(CHUNK), b"")
+            if start:
+                file.seek(start)
+            yield _chunks(file, length)
 
     def writer(self, digest: str, size: int | None) -> FilesystemBlobWriter:
         self.path(digest)  # refuse a malformed digest before creating anything
@@ -173,34 +204,16 @@ class FilesystemBlobStore:
             if path.is_file() and len(path.name) == 64:
                 yield "sha256:" + path.name
 
-    def verify(self, digest: str) -> bool:
-        hasher = hashlib.sha256()
-        try:
-            with self.open(digest) as chunks:
-                for chunk in chunks:
-                    hasher.update(chunk)
-        except FileNotFoundError:
-            return False
-        return "sha256:" + hasher.hexdigest() == digest
+    def local_file(self, digest: str) -> str | None:
+        return str(self.path(digest))
 
-    @contextlib.contextmanager
-    def reuse_guard(self) -> Iterator[None]:
-        with self._flock(fcntl.LOCK_SH):
-            yield
+    def redirect_url(self, digest: str) -> str | None:
+        return None
 
-    @contextlib.contextmanager
-    def collect_guard(self) -> Iterator[None]:
-        with self._flock(fcntl.LOCK_EX):
-            yield
-
-    @contextlib.contextmanager
-    def _flock(self, mode: int) -> Iterator[None]:
-        with self._lock_path.open("rb") as handle:
-            fcntl.flock(handle.fileno(), mode)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    def check(self) -> None:
+        for directory in (self.root / "sha256", self.temp_dir):
+            if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
+                raise BlobStoreUnavailable(f"blob directory {directory} is not writable")
 
     def clean_temporary(self) -> int:
         """Remove temp files of writers whose process is gone, or that are a day old."""
@@ -218,3 +231,7 @@ class FilesystemBlobStore:
                     temp.unlink()
                     removed += 1
         return removed
+
+
+if TYPE_CHECKING:
+    _conforms: type[BlobStore] = FilesystemBlobStore

@@ -41,6 +41,10 @@ from sqlalchemy.sql import Subquery
 
 from imagedepot.adapters.db import tables
 from imagedepot.adapters.db.cache_store import SqlCacheRepository
+from imagedepot.adapters.db.coordination_store import (
+    SqlBlobLockRepository,
+    SqlBlobOrphanRepository,
+)
 from imagedepot.adapters.db.statements import chunks, insert_or_conflict, upsert
 from imagedepot.adapters.db.vmimage_store import SqlVmImageRepository
 from imagedepot.domain.caches import CacheStatus
@@ -51,6 +55,8 @@ from imagedepot.ports import (
     AuditQuery,
     AuditRepository,
     BlobInfo,
+    BlobLockRepository,
+    BlobOrphanRepository,
     BlobRefRepository,
     BlobUsage,
     CacheRepository,
@@ -71,7 +77,7 @@ if TYPE_CHECKING:
     from imagedepot.ports import MetadataStore
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
-SCHEMA_HEAD: Final = "0009"
+SCHEMA_HEAD: Final = "0010"
 """The newest migration's revision; a test checks it against the migrations directory."""
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 
@@ -709,6 +715,8 @@ class SqlUnitOfWork:
     audit: AuditRepository
     vm_images: VmImageRepository
     console_sessions: ConsoleSessionRepository
+    blob_locks: BlobLockRepository
+    blob_orphans: BlobOrphanRepository
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
@@ -719,6 +727,8 @@ class SqlUnitOfWork:
         self.identity = SqlIdentityRepository(connection)
         self.secrets = SqlSecretRepository(connection)
         self.console_sessions = SqlConsoleSessionRepository(connection)
+        self.blob_locks = SqlBlobLockRepository(connection)
+        self.blob_orphans = SqlBlobOrphanRepository(connection)
 
 
 class SqlMetadataStore:

@@ -197,6 +197,13 @@ blob_refs = Table(
     Index("ix_blob_refs_digest", "digest"),
 )
 
+blob_orphans = Table(
+    "blob_orphans",
+    metadata,
+    Column("digest", String(255), primary_key=True),
+    Column("since", UTCDateTime(), nullable=False),
+)
+
 secrets = Table(
     "secrets",
     metadata,

@@ -15,14 +15,15 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from imagedepot.api.blob_responses import blob_response
 from imagedepot.api.context import ApiContext
 from imagedepot.api.glance.errors import UnsupportedMediaType, error_response, render_error
 from imagedepot.api.glance.queries import page_link, parse_integer, parse_query
 from imagedepot.api.wire import json_body, json_object, stream_body, utc_timestamp
-from imagedepot.domain.errors import Conflict, InvalidInput
+from imagedepot.domain.errors import Conflict, InvalidInput, NotFound
 from imagedepot.domain.identity import Principal
 from imagedepot.domain.vmimages import SETTABLE_FIELDS, VmImage
 from imagedepot.services.vmimages import (
@@ -245,10 +246,15 @@ def image_routes(context: ApiContext) -> list[Route]:
 
     async def download(request: Request, principal: Principal) -> Response:
         data = await run_in_threadpool(service.data, principal, image_id(request))
-        if data.path is None:
+        if data.source is None or data.image.blob_digest is None:
             return Response(status_code=204)
         headers = {"Content-MD5": data.image.checksum or ""}
-        return FileResponse(data.path, headers=headers, media_type="application/octet-stream")
+        try:
+            return await blob_response(
+                request, data.source, data.image.blob_digest, data.size, headers
+            )
+        except FileNotFoundError:
+            raise NotFound(f"the data of image {data.image.id} is missing") from None
 
     gate = context.gate
     collection = {

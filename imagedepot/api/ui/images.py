@@ -17,14 +17,15 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from imagedepot.api.blob_responses import blob_response
 from imagedepot.api.errors import http_status
 from imagedepot.api.ui.door import MAX_FORM_BYTES, ConsoleDoor, Viewer, form_of
 from imagedepot.api.ui.render import page, secure
 from imagedepot.api.wire import json_object, stream_body, utc_timestamp
-from imagedepot.domain.errors import Conflict, DomainError, InvalidInput
+from imagedepot.domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from imagedepot.domain.vmimages import NAME_MAX, ImageQuery, ImageStatus, VmImage
 from imagedepot.services.vmimages import DECLARED_SIZE, VmImageService
 
@@ -246,17 +247,22 @@ def image_routes(door: ConsoleDoor, service: VmImageService) -> list[Route]:
 
     async def download(request: Request, viewer: Viewer) -> Response:
         data = await run_in_threadpool(service.data, viewer.principal, image_id(request))
-        if data.path is None:
+        if data.source is None or data.image.blob_digest is None:
             raise Conflict(
                 f"image {data.image.name or data.image.id} is {data.image.status}: "
                 "it has no data to download"
             )
-        response = FileResponse(
-            data.path,
-            media_type="application/octet-stream",
-            filename=download_filename(data.image),
-            headers={"Content-MD5": data.image.checksum or ""},
-        )
+        try:
+            response = await blob_response(
+                request,
+                data.source,
+                data.image.blob_digest,
+                data.size,
+                {"Content-MD5": data.image.checksum or ""},
+                filename=download_filename(data.image),
+            )
+        except FileNotFoundError:
+            raise NotFound(f"the data of image {data.image.id} is missing") from None
         return secure(response)
 
     async def detail(request: Request, viewer: Viewer) -> Response:

@@ -1,0 +1,84 @@
+"""What processes on several machines coordinate through the database rather than a local
+disk: blob reuse against garbage collection, and the collector's grace clock.
+
+On PostgreSQL the reuse/removal exclusion is a transaction-scoped advisory lock per digest
+(shared for builders, exclusive and never waited for by collectors). On SQLite every write
+transaction already holds the database's write lock (BEGIN IMMEDIATE), across threads and
+processes alike, so the locks are that and nothing more is needed.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy import Connection, delete, select, text
+
+from imagedepot.adapters.db import tables
+from imagedepot.adapters.db.statements import chunks, upsert
+
+# The first key of every advisory lock imagedepot takes, so that its locks never meet those of
+# another application sharing the database.
+_LOCK_NAMESPACE: Final = 0x1D_B10B
+
+
+def _lock_key(digest: str) -> int:
+    """A digest as the second key of an advisory lock: 32 bits of its hash (a collision only
+    makes two blobs wait for each other)."""
+    return int.from_bytes(hashlib.sha256(digest.encode()).digest()[:4], "big", signed=True)
+
+
+class SqlBlobLockRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._postgres = connection.dialect.name == "postgresql"
+
+    def hold_for_reuse(self, digests: Sequence[str]) -> None:
+        if not self._postgres:
+            return
+        # Sorted and unique: two builders never hold shared locks in crossing orders while a
+        # collector waits between them (shared locks do not block each other anyway).
+        for key in sorted({_lock_key(digest) for digest in digests}):
+            self._connection.execute(
+                text("SELECT pg_advisory_xact_lock_shared(:namespace, :key)"),
+                {"namespace": _LOCK_NAMESPACE, "key": key},
+            )
+
+    def hold_for_removal(self, digest: str) -> bool:
+        if not self._postgres:
+            return True
+        taken = self._connection.execute(
+            text("SELECT pg_try_advisory_xact_lock(:namespace, :key)"),
+            {"namespace": _LOCK_NAMESPACE, "key": _lock_key(digest)},
+        ).scalar()
+        return bool(taken)
+
+
+class SqlBlobOrphanRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def note(self, digests: Sequence[str], now: datetime) -> None:
+        statement = upsert(self._connection, tables.blob_orphans).on_conflict_do_nothing(
+            index_elements=["digest"]
+        )
+        for batch in chunks(list(dict.fromkeys(digests))):
+            self._connection.execute(statement, [{"digest": d, "since": now} for d in batch])
+
+    def forget(self, digests: Sequence[str]) -> None:
+        c = tables.blob_orphans.c
+        for batch in chunks(list(dict.fromkeys(digests))):
+            self._connection.execute(delete(tables.blob_orphans).where(c.digest.in_(batch)))
+
+    def noted(self) -> set[str]:
+        return set(self._connection.execute(select(tables.blob_orphans.c.digest)).scalars())
+
+    def due(self, cutoff: datetime) -> builtins.list[str]:
+        c = tables.blob_orphans.c
+        rows = self._connection.execute(
+            select(c.digest).where(c.since <= cutoff).order_by(c.since, c.digest)
+        )
+        return list(rows.scalars())

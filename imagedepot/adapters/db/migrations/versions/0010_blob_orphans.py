@@ -1,0 +1,29 @@
+"""What several machines coordinate through the database instead of a local disk: when each
+unreferenced blob was first seen unreferenced (the collector's grace clock).
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-12-06
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0010"
+down_revision: str | None = "0009"
+branch_labels: str | tuple[str, ...] | None = None
+depends_on: str | tuple[str, ...] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "blob_orphans",
+        sa.Column("digest", sa.String(255), primary_key=True),
+        sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("blob_orphans")
