@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from imagedepot.adapters.db.store import SqlMetadataStore
-from tests.support.postgres import PostgresCluster, PostgresUnavailable, running_cluster
-
-
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    """One PostgreSQL cluster for the session; skipped without PostgreSQL, failed under CI=true."""
-    with ExitStack() as stack:
-        try:
-            cluster = stack.enter_context(running_cluster())
-        except PostgresUnavailable as error:
-            if os.environ.get("CI", "").lower() == "true":
-                raise
-            pytest.skip(str(error))
-        yield cluster
+from tests.support.postgres import PostgresCluster
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

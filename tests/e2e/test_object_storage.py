@@ -1,0 +1,251 @@
+"""imagedepot on many machines' storage: replicas on one PostgreSQL and one S3 bucket (a real
+SeaweedFS and a real Ceph radosgw), building from a real docker-registry and serving skopeo.
+Any replica answers for what another built or received; no blob bytes land on a replica's
+disk; collection leaves the bucket holding exactly what is still used."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+
+from tests.support.commands import run_command
+from tests.support.images import make_layer, push_image, sha256_digest
+from tests.support.ports import free_port
+from tests.support.postgres import PostgresCluster
+from tests.support.registry import RegistryServer, require_binary
+from tests.support.s3engines import S3Engine
+from tests.support.service import Service, imagedepot_command, wait_for_status, wait_gone
+
+pytestmark = pytest.mark.peers
+
+MiB = 1 << 20
+PREFIX = "depot"
+
+
+@dataclass
+class Deployment:
+    engine: S3Engine
+    bucket: str
+    env: dict[str, str]
+
+    def replica(self, tmp_path: Path, name: str, *serve_args: str, **env: str) -> Service:
+        return Service(tmp_path / name, env={**self.env, **env}, serve_args=serve_args)
+
+    def stored(self) -> set[str]:
+        """The digests of every blob in the bucket."""
+        client = self.engine.client()
+        listed = client.list_objects_v2(Bucket=self.bucket, Prefix=f"{PREFIX}/blobs/sha256/")
+        return {"sha256:" + item["Key"].rsplit("/", 1)[1] for item in listed.get("Contents", [])}
+
+    def leftovers(self) -> list[str]:
+        client = self.engine.client()
+        uploads = client.list_multipart_uploads(Bucket=self.bucket).get("Uploads", [])
+        staged = client.list_objects_v2(Bucket=self.bucket, Prefix=f"{PREFIX}/staging/")
+        return [u["Key"] for u in uploads] + [o["Key"] for o in staged.get("Contents", [])]
+
+
+def deployment_on(engine: S3Engine, cluster: PostgresCluster) -> Iterator[Deployment]:
+    bucket = engine.new_bucket("depot")
+    database = cluster.create_database()
+    env = {
+        **engine.env(),
+        "IMAGEDEPOT_DATABASE_URL": cluster.url(database),
+        "IMAGEDEPOT_BLOB_STORE": f"s3://{bucket}/{PREFIX}",
+        # What every replica must share: the key secrets are sealed with and pull tokens signed.
+        "IMAGEDEPOT_SECRET_KEY": Fernet.generate_key().decode(),
+        "IMAGEDEPOT_S3_PART_MIB": "5",
+    }
+    try:
+        yield Deployment(engine, bucket, env)
+    finally:
+        cluster.drop_database(database)
+
+
+@pytest.fixture(params=["seaweedfs", "radosgw"])
+def deployment(
+    request: pytest.FixtureRequest, postgres_cluster: PostgresCluster
+) -> Iterator[Deployment]:
+    yield from deployment_on(request.getfixturevalue(request.param), postgres_cluster)
+
+
+@pytest.fixture
+def seaweed_deployment(
+    seaweedfs: S3Engine, postgres_cluster: PostgresCluster
+) -> Iterator[Deployment]:
+    yield from deployment_on(seaweedfs, postgres_cluster)
+
+
+def skopeo_copy(replica: Service, token: str, source: str, layout: Path) -> None:
+    run_command(
+        [
+            require_binary("/usr/bin/skopeo"),
+            "--override-os",
+            "linux",
+            "--override-arch",
+            "amd64",
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            "--src-creds",
+            f"any:{token}",
+            f"docker://127.0.0.1:{replica.registry_port}/{source}",
+            f"oci:{layout}:pulled",
+        ]
+    )
+
+
+def layout_digests(layout: Path) -> set[str]:
+    """Every blob of an OCI layout, each checked against its name."""
+    found = set()
+    for path in (layout / "blobs" / "sha256").iterdir():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name
+        found.add("sha256:" + path.name)
+    return found
+
+
+def registry_get(
+    replica: Service, token: str, path: str, method: str = "GET", **headers: str
+) -> httpx.Response:
+    """A request on the registry port with the project's token as the basic password."""
+    url = f"http://127.0.0.1:{replica.registry_port}{path}"
+    with httpx.Client(auth=("any", token), follow_redirects=False, timeout=30) as client:
+        return client.request(method, url, headers=headers)
+
+
+def test_replicas_share_one_bucket_build_serve_and_collect(
+    deployment: Deployment, registry: RegistryServer, tmp_path: Path
+) -> None:
+    big, small = make_layer(6 * MiB + 123, seed=1), make_layer(300_000, seed=2)
+    pushed = push_image(registry.url, "team/app", "v1", [big, small])
+    image = f"{registry.endpoint}/team/app:v1"
+    with (
+        deployment.replica(tmp_path, "a") as builder,
+        deployment.replica(tmp_path, "b", "--no-worker") as front,
+    ):
+        token = builder.credential("team", "admin")
+        with front.client(token) as client:
+            created = client.post("/v5/imagecaches", json={"name": "web", "images": [image]})
+            assert created.status_code == 201, created.text
+            cache_id = created.json()["image_cache"]["id"]
+            # Created through the replica without a worker: the other replica builds it.
+            done = wait_for_status(client, cache_id, {"Available", "Failed"}, timeout=120)
+        assert done["status"] == "Available", done
+        wanted = {pushed.manifest_digest, *pushed.blob_digests}
+        assert deployment.stored() == wanted
+        assert deployment.leftovers() == []
+
+        for replica in (builder, front):
+            layout = tmp_path / f"pulled-{replica.port}"
+            skopeo_copy(replica, token, "team/app:v1", layout)
+            assert layout_digests(layout) == wanted
+            assert not list(replica.data_dir.glob("blobs/sha256/*/*")), "no bytes on a replica"
+
+        # Ranges and HEAD come from the bucket too.
+        layer = f"/v2/team/app/blobs/{big.digest}"
+        part = registry_get(front, token, layer, Range=f"bytes={5 * MiB - 10}-{5 * MiB + 9}")
+        assert part.status_code == 206, part.text
+        assert part.content == big.data[5 * MiB - 10 : 5 * MiB + 10]
+        assert part.headers["content-range"] == f"bytes {5 * MiB - 10}-{5 * MiB + 9}/{big.size}"
+        tail = registry_get(front, token, layer, Range="bytes=-7")
+        assert tail.content == big.data[-7:]
+        refused = registry_get(front, token, layer, Range=f"bytes={big.size}-")
+        assert refused.status_code == 416
+        assert refused.headers["content-range"] == f"bytes */{big.size}"
+
+        # A VM image uploaded through one replica is downloaded through the other.
+        disk = b"disk image bytes " * 400_000
+        with front.client(token) as client:
+            made = client.post(
+                "/v2/images",
+                json={"name": "disk", "disk_format": "raw", "container_format": "bare"},
+            )
+            assert made.status_code == 201, made.text
+            image_id = made.json()["id"]
+            uploaded = client.put(
+                f"/v2/images/{image_id}/file",
+                content=disk,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            assert uploaded.status_code == 204, uploaded.text
+        with builder.client(token) as client:
+            downloaded = client.get(f"/v2/images/{image_id}/file")
+            assert downloaded.status_code == 200
+            assert downloaded.content == disk
+            ranged = client.get(f"/v2/images/{image_id}/file", headers={"Range": "bytes=3-9"})
+            assert ranged.status_code == 206
+            assert ranged.content == disk[3:10]
+        assert sha256_digest(disk) in deployment.stored()
+        assert deployment.leftovers() == [], "the staged upload was placed and removed"
+
+        with builder.client(token) as client:
+            assert client.delete(f"/v5/imagecaches/{cache_id}").status_code in (200, 202, 204)
+            wait_gone(client, cache_id)
+    collected = builder.cli("gc", "--grace", "0")
+    assert collected.returncode == 0, collected.stderr
+    assert deployment.stored() == {sha256_digest(disk)}
+
+
+def test_blob_gets_can_be_redirected_to_the_bucket(
+    seaweed_deployment: Deployment, registry: RegistryServer, tmp_path: Path
+) -> None:
+    layer = make_layer(2 * MiB, seed=3)
+    pushed = push_image(registry.url, "team/app", "redirected", [layer])
+    with seaweed_deployment.replica(tmp_path, "r", IMAGEDEPOT_S3_REDIRECT_SECONDS="300") as replica:
+        token = replica.credential("team", "admin")
+        with replica.client(token) as client:
+            created = client.post(
+                "/v5/imagecaches",
+                json={"name": "redirected", "images": [f"{registry.endpoint}/team/app:redirected"]},
+            )
+            assert created.status_code == 201, created.text
+            done = wait_for_status(client, created.json()["image_cache"]["id"], {"Available"})
+        assert done["status"] == "Available"
+        answer = registry_get(replica, token, f"/v2/team/app/blobs/{layer.digest}")
+        assert answer.status_code == 307
+        location = answer.headers["location"]
+        assert location.startswith(seaweed_deployment.engine.endpoint)
+        assert httpx.get(location, timeout=30).content == layer.data
+        head = registry_get(replica, token, f"/v2/team/app/blobs/{layer.digest}", "HEAD")
+        assert head.status_code == 200, "HEAD is answered here, from the bucket's metadata"
+        assert head.headers["content-length"] == str(layer.size)
+        # Manifests stay served by imagedepot; skopeo follows the blob redirects.
+        manifest = registry_get(replica, token, "/v2/team/app/manifests/redirected")
+        assert manifest.status_code == 200
+        layout = tmp_path / "pulled"
+        skopeo_copy(replica, token, "team/app:redirected", layout)
+        assert layout_digests(layout) == {pushed.manifest_digest, *pushed.blob_digests}
+
+
+def test_serve_refuses_a_bucket_it_cannot_use(
+    seaweed_deployment: Deployment, tmp_path: Path
+) -> None:
+    env = {**seaweed_deployment.env, "IMAGEDEPOT_BLOB_STORE": "s3://no-such-bucket/x"}
+    command = imagedepot_command(
+        "serve",
+        "--port",
+        str(free_port()),
+        "--registry-port",
+        str(free_port()),
+        "--data-dir",
+        str(tmp_path / "data"),
+    )
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert "no-such-bucket" in line
+    assert seaweed_deployment.engine.endpoint in line
+    wrong_key = {**seaweed_deployment.env, "AWS_SECRET_ACCESS_KEY": "not-the-key"}
+    result = subprocess.run(command, env=wrong_key, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert seaweed_deployment.bucket in result.stderr
+    assert "not-the-key" not in result.stderr
+    assert json.dumps(result.stderr)  # one printable line, no traceback
+    assert "Traceback" not in result.stderr
