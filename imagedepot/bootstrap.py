@@ -227,6 +227,7 @@ def build_policy(settings: Settings) -> BuildPolicy:
 
 def worker_for(core: Core, registry: AiohttpRegistryClient) -> WorkerLoop:
     from imagedepot.services.building import BlobFetcher, CacheBuilder
+    from imagedepot.services.fetch_claims import FetchClaims
     from imagedepot.worker.loop import WorkerLoop
     from imagedepot.worker.reconciler import Reconciler
 
@@ -249,7 +250,10 @@ def worker_for(core: Core, registry: AiohttpRegistryClient) -> WorkerLoop:
         ],
         dead_holders=dead,
     )
-    fetcher = BlobFetcher(core.blobs, registry, settings.parallel_blobs)
+    claims = FetchClaims(
+        core.store, core.clock, core.holder, timedelta(seconds=settings.lease_seconds), dead
+    )
+    fetcher = BlobFetcher(core.blobs, registry, settings.parallel_blobs, claims)
     builder = CacheBuilder(core.store, core.blobs, registry, fetcher, policy)
 
     def build_finished(outcome: str, seconds: float) -> None:

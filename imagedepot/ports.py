@@ -193,6 +193,29 @@ class BlobOrphanRepository(Protocol):
         """The digests seen unreferenced since `cutoff` or earlier."""
 
 
+class BlobFetchRepository(Protocol):
+    """Which process is downloading which blob: one download per blob across every worker."""
+
+    def claim(
+        self,
+        digest: str,
+        holder: str,
+        now: datetime,
+        lease_until: datetime,
+        dead_holders: Sequence[str] = (),
+    ) -> str:
+        """Take the fetch of `digest` when nobody holds it, its lease ran out, or its holder is
+        dead; the holder afterwards (`holder` when the claim is ours)."""
+
+    def renew(self, digest: str, holder: str, lease_until: datetime) -> bool:
+        """Extend our claim; False when we lost it."""
+
+    def release(self, digest: str, holder: str) -> None: ...
+
+    def holders(self) -> builtins.list[str]:
+        """Every process that holds a fetch claim."""
+
+
 class VmImageRepository(Protocol):
     def add(self, image: VmImage) -> None:
         """Insert with its tags and properties; Conflict when the id is taken (even by a
@@ -396,6 +419,7 @@ class UnitOfWork(Protocol):
     console_sessions: ConsoleSessionRepository
     blob_locks: BlobLockRepository
     blob_orphans: BlobOrphanRepository
+    blob_fetches: BlobFetchRepository
 
 
 class MetadataStore(Protocol):

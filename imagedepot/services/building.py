@@ -36,6 +36,7 @@ from imagedepot.ports import (
     RegistryError,
     Transport,
 )
+from imagedepot.services.fetch_claims import FetchClaims
 
 CredentialsLookup = Callable[[str], RegistryCredentials | None]
 """Registry host -> the login the cache's pull secrets hold for it."""
@@ -93,14 +94,25 @@ class _Download:
 
 
 class BlobFetcher:
-    """Fetches blobs into the store, one download per digest however many builds want it;
-    a download that no build waits for any more (all were deleted or failed) is cancelled."""
+    """Fetches blobs into the store, one download per digest however many builds want it
+    (across processes and machines too, with `claims`); a download that no build waits for
+    any more (all were deleted or failed) is cancelled."""
 
-    def __init__(self, blobs: BlobStore, registry: RegistryClient, parallel: int) -> None:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        registry: RegistryClient,
+        parallel: int,
+        claims: FetchClaims | None = None,
+        *,
+        poll_seconds: float = 0.25,
+    ) -> None:
         self._blobs = blobs
         self._registry = registry
         self._slots = asyncio.Semaphore(parallel)
         self._inflight: dict[str, _Download] = {}
+        self._claims = claims
+        self._poll = poll_seconds
 
     async def ensure(
         self,
@@ -121,13 +133,26 @@ class BlobFetcher:
         """
         checked = proven
         while True:
-            if self._blobs.has(blob.digest):
+            if await asyncio.to_thread(self._blobs.has, blob.digest):
                 if not checked:
                     await self._registry.check_blob(transport, image, blob.digest, blob.size)
                 on_progress(blob.size)
                 return
             download = self._inflight.get(blob.digest)
             if download is None:
+                if not await self._claim(blob.digest):
+                    # Another process is fetching it: once our own upstream has shown it
+                    # holds the blob, wait for it to land (or for that fetch to be given up).
+                    if not checked:
+                        await self._registry.check_blob(transport, image, blob.digest, blob.size)
+                        checked = True
+                    await asyncio.sleep(self._poll)
+                    continue
+                if blob.digest in self._inflight:
+                    continue  # another build of ours started it while we claimed
+                if await asyncio.to_thread(self._blobs.has, blob.digest):
+                    await self._release(blob.digest)  # it landed while we claimed
+                    continue
                 # Our own download: fetching from our own upstream is the proof.
                 task = asyncio.ensure_future(self._download(transport, image, blob, on_progress))
                 download = self._inflight[blob.digest] = _Download(task)
@@ -167,12 +192,36 @@ class BlobFetcher:
         blob: Descriptor,
         on_progress: Callable[[int], None],
     ) -> None:
-        async with self._slots:
-            writer = self._blobs.writer(blob.digest, blob.size)
-            try:
-                await self._registry.fetch_blob(transport, image, blob.digest, writer, on_progress)
-            finally:
-                writer.abort()
+        renewing = asyncio.ensure_future(self._keep_claim(blob.digest))
+        try:
+            async with self._slots:
+                writer = self._blobs.writer(blob.digest, blob.size)
+                try:
+                    await self._registry.fetch_blob(
+                        transport, image, blob.digest, writer, on_progress
+                    )
+                finally:
+                    writer.abort()
+        finally:
+            renewing.cancel()
+            await self._release(blob.digest)
+
+    async def _claim(self, digest: str) -> bool:
+        """Whether this process may fetch `digest` (always, without claims)."""
+        if self._claims is None:
+            return True
+        return await asyncio.to_thread(self._claims.claim, digest)
+
+    async def _release(self, digest: str) -> None:
+        if self._claims is not None:
+            await asyncio.shield(asyncio.to_thread(self._claims.release, digest))
+
+    async def _keep_claim(self, digest: str) -> None:
+        if self._claims is None:
+            return
+        while True:
+            await asyncio.sleep(self._claims.renew_every)
+            await asyncio.to_thread(self._claims.renew, digest)
 
 
 class CacheBuilder:

@@ -137,3 +137,34 @@ def test_a_builder_waits_for_a_removal_in_progress(depot: Depot) -> None:
     thread.join(10)
     assert order == ["removed", "builder checks"]
     assert not present, "the builder sees the removal and fetches the blob again"
+
+
+def test_one_fetch_claim_per_blob_until_released_expired_or_dead(store: SqlMetadataStore) -> None:
+    clock = MovableClock()
+    now, lease = clock.now(), timedelta(seconds=30)
+    digest = digest_of(b"wanted by many")
+    with store.transaction() as uow:
+        claims = uow.blob_fetches
+        assert claims.claim(digest, "host-a/1/x", now, now + lease) == "host-a/1/x"
+        assert claims.claim(digest, "host-b/2/y", now, now + lease) == "host-a/1/x"
+        assert claims.claim(digest, "host-a/1/x", now, now + lease) == "host-a/1/x"
+        assert claims.holders() == ["host-a/1/x"]
+        assert claims.renew(digest, "host-a/1/x", now + 2 * lease)
+        assert not claims.renew(digest, "host-b/2/y", now + 2 * lease)
+    later = now + lease + timedelta(seconds=1)
+    with store.transaction() as uow:
+        assert uow.blob_fetches.claim(digest, "host-b/2/y", later, later + lease) == "host-a/1/x"
+    expired = now + 2 * lease + timedelta(seconds=1)
+    with store.transaction() as uow:
+        assert (
+            uow.blob_fetches.claim(digest, "host-b/2/y", expired, expired + lease) == "host-b/2/y"
+        )
+        assert not uow.blob_fetches.renew(digest, "host-a/1/x", expired + lease)
+        assert (
+            uow.blob_fetches.claim(digest, "host-a/3/z", expired, expired + lease, ["host-b/2/y"])
+            == "host-a/3/z"
+        ), "a dead holder's claim is free at once"
+        uow.blob_fetches.release(digest, "host-b/2/y")  # not the holder any more: nothing
+        assert uow.blob_fetches.holders() == ["host-a/3/z"]
+        uow.blob_fetches.release(digest, "host-a/3/z")
+        assert uow.blob_fetches.holders() == []

@@ -8,7 +8,9 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +19,19 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.support.commands import run_command
+from tests.support.faultproxy import FaultProxy
 from tests.support.images import make_layer, push_image, sha256_digest
 from tests.support.ports import free_port
 from tests.support.postgres import PostgresCluster
 from tests.support.registry import RegistryServer, require_binary
 from tests.support.s3engines import S3Engine
-from tests.support.service import Service, imagedepot_command, wait_for_status, wait_gone
+from tests.support.service import (
+    Service,
+    WorkerProcess,
+    imagedepot_command,
+    wait_for_status,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.peers
 
@@ -249,3 +258,103 @@ def test_serve_refuses_a_bucket_it_cannot_use(
     assert "not-the-key" not in result.stderr
     assert json.dumps(result.stderr)  # one printable line, no traceback
     assert "Traceback" not in result.stderr
+
+
+def create_caches(replicas: list[Service], token: str, images: dict[str, str]) -> dict[str, str]:
+    """Create one cache per (name, image) at once, through the replicas in turn; name -> id."""
+
+    def create(index_and_item: tuple[int, tuple[str, str]]) -> tuple[str, str]:
+        index, (name, image) = index_and_item
+        with replicas[index % len(replicas)].client(token) as client:
+            created = client.post("/v5/imagecaches", json={"name": name, "images": [image]})
+        assert created.status_code == 201, created.text
+        return name, created.json()["image_cache"]["id"]
+
+    with ThreadPoolExecutor(len(images)) as pool:
+        return dict(pool.map(create, enumerate(images.items())))
+
+
+def wait_all_available(replica: Service, token: str, ids: list[str]) -> None:
+    with replica.client(token) as client:
+        for cache_id in ids:
+            done = wait_for_status(client, cache_id, {"Available", "Failed"}, timeout=180)
+            assert done["status"] == "Available", done
+
+
+def completed_gets(proxy: FaultProxy, digest: str) -> int:
+    return len(proxy.seen(f"/blobs/{digest}", "GET"))
+
+
+def test_replicas_and_workers_on_many_machines_fetch_each_blob_once(
+    seaweed_deployment: Deployment, registry: RegistryServer, tmp_path: Path
+) -> None:
+    deployment = seaweed_deployment
+    with FaultProxy(registry.url) as upstream:
+        base = make_layer(3 * MiB, seed=10)
+        pushed = {
+            f"app{n}": push_image(
+                registry.url, f"fleet/app{n}", "v1", [base, make_layer(50_000 + n)]
+            )
+            for n in range(10)
+        }
+        images = {name: f"{upstream.endpoint}/fleet/{name}:v1" for name in pushed}
+        upstream.throttle(base.digest, 1 * MiB)  # ~3 s: builds overlap on the shared layer
+        replicas = [
+            deployment.replica(tmp_path, "front-a", "--no-worker"),
+            deployment.replica(tmp_path, "front-b", "--no-worker"),
+        ]
+        workers = [WorkerProcess(tmp_path / f"worker-{n}", deployment.env) for n in range(2)]
+        with replicas[0], replicas[1], workers[0], workers[1]:
+            token = replicas[0].credential("fleet", "admin")
+            first = dict(list(images.items())[:6])
+            ids = create_caches(replicas, token, first)
+            wait_all_available(replicas[1], token, list(ids.values()))
+            # Two workers, six caches sharing a layer: it came from the upstream once.
+            assert completed_gets(upstream, base.digest) == 1
+            for name in first:
+                (unique,) = pushed[name].layer_digests[1:]
+                assert completed_gets(upstream, unique) == 1
+
+            # A worker killed while it builds: the others finish its caches once its leases
+            # run out, and what it had half written never becomes a blob.
+            second_base = make_layer(4 * MiB, seed=11)
+            for name in list(images)[6:]:
+                pushed[name] = push_image(
+                    registry.url, f"fleet/{name}", "v2", [second_base, make_layer(60_000)]
+                )
+                images[name] = f"{upstream.endpoint}/fleet/{name}:v2"
+            upstream.throttle(second_base.digest, 1 * MiB)
+            more = create_caches(replicas, token, {n: images[n] for n in list(images)[6:]})
+            deadline = time.monotonic() + 60
+            while not upstream.seen(f"/blobs/{second_base.digest}", "GET"):
+                assert time.monotonic() < deadline, "no worker started on the second layer"
+                time.sleep(0.1)
+            time.sleep(1)
+            workers[0].kill9()
+            ids.update(more)
+            wait_all_available(replicas[0], token, list(ids.values()))
+            assert 1 <= completed_gets(upstream, second_base.digest) <= 2
+
+            everything = {d for p in pushed.values() for d in (p.manifest_digest, *p.blob_digests)}
+            assert deployment.stored() == everything
+            for replica in replicas:
+                layout = tmp_path / f"pulled-{replica.port}"
+                skopeo_copy(replica, token, "fleet/app9:v2", layout)
+                assert layout_digests(layout) == {
+                    pushed["app9"].manifest_digest,
+                    *pushed["app9"].blob_digests,
+                }
+                assert not list(replica.data_dir.glob("blobs/sha256/*/*"))
+            for worker in workers:
+                assert not list(worker.data_dir.glob("blobs/sha256/*/*"))
+
+            with replicas[1].client(token) as client:
+                for name, cache_id in ids.items():
+                    if name != "app9":
+                        assert client.delete(f"/v5/imagecaches/{cache_id}").status_code < 300
+                for name, cache_id in ids.items():
+                    if name != "app9":
+                        wait_gone(client, cache_id, timeout=60)
+        collected = replicas[0].cli("gc", "--grace", "0")
+        assert collected.returncode == 0, collected.stderr
+        assert deployment.stored() == {pushed["app9"].manifest_digest, *pushed["app9"].blob_digests}

@@ -225,3 +225,55 @@ def wait_gone(client: httpx.Client, cache_id: str, timeout: float = 30) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"cache {cache_id} still exists after {timeout}s")
+
+
+class WorkerProcess:
+    """`imagedepot worker` in a subprocess (builds only, no ports), killable with -9."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.env = {**os.environ, "IMAGEDEPOT_LEASE_SECONDS": "10", **env}
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log = data_dir / "worker.log"
+
+    @property
+    def log(self) -> str:
+        return self._log.read_text(errors="replace") if self._log.exists() else ""
+
+    def start(self) -> WorkerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self._log.open("ab") as log:
+            self._process = subprocess.Popen(
+                imagedepot_command("worker", "--data-dir", str(self.data_dir)),
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def kill9(self) -> None:
+        assert self._process is not None
+        self._process.kill()
+        self._process.wait()
+        self._process = None
+
+    def stop(self) -> None:
+        if self._process and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,5 +1,6 @@
 """What processes on several machines coordinate through the database rather than a local
-disk: blob reuse against garbage collection, and the collector's grace clock.
+disk: blob reuse against garbage collection, the collector's grace clock, and one fetch per
+blob across every worker.
 
 On PostgreSQL the reuse/removal exclusion is a transaction-scoped advisory lock per digest
 (shared for builders, exclusive and never waited for by collectors). On SQLite every write
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import Connection, delete, select, text
+from sqlalchemy import Connection, delete, false, or_, select, text, update
 
 from imagedepot.adapters.db import tables
 from imagedepot.adapters.db.statements import chunks, upsert
@@ -82,3 +83,56 @@ class SqlBlobOrphanRepository:
             select(c.digest).where(c.since <= cutoff).order_by(c.since, c.digest)
         )
         return list(rows.scalars())
+
+
+class SqlBlobFetchRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def claim(
+        self,
+        digest: str,
+        holder: str,
+        now: datetime,
+        lease_until: datetime,
+        dead_holders: Sequence[str] = (),
+    ) -> str:
+        c = tables.blob_fetches.c
+        inserted = self._connection.execute(
+            upsert(self._connection, tables.blob_fetches)
+            .values(digest=digest, holder=holder, lease_until=lease_until)
+            .on_conflict_do_nothing(index_elements=["digest"])
+        )
+        if inserted.rowcount == 1:
+            return holder
+        free = or_(
+            c.holder == holder,
+            c.lease_until < now,
+            c.holder.in_(list(dead_holders)) if dead_holders else false(),
+        )
+        self._connection.execute(
+            update(tables.blob_fetches)
+            .where(c.digest == digest, free)
+            .values(holder=holder, lease_until=lease_until)
+        )
+        current = self._connection.execute(select(c.holder).where(c.digest == digest)).scalar()
+        return current if current is not None else holder
+
+    def renew(self, digest: str, holder: str, lease_until: datetime) -> bool:
+        c = tables.blob_fetches.c
+        result = self._connection.execute(
+            update(tables.blob_fetches)
+            .where(c.digest == digest, c.holder == holder)
+            .values(lease_until=lease_until)
+        )
+        return result.rowcount == 1
+
+    def release(self, digest: str, holder: str) -> None:
+        c = tables.blob_fetches.c
+        self._connection.execute(
+            delete(tables.blob_fetches).where(c.digest == digest, c.holder == holder)
+        )
+
+    def holders(self) -> builtins.list[str]:
+        c = tables.blob_fetches.c
+        return list(self._connection.execute(select(c.holder).distinct()).scalars())

@@ -42,6 +42,7 @@ from sqlalchemy.sql import Subquery
 from imagedepot.adapters.db import tables
 from imagedepot.adapters.db.cache_store import SqlCacheRepository
 from imagedepot.adapters.db.coordination_store import (
+    SqlBlobFetchRepository,
     SqlBlobLockRepository,
     SqlBlobOrphanRepository,
 )
@@ -54,6 +55,7 @@ from imagedepot.ports import (
     AuditEvent,
     AuditQuery,
     AuditRepository,
+    BlobFetchRepository,
     BlobInfo,
     BlobLockRepository,
     BlobOrphanRepository,
@@ -717,6 +719,7 @@ class SqlUnitOfWork:
     console_sessions: ConsoleSessionRepository
     blob_locks: BlobLockRepository
     blob_orphans: BlobOrphanRepository
+    blob_fetches: BlobFetchRepository
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
@@ -729,6 +732,7 @@ class SqlUnitOfWork:
         self.console_sessions = SqlConsoleSessionRepository(connection)
         self.blob_locks = SqlBlobLockRepository(connection)
         self.blob_orphans = SqlBlobOrphanRepository(connection)
+        self.blob_fetches = SqlBlobFetchRepository(connection)
 
 
 class SqlMetadataStore:

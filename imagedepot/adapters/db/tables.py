@@ -204,6 +204,14 @@ blob_orphans = Table(
     Column("since", UTCDateTime(), nullable=False),
 )
 
+blob_fetches = Table(
+    "blob_fetches",
+    metadata,
+    Column("digest", String(255), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("lease_until", UTCDateTime(), nullable=False),
+)
+
 secrets = Table(
     "secrets",
     metadata,

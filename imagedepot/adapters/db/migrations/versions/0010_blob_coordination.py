@@ -1,5 +1,6 @@
 """What several machines coordinate through the database instead of a local disk: when each
-unreferenced blob was first seen unreferenced (the collector's grace clock).
+unreferenced blob was first seen unreferenced (the collector's grace clock), and which process
+is fetching which blob (one download per blob across the deployment).
 
 Revision ID: 0010
 Revises: 0009
@@ -23,7 +24,14 @@ def upgrade() -> None:
         sa.Column("digest", sa.String(255), primary_key=True),
         sa.Column("since", sa.DateTime(timezone=True), nullable=False),
     )
+    op.create_table(
+        "blob_fetches",
+        sa.Column("digest", sa.String(255), primary_key=True),
+        sa.Column("holder", sa.String(255), nullable=False),
+        sa.Column("lease_until", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("blob_fetches")
     op.drop_table("blob_orphans")
