@@ -43,8 +43,9 @@ from imagedepot.services.caches import CacheService, Quotas
 from imagedepot.services.identity import IdentityService
 from imagedepot.services.image_sharing import ImageSharingService
 from imagedepot.services.inventory import InventoryService
+from imagedepot.services.liveness import Liveness
 from imagedepot.services.oci_layouts import OciLayoutService
-from imagedepot.services.secrets import SecretService
+from imagedepot.services.secrets import SecretService, WrongSecretKey
 from imagedepot.services.serving import ServingService
 from imagedepot.services.vmimages import VmImageService
 
@@ -86,6 +87,8 @@ class Core:
     """This process's counters, shared by its ports and its worker."""
     holder: str
     """This process as a lease and upload holder (host/pid/nonce), shared by the API and worker."""
+    liveness: Liveness
+    """Its heartbeat, and which other holders are dead processes, on any host."""
 
     def close(self) -> None:
         self.store.close()
@@ -109,6 +112,27 @@ def open_blob_store(settings: Settings) -> BlobStore:
         stale_after=timedelta(hours=settings.s3_stale_upload_hours),
     )
     return S3BlobStore(location, tuning)
+
+
+def check_secret_key(core: Core) -> None:
+    """SystemExit with one line when this process's key cannot open the store's secrets."""
+    try:
+        core.secrets.check_key()
+    except WrongSecretKey as error:
+        raise SystemExit(f"imagedepot: {error}") from None
+
+
+async def keep_beating(liveness: Liveness, stop: asyncio.Event) -> None:
+    """Beat until `stop`; a beat that fails (the database restarting) is tried again."""
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=liveness.beat_every)
+        if stop.is_set():
+            return
+        try:
+            await asyncio.to_thread(liveness.beat)
+        except Exception as error:  # whatever the driver raises while the database is away
+            log.warning("heartbeat failed: %s", str(error).splitlines()[0] if str(error) else error)
 
 
 def check_blob_store(blobs: BlobStore) -> None:
@@ -146,7 +170,14 @@ def open_core(settings: Settings) -> Core:
         reload=key_source(settings.data_dir, settings.secret_key),
     )
     quotas = Quotas(settings.quota_caches, settings.quota_images, settings.quota_gib)
-    holder = new_holder_id()
+    holder = new_holder_id(settings.node_name)
+    liveness = Liveness(
+        store,
+        clock,
+        holder,
+        timedelta(seconds=settings.lease_seconds),
+        lambda holders: dead_holders(holders, holder),
+    )
     blob_service = BlobService(
         store, blobs, clock, grace=timedelta(seconds=settings.gc_grace_seconds)
     )
@@ -175,6 +206,7 @@ def open_core(settings: Settings) -> Core:
         inventory=InventoryService(store),
         metrics=Metrics(),
         holder=holder,
+        liveness=liveness,
     )
 
 
@@ -234,8 +266,7 @@ def worker_for(core: Core, registry: AiohttpRegistryClient) -> WorkerLoop:
     settings = core.settings
     policy = build_policy(settings)
 
-    def dead(holders: list[str]) -> tuple[str, ...]:
-        return dead_holders(holders, core.holder)
+    dead = core.liveness.dead
 
     loop = WorkerLoop(
         core.store,
@@ -400,6 +431,8 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
         core = await asyncio.to_thread(open_core, settings)
         try:
             await asyncio.to_thread(check_blob_store, core.blobs)
+            await asyncio.to_thread(check_secret_key, core)
+            await asyncio.to_thread(core.liveness.beat)
         except BaseException:
             core.close()
             raise
@@ -474,6 +507,7 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
             )
             servers.append((EmbeddedServer(config), listeners[name]))
     tasks = [asyncio.create_task(server.serve([listener])) for server, listener in servers]
+    tasks.append(asyncio.create_task(keep_beating(core.liveness, stop)))
     if worker is not None:
         tasks.append(asyncio.create_task(worker.run(stop)))
     if with_api:

@@ -61,6 +61,10 @@ class Settings:
     regions: tuple[str, ...] = ("default",)
     """The regions VM images live in (IMAGEDEPOT_REGIONS, comma-separated); the first is where
     new images are made."""
+    node_name: str | None = None
+    """This machine in lease and upload holder ids (default: its host name). Processes with
+    one node name must share a pid space: on it, a holder whose pid is gone is dead at once;
+    elsewhere, once it has been silent for a lease."""
     blob_store: str | None = None
     """Where blobs live: None for `DATA_DIR/blobs`, or `s3://BUCKET[/PREFIX]` (endpoint and
     credentials read as AWS tools read them: AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, …)."""
@@ -183,6 +187,7 @@ def from_env(
         ("admin_token", "ADMIN_TOKEN"),
         ("secret_key", "SECRET_KEY"),
         ("blob_store", "BLOB_STORE"),
+        ("node_name", "NODE_NAME"),
     ):
         if env.get(f"IMAGEDEPOT_{name}"):
             from_variables[key] = env[f"IMAGEDEPOT_{name}"]

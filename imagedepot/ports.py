@@ -216,6 +216,30 @@ class BlobFetchRepository(Protocol):
         """Every process that holds a fetch claim."""
 
 
+class HeartbeatRepository(Protocol):
+    """When each process was last seen alive: liveness across hosts."""
+
+    def beat(self, holder: str, now: datetime) -> None: ...
+
+    def silent(self, holders: Sequence[str], since: datetime) -> builtins.list[str]:
+        """Which of `holders` have not beaten since `since` (or never did)."""
+
+    def forget_silent(self, before: datetime) -> int:
+        """Drop the heartbeats of processes silent since before `before`; the count."""
+
+
+class KeyCheckRepository(Protocol):
+    """Values sealed with the deployment's secret key, so that a process holding another key
+    is caught at start rather than when it first meets a secret."""
+
+    def sealed(self, name: str) -> bytes | None: ...
+
+    def put(self, name: str, ciphertext: bytes) -> None: ...
+
+    def add_if_absent(self, name: str, ciphertext: bytes) -> bytes:
+        """Store `ciphertext` unless a value is stored already; the stored value."""
+
+
 class VmImageRepository(Protocol):
     def add(self, image: VmImage) -> None:
         """Insert with its tags and properties; Conflict when the id is taken (even by a
@@ -420,6 +444,8 @@ class UnitOfWork(Protocol):
     blob_locks: BlobLockRepository
     blob_orphans: BlobOrphanRepository
     blob_fetches: BlobFetchRepository
+    heartbeats: HeartbeatRepository
+    key_checks: KeyCheckRepository
 
 
 class MetadataStore(Protocol):

@@ -10,9 +10,11 @@ import socket
 from pathlib import Path
 
 
-def new_holder_id() -> str:
-    """This process as a holder of leases and uploads: host/pid/nonce."""
-    return f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(4)}"
+def new_holder_id(node: str | None = None) -> str:
+    """This process as a holder of leases and uploads: node/pid/nonce, the node being the
+    host's name unless given (two processes with one node name must share a pid space)."""
+    name = (node or socket.gethostname()).replace("/", "_")
+    return f"{name}/{os.getpid()}/{secrets.token_hex(4)}"
 
 
 def dead_holders(holders: list[str], me: str) -> tuple[str, ...]:

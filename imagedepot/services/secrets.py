@@ -14,6 +14,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final
 
 from imagedepot.domain.errors import InvalidInput, NotFound, Unreadable
 from imagedepot.ports import (
@@ -28,6 +29,14 @@ from imagedepot.ports import (
 DOCKER_CONFIG_JSON = "kubernetes.io/dockerconfigjson"
 DNS_LABEL_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 SECRET_NAME_RE = re.compile(r"^[a-z0-9](?:[-.a-z0-9]{0,251}[a-z0-9])?$")
+
+
+KEY_CHECK: Final = "secret-key"
+KEY_CHECK_TEXT: Final = b"imagedepot secret key check"
+
+
+class WrongSecretKey(Exception):
+    """This process's secret key is not the one the store's secrets are sealed with."""
 
 
 @dataclass(frozen=True)
@@ -118,8 +127,27 @@ class SecretService:
     def reseal_all(self) -> int:
         """Re-encrypt every stored secret (and access key secret) under the box's newest key."""
         with self._store.transaction() as uow:
+            check = uow.key_checks.sealed(KEY_CHECK)
+            if check is not None:
+                uow.key_checks.put(KEY_CHECK, self._box.rotate(check))
             return uow.secrets.reseal_all(self._box.rotate) + (
                 uow.identity.reseal_credential_secrets(self._box.rotate)
+            )
+
+    def check_key(self) -> None:
+        """Refuse (WrongSecretKey) a key that cannot open what the store was sealed with: a
+        replica started with another IMAGEDEPOT_SECRET_KEY would fail every secret it met and
+        every pull token the other replicas signed."""
+        with self._store.transaction() as uow:
+            stored = uow.key_checks.add_if_absent(KEY_CHECK, self._box.encrypt(KEY_CHECK_TEXT))
+        try:
+            opened = self._box.decrypt(stored)
+        except SecretUndecryptable:
+            opened = b""
+        if opened != KEY_CHECK_TEXT:
+            raise WrongSecretKey(
+                "the secret key (IMAGEDEPOT_SECRET_KEY, else secret.key in the data dir) cannot "
+                "open what this database was sealed with: every replica must use the same key"
             )
 
     def credentials_for(

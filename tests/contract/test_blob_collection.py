@@ -168,3 +168,29 @@ def test_one_fetch_claim_per_blob_until_released_expired_or_dead(store: SqlMetad
         assert uow.blob_fetches.holders() == ["host-a/3/z"]
         uow.blob_fetches.release(digest, "host-a/3/z")
         assert uow.blob_fetches.holders() == []
+
+
+def test_heartbeats_tell_the_silent(store: SqlMetadataStore) -> None:
+    clock = MovableClock()
+    start = clock.now()
+    with store.transaction() as uow:
+        uow.heartbeats.beat("host-a/1/x", start)
+        uow.heartbeats.beat("host-b/2/y", start)
+        uow.heartbeats.beat("host-b/2/y", start + timedelta(seconds=20))
+    since = start + timedelta(seconds=10)
+    with store.transaction() as uow:
+        assert uow.heartbeats.silent(["host-a/1/x", "host-b/2/y", "never/3/z"], since) == [
+            "host-a/1/x",
+            "never/3/z",
+        ]
+        assert uow.heartbeats.forget_silent(since) == 1
+        assert uow.heartbeats.silent(["host-b/2/y"], since) == []
+
+
+def test_a_sealed_check_value_is_kept_once(store: SqlMetadataStore) -> None:
+    with store.transaction() as uow:
+        assert uow.key_checks.sealed("k") is None
+        assert uow.key_checks.add_if_absent("k", b"first") == b"first"
+        assert uow.key_checks.add_if_absent("k", b"second") == b"first"
+        uow.key_checks.put("k", b"resealed")
+        assert uow.key_checks.sealed("k") == b"resealed"

@@ -5,9 +5,12 @@ disk; collection leaves the bucket holding exactly what is still used."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -303,7 +306,13 @@ def test_replicas_and_workers_on_many_machines_fetch_each_blob_once(
             deployment.replica(tmp_path, "front-a", "--no-worker"),
             deployment.replica(tmp_path, "front-b", "--no-worker"),
         ]
-        workers = [WorkerProcess(tmp_path / f"worker-{n}", deployment.env) for n in range(2)]
+        # Each worker on a machine of its own: a dead one is known by its silence alone.
+        workers = [
+            WorkerProcess(
+                tmp_path / f"worker-{n}", {**deployment.env, "IMAGEDEPOT_NODE_NAME": f"w{n}"}
+            )
+            for n in range(2)
+        ]
         with replicas[0], replicas[1], workers[0], workers[1]:
             token = replicas[0].credential("fleet", "admin")
             first = dict(list(images.items())[:6])
@@ -358,3 +367,84 @@ def test_replicas_and_workers_on_many_machines_fetch_each_blob_once(
         collected = replicas[0].cli("gc", "--grace", "0")
         assert collected.returncode == 0, collected.stderr
         assert deployment.stored() == {pushed["app9"].manifest_digest, *pushed["app9"].blob_digests}
+
+
+def test_an_upload_cut_short_by_a_dead_replica_is_found_from_another(
+    seaweed_deployment: Deployment, tmp_path: Path
+) -> None:
+    deployment = seaweed_deployment
+    with (
+        # Two machines: no pid of the other can be checked.
+        deployment.replica(tmp_path, "doomed", "--no-worker", IMAGEDEPOT_NODE_NAME="m1") as doomed,
+        deployment.replica(tmp_path, "survivor", IMAGEDEPOT_NODE_NAME="m2") as survivor,
+    ):
+        token = survivor.credential("uploads", "member")
+        with survivor.client(token) as client:
+            created = client.post(
+                "/v2/images", json={"name": "cut", "disk_format": "raw", "container_format": "bare"}
+            )
+            assert created.status_code == 201, created.text
+            image_id = created.json()["id"]
+        piece, sent = os.urandom(256 * 1024), threading.Event()
+
+        def slow_body() -> Iterator[bytes]:
+            for index in range(400):
+                if index == 30:  # past a whole part: the dead writer left a multipart upload
+                    sent.set()
+                yield piece
+                time.sleep(0.02)
+
+        def upload() -> None:
+            with contextlib.suppress(httpx.HTTPError):  # the replica dies under it
+                httpx.put(
+                    f"{doomed.url}/v2/images/{image_id}/file",
+                    content=slow_body(),
+                    headers={"X-Auth-Token": token, "Content-Type": "application/octet-stream"},
+                    timeout=30,
+                )
+
+        uploader = threading.Thread(target=upload)
+        uploader.start()
+        assert sent.wait(30)
+        doomed.kill9()
+        killed_at = time.monotonic()
+        uploader.join()
+        with survivor.client(token) as client:
+            assert client.get(f"/v2/images/{image_id}").json()["status"] == "saving"
+            # Another machine's process cannot be asked for its pid: its silence for a lease
+            # (10 s here) is what tells the survivor's worker the upload is dead.
+            deadline = time.monotonic() + 40
+            while (status := client.get(f"/v2/images/{image_id}").json()["status"]) != "queued":
+                assert time.monotonic() < deadline, f"the image stayed {status}"
+                time.sleep(0.2)
+            assert time.monotonic() - killed_at > 10 - 10 / 3, "not before its lease ran out"
+            data = os.urandom(300 * 1024)
+            retried = client.put(
+                f"/v2/images/{image_id}/file",
+                content=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            assert retried.status_code == 204, retried.text
+            assert client.get(f"/v2/images/{image_id}").json()["status"] == "active"
+        assert deployment.stored() == {sha256_digest(data)}, "nothing partial under a blob key"
+
+
+def test_a_replica_with_another_secret_key_is_refused(
+    seaweed_deployment: Deployment, tmp_path: Path
+) -> None:
+    with seaweed_deployment.replica(tmp_path, "first"):
+        pass  # seals the deployment's key check
+    env = {**seaweed_deployment.env, "IMAGEDEPOT_SECRET_KEY": Fernet.generate_key().decode()}
+    command = imagedepot_command(
+        "serve",
+        "--port",
+        str(free_port()),
+        "--registry-port",
+        str(free_port()),
+        "--data-dir",
+        str(tmp_path / "second"),
+    )
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].endswith("every replica must use the same key")
+    assert "Traceback" not in result.stderr

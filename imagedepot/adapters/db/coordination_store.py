@@ -1,6 +1,6 @@
 """What processes on several machines coordinate through the database rather than a local
-disk: blob reuse against garbage collection, the collector's grace clock, and one fetch per
-blob across every worker.
+disk: blob reuse against garbage collection, the collector's grace clock, one fetch per blob
+across every worker, heartbeats, and a value sealed with the secret key.
 
 On PostgreSQL the reuse/removal exclusion is a transaction-scoped advisory lock per digest
 (shared for builders, exclusive and never waited for by collectors). On SQLite every write
@@ -136,3 +136,64 @@ class SqlBlobFetchRepository:
     def holders(self) -> builtins.list[str]:
         c = tables.blob_fetches.c
         return list(self._connection.execute(select(c.holder).distinct()).scalars())
+
+
+class SqlHeartbeatRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def beat(self, holder: str, now: datetime) -> None:
+        statement = upsert(self._connection, tables.process_heartbeats).values(
+            holder=holder, seen_at=now
+        )
+        self._connection.execute(
+            statement.on_conflict_do_update(index_elements=["holder"], set_={"seen_at": now})
+        )
+
+    def silent(self, holders: Sequence[str], since: datetime) -> builtins.list[str]:
+        wanted = list(dict.fromkeys(holders))
+        c = tables.process_heartbeats.c
+        alive: set[str] = set()
+        for batch in chunks(wanted):
+            alive.update(
+                self._connection.execute(
+                    select(c.holder).where(c.holder.in_(batch), c.seen_at >= since)
+                ).scalars()
+            )
+        return [holder for holder in wanted if holder not in alive]
+
+    def forget_silent(self, before: datetime) -> int:
+        c = tables.process_heartbeats.c
+        result = self._connection.execute(
+            delete(tables.process_heartbeats).where(c.seen_at < before)
+        )
+        return int(result.rowcount or 0)
+
+
+class SqlKeyCheckRepository:
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def sealed(self, name: str) -> bytes | None:
+        c = tables.key_checks.c
+        found = self._connection.execute(select(c.ciphertext).where(c.name == name)).scalar()
+        return None if found is None else bytes(found)
+
+    def put(self, name: str, ciphertext: bytes) -> None:
+        statement = upsert(self._connection, tables.key_checks).values(
+            name=name, ciphertext=ciphertext
+        )
+        self._connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["name"], set_={"ciphertext": ciphertext}
+            )
+        )
+
+    def add_if_absent(self, name: str, ciphertext: bytes) -> bytes:
+        statement = upsert(self._connection, tables.key_checks).values(
+            name=name, ciphertext=ciphertext
+        )
+        self._connection.execute(statement.on_conflict_do_nothing(index_elements=["name"]))
+        stored = self.sealed(name)
+        assert stored is not None
+        return stored

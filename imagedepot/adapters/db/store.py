@@ -45,6 +45,8 @@ from imagedepot.adapters.db.coordination_store import (
     SqlBlobFetchRepository,
     SqlBlobLockRepository,
     SqlBlobOrphanRepository,
+    SqlHeartbeatRepository,
+    SqlKeyCheckRepository,
 )
 from imagedepot.adapters.db.statements import chunks, insert_or_conflict, upsert
 from imagedepot.adapters.db.vmimage_store import SqlVmImageRepository
@@ -64,7 +66,9 @@ from imagedepot.ports import (
     CacheRepository,
     ConsoleSession,
     ConsoleSessionRepository,
+    HeartbeatRepository,
     IdentityRepository,
+    KeyCheckRepository,
     ProjectSummary,
     SecretRepository,
     StoredSecret,
@@ -720,6 +724,8 @@ class SqlUnitOfWork:
     blob_locks: BlobLockRepository
     blob_orphans: BlobOrphanRepository
     blob_fetches: BlobFetchRepository
+    heartbeats: HeartbeatRepository
+    key_checks: KeyCheckRepository
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
@@ -733,6 +739,8 @@ class SqlUnitOfWork:
         self.blob_locks = SqlBlobLockRepository(connection)
         self.blob_orphans = SqlBlobOrphanRepository(connection)
         self.blob_fetches = SqlBlobFetchRepository(connection)
+        self.heartbeats = SqlHeartbeatRepository(connection)
+        self.key_checks = SqlKeyCheckRepository(connection)
 
 
 class SqlMetadataStore:

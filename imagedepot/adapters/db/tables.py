@@ -212,6 +212,20 @@ blob_fetches = Table(
     Column("lease_until", UTCDateTime(), nullable=False),
 )
 
+process_heartbeats = Table(
+    "process_heartbeats",
+    metadata,
+    Column("holder", String(255), primary_key=True),
+    Column("seen_at", UTCDateTime(), nullable=False),
+)
+
+key_checks = Table(
+    "key_checks",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("ciphertext", LargeBinary(), nullable=False),
+)
+
 secrets = Table(
     "secrets",
     metadata,
