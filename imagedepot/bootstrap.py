@@ -15,7 +15,7 @@ import secrets
 import signal
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from imagedepot.adapters.blobs.filesystem import FilesystemBlobStore
 from imagedepot.adapters.blobs.s3 import S3BlobStore, S3Location, S3Tuning
 from imagedepot.adapters.clock import SystemClock
+from imagedepot.adapters.db.copy import TargetNotEmpty, copy_database
 from imagedepot.adapters.db.store import SqlMetadataStore
 from imagedepot.adapters.processes import dead_holders, new_holder_id
 from imagedepot.adapters.secretbox import (
@@ -112,6 +113,39 @@ def open_blob_store(settings: Settings) -> BlobStore:
         stale_after=timedelta(hours=settings.s3_stale_upload_hours),
     )
     return S3BlobStore(location, tuning)
+
+
+@dataclass(frozen=True)
+class StoreMove:
+    rows: dict[str, int]
+    """Rows copied per table (empty when the database stays)."""
+    blobs: int
+    """Blobs copied (0 when the blob store stays)."""
+
+
+def move_store(core: Core, database_url: str | None, blob_store: str | None) -> StoreMove:
+    """Copy the metadata store into the empty database `database_url` and the blobs into
+    `blob_store` (either or both), for a single machine becoming several. The source is left
+    as it was; SystemExit with one line when a target cannot be used."""
+    rows: dict[str, int] = {}
+    copied = 0
+    if blob_store is not None:
+        target_blobs = open_blob_store(replace(core.settings, blob_store=blob_store))
+        try:
+            check_blob_store(target_blobs)
+            copied = core.blob_service.copy_to(target_blobs)
+        finally:
+            if isinstance(target_blobs, S3BlobStore):
+                target_blobs.close()
+    if database_url is not None:
+        target = SqlMetadataStore(database_url)
+        try:
+            rows = copy_database(core.store, target)
+        except TargetNotEmpty as error:
+            raise SystemExit(f"imagedepot: {error}; nothing was copied") from None
+        finally:
+            target.close()
+    return StoreMove(rows, copied)
 
 
 def check_secret_key(core: Core) -> None:

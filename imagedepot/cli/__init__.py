@@ -19,7 +19,7 @@ from imagedepot.cli.caches import caches
 from imagedepot.cli.common import data_dir_option, settings_for
 from imagedepot.cli.images import images
 
-QUIET_UNLESS_VERBOSE = ("alembic", "httpx", "httpcore")
+QUIET_UNLESS_VERBOSE = ("alembic", "httpx", "httpcore", "botocore", "boto3", "s3transfer")
 """Libraries whose INFO lines (a migration step, every HTTP request the CLI makes) are noise
 on a command's stderr; `--verbose` shows them."""
 

@@ -309,6 +309,35 @@ def gc(data_dir: str | None, grace: float | None) -> None:
     click.echo(f"removed {len(removed)} unreferenced blobs")
 
 
+@click.command("migrate-store")
+@data_dir_option
+@click.option(
+    "--to-database",
+    metavar="URL",
+    help="An empty database (postgresql://…) to copy every table into.",
+)
+@click.option(
+    "--to-blob-store",
+    metavar="s3://BUCKET[/PREFIX]",
+    help="A bucket to copy every blob into (endpoint and credentials as AWS tools read them).",
+)
+def migrate_store(data_dir: str | None, to_database: str | None, to_blob_store: str | None) -> None:
+    """Copy this store (stop the server first) to PostgreSQL and/or S3, for running on
+    several machines; the source is left as it was."""
+    if to_database is None and to_blob_store is None:
+        raise click.UsageError("give --to-database, --to-blob-store or both")
+    with opened_core(data_dir) as core:
+        moved = bootstrap.move_store(core, to_database, to_blob_store)
+    if to_blob_store is not None:
+        click.echo(f"copied {moved.blobs} blobs to {to_blob_store}")
+    if to_database is not None:
+        click.echo(f"copied {sum(moved.rows.values())} rows in {len(moved.rows)} tables")
+    click.echo(
+        "start every replica with the same IMAGEDEPOT_SECRET_KEY as this data dir's "
+        "secret.key (and IMAGEDEPOT_ADMIN_TOKEN, if you use the admin token)"
+    )
+
+
 # --- projects -------------------------------------------------------------------------------
 
 
@@ -411,6 +440,7 @@ COMMANDS: tuple[click.Command, ...] = (
     secrets,
     fsck,
     gc,
+    migrate_store,
     projects,
     export_cache,
     import_cache,

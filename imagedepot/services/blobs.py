@@ -87,6 +87,23 @@ class BlobService:
             uow.blob_orphans.forget([digest])
         return stored
 
+    def copy_to(self, target: BlobStore) -> int:
+        """Copy every stored blob `target` lacks, each verified on its way in; the count."""
+        copied = 0
+        for digest in self._blobs.digests():
+            if target.has(digest):
+                continue
+            writer = target.writer(digest, self._blobs.size(digest))
+            try:
+                with self._blobs.open(digest) as chunks:
+                    for chunk in chunks:
+                        writer.write(chunk)
+                writer.commit()
+            finally:
+                writer.abort()
+            copied += 1
+        return copied
+
     def fsck(self) -> FsckReport:
         """Re-hash every stored blob; report damaged ones, referenced-but-missing (apart from
         those only builds in progress wait for), and orphans."""

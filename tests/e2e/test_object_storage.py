@@ -448,3 +448,78 @@ def test_a_replica_with_another_secret_key_is_refused(
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].endswith("every replica must use the same key")
     assert "Traceback" not in result.stderr
+
+
+def test_a_single_machine_moves_onto_postgresql_and_a_bucket(
+    seaweed_deployment: Deployment,
+    postgres_cluster: PostgresCluster,
+    registry: RegistryServer,
+    tmp_path: Path,
+) -> None:
+    layer = make_layer(1 * MiB, seed=20)
+    pushed = push_image(registry.url, "team/moved", "v1", [layer])
+    single = Service(tmp_path / "single")
+    with single:
+        token = single.credential("team", "admin")
+        with single.client(token) as client:
+            created = client.post(
+                "/v5/imagecaches",
+                json={"name": "moved", "images": [f"{registry.endpoint}/team/moved:v1"]},
+            )
+            assert created.status_code == 201, created.text
+            cache_id = created.json()["image_cache"]["id"]
+            assert wait_for_status(client, cache_id, {"Available"})["status"] == "Available"
+            made = client.post(
+                "/v2/images",
+                json={"name": "disk", "disk_format": "raw", "container_format": "bare"},
+            )
+            image_id = made.json()["id"]
+            disk = os.urandom(100_000)
+            stored = client.put(
+                f"/v2/images/{image_id}/file",
+                content=disk,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            assert stored.status_code == 204
+    key = (single.data_dir / "secret.key").read_text().strip()
+    database = postgres_cluster.create_database()
+    try:
+        target = {
+            "--to-database": postgres_cluster.url(database),
+            "--to-blob-store": seaweed_deployment.env["IMAGEDEPOT_BLOB_STORE"],
+        }
+        moving = Service(single.data_dir, env=seaweed_deployment.engine.env())
+        moved = moving.cli(
+            "migrate-store", "--data-dir", str(single.data_dir), *sum(target.items(), ())
+        )
+        assert "copied 4 blobs" in moved.stdout, moved.stdout
+        again = moving.cli(
+            "migrate-store",
+            "--data-dir",
+            str(single.data_dir),
+            *sum(target.items(), ()),
+            check=False,
+        )
+        assert again.returncode == 1
+        assert "already holds" in again.stderr
+        env = {
+            **seaweed_deployment.env,
+            "IMAGEDEPOT_DATABASE_URL": postgres_cluster.url(database),
+            "IMAGEDEPOT_SECRET_KEY": key,
+        }
+        with Service(tmp_path / "replica", env=env) as replica:
+            layout = tmp_path / "pulled"
+            skopeo_copy(replica, token, "team/moved:v1", layout)
+            assert layout_digests(layout) == {pushed.manifest_digest, *pushed.blob_digests}
+            with replica.client(token) as client:
+                assert client.get(f"/v2/images/{image_id}/file").content == disk
+                # New rows after the copied ones: ids and revisions go on where they stopped.
+                more = client.post("/v5/imagecaches", json={"name": "after", "images": ["a/b:c"]})
+                assert more.status_code == 201, more.text
+                listed = client.get("/v5/imagecaches").json()["image_caches"]
+                assert sorted(c["name"] for c in listed) == ["after", "moved"]
+            assert not list(replica.data_dir.glob("blobs/sha256/*/*"))
+            audit = json.loads(replica.cli("audit", "--project", "team", "--json").stdout)
+            assert audit[0]["action"] == "cce:imageCache:create"
+    finally:
+        postgres_cluster.drop_database(database)
