@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from imagedepot.api.context import RegistryContext
     from imagedepot.api.limits import AuthFailureLimiter
     from imagedepot.services.building import BuildPolicy
-    from imagedepot.worker.loop import WorkerLoop
+    from imagedepot.worker.loop import WorkerLoop, at_most_every
 
 log = logging.getLogger("imagedepot")
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
@@ -291,6 +291,10 @@ def build_policy(settings: Settings) -> BuildPolicy:
     )
 
 
+STAGED_SWEEP_SECONDS = 3600.0
+"""How often a worker looks for what dead writers left staged in the blob store."""
+
+
 def worker_for(core: Core, registry: AiohttpRegistryClient) -> WorkerLoop:
     from imagedepot.services.building import BlobFetcher, CacheBuilder
     from imagedepot.services.fetch_claims import FetchClaims
@@ -312,6 +316,8 @@ def worker_for(core: Core, registry: AiohttpRegistryClient) -> WorkerLoop:
         housekeeping=[
             lambda: core.vm_images.recover_interrupted_uploads(dead),
             core.caches.forget_changes,
+            # What dead writers left staged (swept at the worker's start, then hourly).
+            at_most_every(STAGED_SWEEP_SECONDS, core.blobs.clean_temporary),
         ],
         dead_holders=dead,
     )

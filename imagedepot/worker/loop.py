@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 
@@ -17,6 +18,21 @@ from imagedepot.ports import BlobStore, Clock, MetadataStore
 from imagedepot.worker.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
+
+
+def at_most_every(seconds: float, chore: Callable[[], object]) -> Callable[[], object]:
+    """`chore` as a housekeeping step that runs once per `seconds`, the first time `seconds`
+    from now: for sweeps too costly to run on every tick."""
+    last = [time.monotonic()]
+
+    def maybe() -> object:
+        now = time.monotonic()
+        if now - last[0] < seconds:
+            return None
+        last[0] = now
+        return chore()
+
+    return maybe
 
 
 class WorkerLoop:
