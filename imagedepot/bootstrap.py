@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from imagedepot.api.context import RegistryContext
     from imagedepot.api.limits import AuthFailureLimiter
     from imagedepot.services.building import BuildPolicy
-    from imagedepot.worker.loop import WorkerLoop, at_most_every
+    from imagedepot.worker.loop import WorkerLoop
 
 log = logging.getLogger("imagedepot")
 ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 - a file name, not a secret
@@ -298,7 +298,7 @@ STAGED_SWEEP_SECONDS = 3600.0
 def worker_for(core: Core, registry: AiohttpRegistryClient) -> WorkerLoop:
     from imagedepot.services.building import BlobFetcher, CacheBuilder
     from imagedepot.services.fetch_claims import FetchClaims
-    from imagedepot.worker.loop import WorkerLoop
+    from imagedepot.worker.loop import WorkerLoop, at_most_every
     from imagedepot.worker.reconciler import Reconciler
 
     settings = core.settings

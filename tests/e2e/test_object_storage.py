@@ -523,3 +523,48 @@ def test_a_single_machine_moves_onto_postgresql_and_a_bucket(
             assert audit[0]["action"] == "cce:imageCache:create"
     finally:
         postgres_cluster.drop_database(database)
+
+
+def test_the_bucket_going_away_mid_build_leaves_nothing_partial(
+    seaweed_deployment: Deployment, registry: RegistryServer, tmp_path: Path
+) -> None:
+    deployment = seaweed_deployment
+    layer = make_layer(8 * MiB, seed=30)
+    pushed = push_image(registry.url, "team/outage", "v1", [layer])
+    with (
+        FaultProxy(registry.url) as upstream,
+        deployment.replica(tmp_path, "r") as replica,
+    ):
+        token = replica.credential("team", "admin")
+        upstream.throttle(layer.digest, MiB // 2)  # 16 s: the bucket goes away in the middle
+        with replica.client(token) as client:
+            created = client.post(
+                "/v5/imagecaches",
+                json={"name": "outage", "images": [f"{upstream.endpoint}/team/outage:v1"]},
+            )
+            assert created.status_code == 201, created.text
+            cache_id = created.json()["image_cache"]["id"]
+            deadline = time.monotonic() + 30
+            while not upstream.seen(f"/blobs/{layer.digest}", "GET"):
+                assert time.monotonic() < deadline, "the build never started fetching"
+                time.sleep(0.1)
+            deployment.engine.stop()
+            try:
+                asked = time.monotonic()
+                ready = client.get("/readyz")
+                assert time.monotonic() - asked < 10, "a health check answers at once"
+                assert ready.status_code == 503
+                assert ready.json()["reason"].startswith("blob store")
+                time.sleep(3)
+                during = client.get(f"/v5/imagecaches/{cache_id}").json()["image_cache"]
+                assert during["status"] == "Creating", "the build waits for the bucket"
+            finally:
+                deployment.engine.start()
+            assert client.get("/readyz").status_code == 200
+            # Back within the client's retries (about a minute): the build just goes on.
+            done = wait_for_status(client, cache_id, {"Available", "Failed"}, timeout=120)
+            assert done["status"] == "Available", done
+        assert deployment.stored() == {pushed.manifest_digest, *pushed.blob_digests}
+        layout = tmp_path / "pulled"
+        skopeo_copy(replica, token, "team/outage:v1", layout)
+        assert layout_digests(layout) == {pushed.manifest_digest, *pushed.blob_digests}

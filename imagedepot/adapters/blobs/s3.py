@@ -74,14 +74,17 @@ class S3Tuning:
     stale_after: timedelta = timedelta(hours=24)
 
 
-def s3_client(max_connections: int) -> S3Client:
+def s3_client(
+    max_connections: int, *, attempts: int = 8, connect_timeout: float = 5, read_timeout: float = 60
+) -> S3Client:
     """A client configured the way AWS tools are (environment, shared files), path-style
-    whenever the endpoint is not AWS's own (Ceph and MinIO need it), retrying 5xx, throttling
-    and SlowDown with backoff."""
+    whenever the endpoint is not AWS's own (Ceph and MinIO need it), retrying 5xx, throttling,
+    SlowDown and refused connections with backoff (with 8 attempts, about a minute: a bucket
+    restarting under a build does not fail it)."""
     config = Config(
-        retries={"mode": "standard", "max_attempts": 8},
-        connect_timeout=5,
-        read_timeout=60,
+        retries={"mode": "standard", "max_attempts": attempts},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
         max_pool_connections=max_connections,
     )
     session = boto3.session.Session()
@@ -281,6 +284,8 @@ class S3BlobStore:
         self.location = location
         self.tuning = tuning
         self.client = client or s3_client(max_connections=tuning.parallel_parts + 16)
+        # Health checks answer at once rather than after a minute of retries.
+        self._probe = client or s3_client(2, attempts=1, connect_timeout=2, read_timeout=5)
         self._pool = ThreadPoolExecutor(tuning.parallel_parts, thread_name_prefix="s3-part")
         self._in_flight = threading.BoundedSemaphore(tuning.parallel_parts)
 
@@ -441,14 +446,15 @@ class S3BlobStore:
     # --- BlobUpkeep -------------------------------------------------------------------------
 
     def check(self) -> None:
-        bucket = self.location.bucket
+        bucket, client = self.location.bucket, self._probe
         try:
-            self.call(self.client.head_bucket, Bucket=bucket)
+            self.call(client.head_bucket, Bucket=bucket)
         except ClientError as error:
             raise BlobStoreUnavailable(f"blob store {self}: no bucket {bucket!r}") from error
         probe = self.staging_key(f"probe-{uuid.uuid4().hex}")
-        self.call(self.client.put_object, Bucket=bucket, Key=probe, Body=b"")
-        self.remove_key(probe)
+        self.call(client.put_object, Bucket=bucket, Key=probe, Body=b"")
+        with contextlib.suppress(ClientError):
+            self.call(client.delete_object, Bucket=bucket, Key=probe)
 
     def clean_temporary(self) -> int:
         """Abort multipart uploads and remove staged objects older than `stale_after`: what
