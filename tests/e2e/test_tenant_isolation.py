@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -312,9 +313,21 @@ def test_a_secret_no_key_opens_fails_the_build_at_once_naming_it(
     private_image(private, "a/lost", 16 * KIB, seed=1006)
     service.add_pull_secret("iso-lost", "regcred", private.endpoint, "alice", USERS["alice"])
     token = service.credential("iso-lost", "admin")
-    # The key is lost: the server restarts with one that never sealed anything.
+    # The key is lost: the server refuses to start with one that never sealed anything,
+    # rather than failing every secret it meets.
     service.stop()
-    (service.data_dir / "secret.key").write_bytes(Fernet.generate_key() + b"\n")
+    key_file = service.data_dir / "secret.key"
+    kept_key = key_file.read_bytes()
+    key_file.write_bytes(Fernet.generate_key() + b"\n")
+    with pytest.raises(RuntimeError, match="every replica must use the same key"):
+        service.start()
+    # With the key back, one secret damaged at rest is what no key opens.
+    key_file.write_bytes(kept_key)
+    with sqlite3.connect(service.data_dir / "imagedepot.db") as database:
+        database.execute(
+            "UPDATE secrets SET ciphertext = ? WHERE name = 'regcred'",
+            (Fernet(Fernet.generate_key()).encrypt(b"{}"),),
+        )
     service.start()
     started = time.monotonic()
     failed = build(service, token, f"{private.endpoint}/a/lost:v1", ("default:regcred",))
