@@ -68,7 +68,8 @@ class Bucketed:
             self.cluster.drop_database(database)
 
     def directory(self, name: str) -> Path:
-        return self.work / f"{self.count}-{name}"
+        slug = "".join(c if c.isalnum() else "-" for c in name)
+        return self.work / f"{self.count}-{slug}"
 
 
 def raw_limit(registry: RegistryServer, blobs: dict[str, str], engine: S3Engine) -> float:
@@ -163,6 +164,7 @@ def skopeo_pull(service: Service, token: str, ref: str, layout: Path) -> None:
 
 def pulls(replicas: list[Service], token: str, ref: str, clients: int, work: Path) -> float:
     """`clients` skopeo pulls at once, spread over `replicas`; seconds for all of them."""
+    work.mkdir(parents=True)
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(
