@@ -8,7 +8,7 @@ contract tests.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -481,6 +481,16 @@ class BlobWriter(Protocol):
 
     def abort(self) -> None:
         """Throw away what is staged; safe to call after commit."""
+
+
+def write_blob(writer: BlobWriter, chunks: Iterable[bytes]) -> None:
+    """Feed `chunks` to `writer` and commit them; whatever happens, nothing stays staged."""
+    try:
+        for chunk in chunks:
+            writer.write(chunk)
+        writer.commit()
+    finally:
+        writer.abort()
 
 
 class UploadWriter(Protocol):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final
 
-from imagedepot.ports import BlobStore, Clock, MetadataStore
+from imagedepot.ports import BlobStore, Clock, MetadataStore, write_blob
 
 DEFAULT_GC_GRACE: Final = timedelta(hours=1)
 
@@ -93,14 +93,8 @@ class BlobService:
         for digest in self._blobs.digests():
             if target.has(digest):
                 continue
-            writer = target.writer(digest, self._blobs.size(digest))
-            try:
-                with self._blobs.open(digest) as chunks:
-                    for chunk in chunks:
-                        writer.write(chunk)
-                writer.commit()
-            finally:
-                writer.abort()
+            with self._blobs.open(digest) as chunks:
+                write_blob(target.writer(digest, self._blobs.size(digest)), chunks)
             copied += 1
         return copied
 

@@ -41,7 +41,7 @@ from imagedepot.domain.manifests import (
     parse_manifest,
 )
 from imagedepot.domain.references import DIGEST_RE, parse_reference
-from imagedepot.ports import BlobCorrupt, BlobInfo, BlobStore, Clock, MetadataStore
+from imagedepot.ports import BlobCorrupt, BlobInfo, BlobStore, Clock, MetadataStore, write_blob
 from imagedepot.services.blobs import BlobService
 from imagedepot.services.caches import Quotas
 
@@ -206,16 +206,12 @@ class OciLayoutService:
         return cache
 
     def _store_blob(self, layout: _Layout, blob: BlobInfo) -> None:
-        writer = self._blobs.writer(blob.digest, blob.size)
         try:
             with layout.open(_blob_path(blob.digest)) as source:
-                while chunk := source.read(COPY_CHUNK):
-                    writer.write(chunk)
-            writer.commit()
+                chunks = iter(lambda: source.read(COPY_CHUNK), b"")
+                write_blob(self._blobs.writer(blob.digest, blob.size), chunks)
         except BlobCorrupt as error:
             raise LayoutInvalid(f"the layout's {error}") from None
-        finally:
-            writer.abort()
 
 
 def _check_blob(layout: _Layout, blob: BlobInfo) -> None:

@@ -21,6 +21,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
+from tests.support import glance
 from tests.support.commands import run_command
 from tests.support.faultproxy import FaultProxy
 from tests.support.images import make_layer, push_image, sha256_digest
@@ -132,6 +133,44 @@ def registry_get(
         return client.request(method, url, headers=headers)
 
 
+def serve_refused(env: dict[str, str], data_dir: Path) -> str:
+    """Run `serve` with `env`, which must refuse to start: exit 1, no traceback; its stderr."""
+    command = imagedepot_command(
+        "serve",
+        "--port",
+        str(free_port()),
+        "--registry-port",
+        str(free_port()),
+        "--data-dir",
+        str(data_dir),
+    )
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr.strip()
+
+
+def create_caches(replicas: list[Service], token: str, images: dict[str, str]) -> dict[str, str]:
+    """Create one cache per (name, image) at once, through the replicas in turn; name -> id."""
+
+    def create(index_and_item: tuple[int, tuple[str, str]]) -> tuple[str, str]:
+        index, (name, image) = index_and_item
+        with replicas[index % len(replicas)].client(token) as client:
+            created = client.post("/v5/imagecaches", json={"name": name, "images": [image]})
+        assert created.status_code == 201, created.text
+        return name, created.json()["image_cache"]["id"]
+
+    with ThreadPoolExecutor(len(images)) as pool:
+        return dict(pool.map(create, enumerate(images.items())))
+
+
+def wait_all_available(replica: Service, token: str, ids: list[str]) -> None:
+    with replica.client(token) as client:
+        for cache_id in ids:
+            done = wait_for_status(client, cache_id, {"Available", "Failed"}, timeout=180)
+            assert done["status"] == "Available", done
+
+
 def test_replicas_share_one_bucket_build_serve_and_collect(
     deployment: Deployment, registry: RegistryServer, tmp_path: Path
 ) -> None:
@@ -143,13 +182,9 @@ def test_replicas_share_one_bucket_build_serve_and_collect(
         deployment.replica(tmp_path, "b", "--no-worker") as front,
     ):
         token = builder.credential("team", "admin")
-        with front.client(token) as client:
-            created = client.post("/v5/imagecaches", json={"name": "web", "images": [image]})
-            assert created.status_code == 201, created.text
-            cache_id = created.json()["image_cache"]["id"]
-            # Created through the replica without a worker: the other replica builds it.
-            done = wait_for_status(client, cache_id, {"Available", "Failed"}, timeout=120)
-        assert done["status"] == "Available", done
+        # Created through the replica without a worker: the other replica builds it.
+        cache_id = create_caches([front], token, {"web": image})["web"]
+        wait_all_available(front, token, [cache_id])
         wanted = {pushed.manifest_digest, *pushed.blob_digests}
         assert deployment.stored() == wanted
         assert deployment.leftovers() == []
@@ -175,17 +210,8 @@ def test_replicas_share_one_bucket_build_serve_and_collect(
         # A VM image uploaded through one replica is downloaded through the other.
         disk = b"disk image bytes " * 400_000
         with front.client(token) as client:
-            made = client.post(
-                "/v2/images",
-                json={"name": "disk", "disk_format": "raw", "container_format": "bare"},
-            )
-            assert made.status_code == 201, made.text
-            image_id = made.json()["id"]
-            uploaded = client.put(
-                f"/v2/images/{image_id}/file",
-                content=disk,
-                headers={"Content-Type": "application/octet-stream"},
-            )
+            image_id = glance.create(client, name="disk")["id"]
+            uploaded = glance.upload(client, image_id, disk)
             assert uploaded.status_code == 204, uploaded.text
         with builder.client(token) as client:
             downloaded = client.get(f"/v2/images/{image_id}/file")
@@ -212,14 +238,10 @@ def test_blob_gets_can_be_redirected_to_the_bucket(
     pushed = push_image(registry.url, "team/app", "redirected", [layer])
     with seaweed_deployment.replica(tmp_path, "r", IMAGEDEPOT_S3_REDIRECT_SECONDS="300") as replica:
         token = replica.credential("team", "admin")
-        with replica.client(token) as client:
-            created = client.post(
-                "/v5/imagecaches",
-                json={"name": "redirected", "images": [f"{registry.endpoint}/team/app:redirected"]},
-            )
-            assert created.status_code == 201, created.text
-            done = wait_for_status(client, created.json()["image_cache"]["id"], {"Available"})
-        assert done["status"] == "Available"
+        image = f"{registry.endpoint}/team/app:redirected"
+        wait_all_available(
+            replica, token, list(create_caches([replica], token, {"r": image}).values())
+        )
         answer = registry_get(replica, token, f"/v2/team/app/blobs/{layer.digest}")
         assert answer.status_code == 307
         location = answer.headers["location"]
@@ -240,48 +262,13 @@ def test_serve_refuses_a_bucket_it_cannot_use(
     seaweed_deployment: Deployment, tmp_path: Path
 ) -> None:
     env = {**seaweed_deployment.env, "IMAGEDEPOT_BLOB_STORE": "s3://no-such-bucket/x"}
-    command = imagedepot_command(
-        "serve",
-        "--port",
-        str(free_port()),
-        "--registry-port",
-        str(free_port()),
-        "--data-dir",
-        str(tmp_path / "data"),
-    )
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    (line,) = result.stderr.strip().splitlines()[-1:]
+    line = serve_refused(env, tmp_path / "data").splitlines()[-1]
     assert "no-such-bucket" in line
     assert seaweed_deployment.engine.endpoint in line
     wrong_key = {**seaweed_deployment.env, "AWS_SECRET_ACCESS_KEY": "not-the-key"}
-    result = subprocess.run(command, env=wrong_key, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    assert seaweed_deployment.bucket in result.stderr
-    assert "not-the-key" not in result.stderr
-    assert json.dumps(result.stderr)  # one printable line, no traceback
-    assert "Traceback" not in result.stderr
-
-
-def create_caches(replicas: list[Service], token: str, images: dict[str, str]) -> dict[str, str]:
-    """Create one cache per (name, image) at once, through the replicas in turn; name -> id."""
-
-    def create(index_and_item: tuple[int, tuple[str, str]]) -> tuple[str, str]:
-        index, (name, image) = index_and_item
-        with replicas[index % len(replicas)].client(token) as client:
-            created = client.post("/v5/imagecaches", json={"name": name, "images": [image]})
-        assert created.status_code == 201, created.text
-        return name, created.json()["image_cache"]["id"]
-
-    with ThreadPoolExecutor(len(images)) as pool:
-        return dict(pool.map(create, enumerate(images.items())))
-
-
-def wait_all_available(replica: Service, token: str, ids: list[str]) -> None:
-    with replica.client(token) as client:
-        for cache_id in ids:
-            done = wait_for_status(client, cache_id, {"Available", "Failed"}, timeout=180)
-            assert done["status"] == "Available", done
+    refused = serve_refused(wrong_key, tmp_path / "data")
+    assert seaweed_deployment.bucket in refused
+    assert "not-the-key" not in refused
 
 
 def completed_gets(proxy: FaultProxy, digest: str) -> int:
@@ -380,11 +367,7 @@ def test_an_upload_cut_short_by_a_dead_replica_is_found_from_another(
     ):
         token = survivor.credential("uploads", "member")
         with survivor.client(token) as client:
-            created = client.post(
-                "/v2/images", json={"name": "cut", "disk_format": "raw", "container_format": "bare"}
-            )
-            assert created.status_code == 201, created.text
-            image_id = created.json()["id"]
+            image_id = glance.create(client, name="cut")["id"]
         piece, sent = os.urandom(256 * 1024), threading.Event()
 
         def slow_body() -> Iterator[bytes]:
@@ -419,11 +402,7 @@ def test_an_upload_cut_short_by_a_dead_replica_is_found_from_another(
                 time.sleep(0.2)
             assert time.monotonic() - killed_at > 10 - 10 / 3, "not before its lease ran out"
             data = os.urandom(300 * 1024)
-            retried = client.put(
-                f"/v2/images/{image_id}/file",
-                content=data,
-                headers={"Content-Type": "application/octet-stream"},
-            )
+            retried = glance.upload(client, image_id, data)
             assert retried.status_code == 204, retried.text
             assert client.get(f"/v2/images/{image_id}").json()["status"] == "active"
         assert deployment.stored() == {sha256_digest(data)}, "nothing partial under a blob key"
@@ -435,19 +414,8 @@ def test_a_replica_with_another_secret_key_is_refused(
     with seaweed_deployment.replica(tmp_path, "first"):
         pass  # seals the deployment's key check
     env = {**seaweed_deployment.env, "IMAGEDEPOT_SECRET_KEY": Fernet.generate_key().decode()}
-    command = imagedepot_command(
-        "serve",
-        "--port",
-        str(free_port()),
-        "--registry-port",
-        str(free_port()),
-        "--data-dir",
-        str(tmp_path / "second"),
-    )
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].endswith("every replica must use the same key")
-    assert "Traceback" not in result.stderr
+    refused = serve_refused(env, tmp_path / "second")
+    assert refused.splitlines()[-1].endswith("every replica must use the same key")
 
 
 def test_a_single_machine_moves_onto_postgresql_and_a_bucket(
@@ -461,26 +429,14 @@ def test_a_single_machine_moves_onto_postgresql_and_a_bucket(
     single = Service(tmp_path / "single")
     with single:
         token = single.credential("team", "admin")
+        image = f"{registry.endpoint}/team/moved:v1"
+        wait_all_available(
+            single, token, list(create_caches([single], token, {"moved": image}).values())
+        )
         with single.client(token) as client:
-            created = client.post(
-                "/v5/imagecaches",
-                json={"name": "moved", "images": [f"{registry.endpoint}/team/moved:v1"]},
-            )
-            assert created.status_code == 201, created.text
-            cache_id = created.json()["image_cache"]["id"]
-            assert wait_for_status(client, cache_id, {"Available"})["status"] == "Available"
-            made = client.post(
-                "/v2/images",
-                json={"name": "disk", "disk_format": "raw", "container_format": "bare"},
-            )
-            image_id = made.json()["id"]
+            image_id = glance.create(client, name="disk")["id"]
             disk = os.urandom(100_000)
-            stored = client.put(
-                f"/v2/images/{image_id}/file",
-                content=disk,
-                headers={"Content-Type": "application/octet-stream"},
-            )
-            assert stored.status_code == 204
+            assert glance.upload(client, image_id, disk).status_code == 204
     key = (single.data_dir / "secret.key").read_text().strip()
     database = postgres_cluster.create_database()
     try:
@@ -537,13 +493,9 @@ def test_the_bucket_going_away_mid_build_leaves_nothing_partial(
     ):
         token = replica.credential("team", "admin")
         upstream.throttle(layer.digest, MiB // 2)  # 16 s: the bucket goes away in the middle
+        image = f"{upstream.endpoint}/team/outage:v1"
+        cache_id = create_caches([replica], token, {"outage": image})["outage"]
         with replica.client(token) as client:
-            created = client.post(
-                "/v5/imagecaches",
-                json={"name": "outage", "images": [f"{upstream.endpoint}/team/outage:v1"]},
-            )
-            assert created.status_code == 201, created.text
-            cache_id = created.json()["image_cache"]["id"]
             deadline = time.monotonic() + 30
             while not upstream.seen(f"/blobs/{layer.digest}", "GET"):
                 assert time.monotonic() < deadline, "the build never started fetching"

@@ -24,7 +24,43 @@ def imagedepot_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "imagedepot.cli", *args]
 
 
-class Service:
+class _Supervised:
+    """A process of ours the test started, its output in a log file: stopped with SIGTERM
+    (SIGKILL after 20 s) when the block ends, or killed outright with `kill9`."""
+
+    _process: subprocess.Popen[bytes] | None
+    _log: Path
+
+    @property
+    def log(self) -> str:
+        return self._log.read_text(errors="replace") if self._log.exists() else ""
+
+    def stop(self) -> None:
+        if self._process and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def kill9(self) -> None:
+        assert self._process is not None
+        self._process.kill()
+        self._process.wait()
+        self._process = None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Service(_Supervised):
     """`with Service() as service: service.client(token).get(...)`; restartable, killable."""
 
     def __init__(
@@ -66,10 +102,6 @@ class Service:
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
-    @property
-    def log(self) -> str:
-        return self._log.read_text(errors="replace") if self._log.exists() else ""
-
     def start(self) -> Service:
         self.port, self.registry_port = free_port(), free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -97,32 +129,8 @@ class Service:
         assert response.status_code == 200, self.log
         return self
 
-    def stop(self) -> None:
-        if self._process and self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._process = None
-
-    def kill9(self) -> None:
-        assert self._process is not None
-        self._process.kill()
-        self._process.wait()
-        self._process = None
-
     def __enter__(self) -> Service:
         return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
@@ -227,7 +235,7 @@ def wait_gone(client: httpx.Client, cache_id: str, timeout: float = 30) -> None:
     raise AssertionError(f"cache {cache_id} still exists after {timeout}s")
 
 
-class WorkerProcess:
+class WorkerProcess(_Supervised):
     """`imagedepot worker` in a subprocess (builds only, no ports), killable with -9."""
 
     def __init__(self, data_dir: Path, env: dict[str, str]) -> None:
@@ -235,10 +243,6 @@ class WorkerProcess:
         self.env = {**os.environ, "IMAGEDEPOT_LEASE_SECONDS": "10", **env}
         self._process: subprocess.Popen[bytes] | None = None
         self._log = data_dir / "worker.log"
-
-    @property
-    def log(self) -> str:
-        return self._log.read_text(errors="replace") if self._log.exists() else ""
 
     def start(self) -> WorkerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -251,29 +255,5 @@ class WorkerProcess:
             )
         return self
 
-    def kill9(self) -> None:
-        assert self._process is not None
-        self._process.kill()
-        self._process.wait()
-        self._process = None
-
-    def stop(self) -> None:
-        if self._process and self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        self._process = None
-
     def __enter__(self) -> WorkerProcess:
         return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

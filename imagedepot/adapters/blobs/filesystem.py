@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from imagedepot.adapters.blobs.promises import Promise
 from imagedepot.adapters.processes import fsync_directory, process_alive
 from imagedepot.domain.references import DIGEST_RE
-from imagedepot.ports import BlobCorrupt, BlobStore, BlobStoreUnavailable
+from imagedepot.ports import BlobCorrupt, BlobStore, BlobStoreUnavailable, write_blob
 
 CHUNK = 1 << 20
 STALE_TEMP_SECONDS = 24 * 3600
@@ -88,11 +89,10 @@ class FilesystemBlobWriter(_HashedTempFile):
     def __init__(self, store: FilesystemBlobStore, digest: str, size: int | None) -> None:
         super().__init__(store)
         self._digest = digest
-        self._size = size
+        self._promise = Promise(digest, size)
 
     def write(self, chunk: bytes) -> None:
-        if self._size is not None and self._written + len(chunk) > self._size:
-            raise BlobCorrupt(f"blob {self._digest} is longer than its declared {self._size} bytes")
+        self._promise.check_room(self._written, len(chunk))
         self._append(chunk)
 
     def reset(self) -> None:
@@ -102,13 +102,7 @@ class FilesystemBlobWriter(_HashedTempFile):
         self._written = 0
 
     def commit(self) -> None:
-        if self._size is not None and self._written != self._size:
-            raise BlobCorrupt(
-                f"blob {self._digest} has {self._written} bytes, expected {self._size}"
-            )
-        actual = self._digest_so_far()
-        if actual != self._digest:
-            raise BlobCorrupt(f"blob {self._digest} has digest {actual}")
+        self._promise.check_kept(self._written, self._digest_so_far())
         self._place(self._digest)
 
 
@@ -181,12 +175,7 @@ class FilesystemBlobStore:
         return FilesystemUploadWriter(self)
 
     def put_bytes(self, digest: str, data: bytes) -> None:
-        writer = self.writer(digest, len(data))
-        try:
-            writer.write(data)
-            writer.commit()
-        finally:
-            writer.abort()
+        write_blob(self.writer(digest, len(data)), [data])
 
     def read_bytes(self, digest: str, limit: int) -> bytes:
         with self.path(digest).open("rb") as file:

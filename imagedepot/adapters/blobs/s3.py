@@ -32,8 +32,9 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from imagedepot.adapters.blobs.promises import Promise
 from imagedepot.domain.references import DIGEST_RE
-from imagedepot.ports import BlobCorrupt, BlobStore, BlobStoreUnavailable
+from imagedepot.ports import BlobCorrupt, BlobStore, BlobStoreUnavailable, write_blob
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -212,11 +213,10 @@ class S3BlobWriter(_HashedParts):
     def __init__(self, store: S3BlobStore, digest: str, size: int | None) -> None:
         super().__init__(store, store.key(digest))
         self._digest = digest
-        self._size = size
+        self._promise = Promise(digest, size)
 
     def write(self, chunk: bytes) -> None:
-        if self._size is not None and self._written + len(chunk) > self._size:
-            raise BlobCorrupt(f"blob {self._digest} is longer than its declared {self._size} bytes")
+        self._promise.check_room(self._written, len(chunk))
         self._append(chunk)
 
     def reset(self) -> None:
@@ -226,13 +226,7 @@ class S3BlobWriter(_HashedParts):
         self._written = 0
 
     def commit(self) -> None:
-        if self._size is not None and self._written != self._size:
-            raise BlobCorrupt(
-                f"blob {self._digest} has {self._written} bytes, expected {self._size}"
-            )
-        actual = self._digest_so_far()
-        if actual != self._digest:
-            raise BlobCorrupt(f"blob {self._digest} has digest {actual}")
+        self._promise.check_kept(self._written, self._digest_so_far())
         if self._store.has(self._digest):  # another writer got there: keep its copy
             self.abort()
             return
@@ -416,12 +410,7 @@ class S3BlobStore:
         return S3UploadWriter(self)
 
     def put_bytes(self, digest: str, data: bytes) -> None:
-        writer = self.writer(digest, len(data))
-        try:
-            writer.write(data)
-            writer.commit()
-        finally:
-            writer.abort()
+        write_blob(self.writer(digest, len(data)), [data])
 
     # --- BlobDeleter, BlobEnumerator ----------------------------------------------------------
 
