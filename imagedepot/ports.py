@@ -135,6 +135,9 @@ class BlobRefRepository(Protocol):
     def all_referenced(self) -> set[str]:
         """Every digest that some owner uses."""
 
+    def recorded_sizes(self) -> dict[str, int]:
+        """Every referenced blob's size as its owners recorded it."""
+
     def referenced_totals(self) -> tuple[int, int]:
         """How many distinct blobs some owner uses, and their bytes."""
 

@@ -260,10 +260,15 @@ def secrets_rotate_key(data_dir: str | None) -> None:
 @click.command()
 @data_dir_option
 @json_option
-def fsck(data_dir: str | None, as_json: bool) -> None:
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Compare each blob's size with the recorded one instead of re-hashing its bytes.",
+)
+def fsck(data_dir: str | None, as_json: bool, quick: bool) -> None:
     """Re-hash every blob and report damage; exit 1 when any blob is damaged or missing."""
     with opened_core(data_dir) as core:
-        report = core.blob_service.fsck()
+        report = core.blob_service.fsck(quick=quick)
     if as_json:
         click.echo(
             json.dumps(

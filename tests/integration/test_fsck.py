@@ -25,10 +25,11 @@ def test_fsck_tells_in_flight_from_missing(tmp_path: Path) -> None:
     store = SqlMetadataStore(f"sqlite:///{tmp_path / 'db.sqlite'}")
     blobs = FilesystemBlobStore(tmp_path / "blobs")
     try:
-        stored, damaged, orphan = b"stored", b"damaged", b"orphan"
-        for data in (stored, damaged, orphan):
+        stored, damaged, orphan, cut = b"stored", b"damaged", b"orphan", b"cut short"
+        for data in (stored, damaged, orphan, cut):
             blobs.put_bytes(digest_of(data), data)
-        blobs.path(digest_of(damaged)).write_bytes(b"bit rot")
+        blobs.path(digest_of(damaged)).write_bytes(b"bit rot")  # the same length
+        blobs.path(digest_of(cut)).write_bytes(b"cut")
         building = ImageCache.new("p", CacheSpec(name="building", images=("a:1",)), NOW)
         built = ImageCache.new("p", CacheSpec(name="built", images=("b:1",)), NOW)
         built.mark_available([], NOW)
@@ -40,14 +41,21 @@ def test_fsck_tells_in_flight_from_missing(tmp_path: Path) -> None:
             uow.caches.add(building)
             uow.caches.add(built)
             uow.blob_refs.add_refs(building.id, [info(stored), info(b"on its way")])
-            uow.blob_refs.add_refs(built.id, [info(stored), info(damaged), info(b"lost")])
+            uow.blob_refs.add_refs(
+                built.id, [info(stored), info(damaged), info(cut), info(b"lost")]
+            )
 
-        report = BlobService(store, blobs, MovableClock()).fsck()
-        assert report.checked == 3
-        assert report.damaged == [digest_of(damaged)]
+        service = BlobService(store, blobs, MovableClock())
+        report = service.fsck()
+        assert report.checked == 4
+        assert sorted(report.damaged) == sorted([digest_of(damaged), digest_of(cut)])
         assert report.missing == [digest_of(b"lost")]
         assert report.pending == [digest_of(b"on its way")]
         assert report.unreferenced == [digest_of(orphan)]
         assert not report.healthy
+        # Quick: sizes against the recorded ones, no bytes read; a same-length change passes.
+        quick = service.fsck(quick=True)
+        assert quick.damaged == [digest_of(cut)]
+        assert quick.missing == report.missing
     finally:
         store.close()

@@ -268,6 +268,11 @@ class SqlBlobRefRepository:
         c = tables.blob_refs.c
         return set(self._connection.execute(select(c.digest).distinct()).scalars())
 
+    def recorded_sizes(self) -> dict[str, int]:
+        c = tables.blob_refs.c
+        rows = self._connection.execute(select(c.digest, func.max(c.size)).group_by(c.digest))
+        return {digest: int(size) for digest, size in rows}
+
     def referenced_totals(self) -> tuple[int, int]:
         c = tables.blob_refs.c
         distinct = select(c.digest, func.max(c.size).label("size")).group_by(c.digest).subquery()
