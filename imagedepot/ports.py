@@ -517,6 +517,11 @@ class UploadWriter(Protocol):
         """Throw away what is staged; safe to call after commit."""
 
 
+class StoreUnavailable(Exception):
+    """The metadata store cannot be reached right now (a restart, a cut connection); nothing
+    was committed and the same request may be tried again."""
+
+
 class BlobCorrupt(Exception):
     """Bytes whose size or digest do not match what was promised."""
 

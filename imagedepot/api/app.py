@@ -27,6 +27,7 @@ from imagedepot.api import cce, didi, glance, k8s, oci, ui
 from imagedepot.api.auth import public
 from imagedepot.api.context import ApiContext, Readiness, RegistryContext
 from imagedepot.api.metrics import metrics_routes
+from imagedepot.ports import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,22 @@ def internal_error_handler(render: Callable[[Request], Response]) -> ErrorHandle
     return internal_error
 
 
+STORE_UNAVAILABLE_MESSAGE = "the database is not answering; retry shortly"
+
+
+def store_unavailable_handler(render: Callable[[Request], Response]) -> ErrorHandler:
+    """The database is away (a restart, a failover): 503 to be retried, with one log line
+    rather than a traceback per request."""
+
+    async def store_unavailable(request: Request, error: Exception) -> Response:
+        log.warning("answering %s %s with 503: %s", request.method, request.url.path, error)
+        response = render(request)
+        response.headers["Retry-After"] = "1"
+        return response
+
+    return store_unavailable
+
+
 internal_error = internal_error_handler(
     lambda request: dialect_error(request, 500, INTERNAL_ERROR_MESSAGE)
 )
@@ -142,7 +159,13 @@ def api_app(context: ApiContext) -> Starlette:
     routes += ui.routes(context)
     app = Starlette(
         routes=routes,
-        exception_handlers={HTTPException: http_error, Exception: internal_error},
+        exception_handlers={
+            HTTPException: http_error,
+            StoreUnavailable: store_unavailable_handler(
+                lambda request: dialect_error(request, 503, STORE_UNAVAILABLE_MESSAGE)
+            ),
+            Exception: internal_error,
+        },
     )
     app.add_middleware(RequestIdMiddleware)
     return app
@@ -153,6 +176,9 @@ def registry_app(context: RegistryContext) -> Starlette:
         routes=[*health_routes(context.readiness), *oci.routes(context)],
         exception_handlers={
             HTTPException: registry_http_error,
+            StoreUnavailable: store_unavailable_handler(
+                lambda _: oci.error_response(503, "UNAVAILABLE", STORE_UNAVAILABLE_MESSAGE)
+            ),
             Exception: internal_error_handler(lambda _: oci.internal_error_response()),
         },
     )

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from imagedepot.domain.caches import CacheStatus, FailureReason, ImageCache
-from imagedepot.ports import BlobStore, Clock, MetadataStore
+from imagedepot.ports import BlobStore, Clock, MetadataStore, StoreUnavailable
 from imagedepot.worker.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ class WorkerLoop:
         while not stop.is_set():
             try:
                 await self.tick()
+            except StoreUnavailable as error:
+                log.warning("worker tick: %s; retrying", error)
             except Exception:
                 log.exception("worker tick failed; retrying")
             self._wake.clear()

@@ -271,6 +271,19 @@ def test_serve_refuses_a_bucket_it_cannot_use(
     assert "not-the-key" not in refused
 
 
+def wait_mid_pull(replica: Service, token: str, cache_ids: list[str]) -> None:
+    """Return once one of the caches has pulled some bytes of an image but not all of them."""
+    deadline = time.monotonic() + 60
+    with replica.client(token) as client:
+        while time.monotonic() < deadline:
+            for cache_id in cache_ids:
+                shown = client.get(f"/v5/imagecaches/{cache_id}/progress").json()
+                if any(0 < i["pulled_bytes"] < (i["size_bytes"] or 0) for i in shown["images"]):
+                    return
+            time.sleep(0.1)
+    raise AssertionError("no build was caught in the middle of a pull")
+
+
 def completed_gets(proxy: FaultProxy, digest: str) -> int:
     return len(proxy.seen(f"/blobs/{digest}", "GET"))
 
@@ -321,11 +334,7 @@ def test_replicas_and_workers_on_many_machines_fetch_each_blob_once(
                 images[name] = f"{upstream.endpoint}/fleet/{name}:v2"
             upstream.throttle(second_base.digest, 1 * MiB)
             more = create_caches(replicas, token, {n: images[n] for n in list(images)[6:]})
-            deadline = time.monotonic() + 60
-            while not upstream.seen(f"/blobs/{second_base.digest}", "GET"):
-                assert time.monotonic() < deadline, "no worker started on the second layer"
-                time.sleep(0.1)
-            time.sleep(1)
+            wait_mid_pull(replicas[0], token, list(more.values()))
             workers[0].kill9()
             ids.update(more)
             wait_all_available(replicas[0], token, list(ids.values()))
@@ -495,13 +504,12 @@ def test_the_bucket_going_away_mid_build_leaves_nothing_partial(
         upstream.throttle(layer.digest, MiB // 2)  # 16 s: the bucket goes away in the middle
         image = f"{upstream.endpoint}/team/outage:v1"
         cache_id = create_caches([replica], token, {"outage": image})["outage"]
+        wait_mid_pull(replica, token, [cache_id])
         with replica.client(token) as client:
-            deadline = time.monotonic() + 30
-            while not upstream.seen(f"/blobs/{layer.digest}", "GET"):
-                assert time.monotonic() < deadline, "the build never started fetching"
-                time.sleep(0.1)
             deployment.engine.stop()
             try:
+                during = client.get(f"/v5/imagecaches/{cache_id}").json()["image_cache"]
+                assert during["status"] == "Creating", during
                 asked = time.monotonic()
                 ready = client.get("/readyz")
                 assert time.monotonic() - asked < 10, "a health check answers at once"
@@ -520,3 +528,45 @@ def test_the_bucket_going_away_mid_build_leaves_nothing_partial(
         layout = tmp_path / "pulled"
         skopeo_copy(replica, token, "team/outage:v1", layout)
         assert layout_digests(layout) == {pushed.manifest_digest, *pushed.blob_digests}
+
+
+def test_replicas_and_workers_ride_out_a_postgresql_restart(
+    seaweed_deployment: Deployment,
+    postgres_cluster: PostgresCluster,
+    registry: RegistryServer,
+    tmp_path: Path,
+) -> None:
+    deployment = seaweed_deployment
+    layer = make_layer(4 * MiB, seed=40)
+    push_image(registry.url, "team/steady", "v1", [layer])
+    answers: list[int] = []
+    with (
+        FaultProxy(registry.url) as upstream,
+        deployment.replica(tmp_path, "front", "--no-worker") as front,
+        WorkerProcess(tmp_path / "worker", deployment.env),
+    ):
+        token = front.credential("team", "admin")
+        upstream.throttle(layer.digest, MiB)
+        first = create_caches([front], token, {"steady": f"{upstream.endpoint}/team/steady:v1"})
+        done = threading.Event()
+
+        def load() -> None:
+            with front.client(token) as client:
+                while not done.is_set():
+                    answers.append(client.get("/v5/imagecaches").status_code)
+
+        reader = threading.Thread(target=load)
+        reader.start()
+        try:
+            wait_mid_pull(front, token, list(first.values()))
+            postgres_cluster.restart()
+            # Neither the replica nor the worker is restarted: both find the database again.
+            wait_all_available(front, token, list(first.values()))
+            after = create_caches([front], token, {"after": f"{registry.endpoint}/team/steady:v1"})
+            wait_all_available(front, token, list(after.values()))
+        finally:
+            done.set()
+            reader.join()
+    assert answers[-1] == 200
+    assert set(answers) == {200, 503}, "503 (retry) while the database was away, never a 500"
+    assert "Traceback" not in front.log

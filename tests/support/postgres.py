@@ -36,6 +36,8 @@ class PostgresCluster:
     host: str
     port: int
     user: str
+    data: Path | None = None
+    """Its data directory, for `restart`."""
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{database}"
@@ -46,6 +48,15 @@ class PostgresCluster:
         with psycopg.connect(self.url(), autocommit=True) as connection:
             connection.execute(f'CREATE DATABASE "{name}"')
         return name
+
+    def restart(self) -> None:
+        """Stop the server at once (every connection cut, as a crash would) and start it
+        again on the same port and data."""
+        assert self.data is not None, "not a cluster this process started"
+        root = self.data.parent
+        pg_ctl = str(find_bin_dir() / "pg_ctl")
+        restart = [pg_ctl, "restart", "-D", str(self.data), "-m", "immediate", "-w", "-t", "60"]
+        _run([*restart, "-l", str(root / "server.log")], root)
 
     def drop_database(self, name: str) -> None:
         with psycopg.connect(self.url(), autocommit=True) as connection:
@@ -116,7 +127,7 @@ def running_cluster() -> Iterator[PostgresCluster]:
         )
         port = _start(bin_dir, root, data)
         try:
-            yield PostgresCluster(host="127.0.0.1", port=port, user=SUPERUSER)
+            yield PostgresCluster(host="127.0.0.1", port=port, user=SUPERUSER, data=data)
         finally:
             _run([str(bin_dir / "pg_ctl"), "stop", "-D", str(data), "-m", "immediate", "-w"], root)
     finally:

@@ -36,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
 from sqlalchemy.sql import Subquery
 
@@ -72,6 +73,7 @@ from imagedepot.ports import (
     ProjectSummary,
     SecretRepository,
     StoredSecret,
+    StoreUnavailable,
     VmImageRepository,
 )
 
@@ -771,7 +773,21 @@ class SqlMetadataStore:
 
     @contextmanager
     def transaction(self, *, read_only: bool = False) -> Iterator[SqlUnitOfWork]:
-        """A unit of work; `read_only` lets SQLite readers run beside a writer (WAL)."""
+        """A unit of work; `read_only` lets SQLite readers run beside a writer (WAL). A
+        database that cannot be reached (restarting, a cut connection, SQLite busy past its
+        timeout) is StoreUnavailable: nothing was committed, the caller may try again."""
+        try:
+            with self._unit_of_work(read_only) as uow:
+                yield uow
+        except (OperationalError, InterfaceError) as error:
+            raise StoreUnavailable(_first_line(error)) from error
+        except DBAPIError as error:
+            if not error.connection_invalidated:
+                raise
+            raise StoreUnavailable(_first_line(error)) from error
+
+    @contextmanager
+    def _unit_of_work(self, read_only: bool) -> Iterator[SqlUnitOfWork]:
         with self._serial, self.engine.connect() as connection:
             options: dict[str, Any] = {}
             if read_only:
@@ -788,6 +804,13 @@ class SqlMetadataStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _first_line(error: Exception) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return (
+        f"the database is not answering: {text.splitlines()[0] if text else type(error).__name__}"
+    )
 
 
 if TYPE_CHECKING:
