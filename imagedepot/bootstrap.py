@@ -376,8 +376,11 @@ def readiness(core: Core) -> str | None:
     try:
         with core.store.transaction(read_only=True) as uow:
             uow.caches.revision()
+        mismatch = core.store.schema_mismatch()
     except Exception as error:  # whatever the driver raises, the database does not answer
         return f"database: {type(error).__name__}: {error}".splitlines()[0]
+    if mismatch is not None:
+        return f"database: {mismatch}"
     try:
         core.blobs.check()
     except (OSError, BlobStoreUnavailable) as error:

@@ -50,6 +50,8 @@ class FailureReason(enum.StrEnum):
     CORRUPT = "DigestMismatch"
     EXPIRED = "Expired"
     SECRET_UNREADABLE = "PullSecretUnreadable"  # noqa: S105 - a reason, not a secret
+    STORAGE = "BlobStoreUnavailable"
+    """The blob store stayed unreachable past the client's retries (about a minute)."""
 
 
 @dataclass(frozen=True)

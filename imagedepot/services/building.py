@@ -1,10 +1,10 @@
 """Building a cache: resolve every image to manifests and blobs, check the size budget,
 record what the cache will hold, and fetch only what the store lacks.
 
-References are recorded *before* bytes are written, under the store's reuse
-guard, so garbage collection can never remove a blob a build is about to rely
-on. Blobs are fetched in parallel with a bound, and a blob that two builds need
-at once is fetched once.
+References are recorded *before* bytes are written, in a transaction that holds the blobs
+for reuse, so garbage collection (on any machine) can never remove a blob a build is about
+to rely on. Blobs are fetched in parallel with a bound, and a blob that two builds need at
+once is fetched once (across machines too, through fetch claims).
 
 Deduplication never grants access: a project gets a reference to a stored (or in-flight)
 blob only once its own upstream, with its own login, has shown it holds that blob, or when
@@ -34,6 +34,7 @@ from imagedepot.ports import (
     RegistryClient,
     RegistryCredentials,
     RegistryError,
+    StoreUnavailable,
     Transport,
 )
 from imagedepot.services.fetch_claims import FetchClaims
@@ -201,7 +202,8 @@ class BlobFetcher:
                         transport, image, blob.digest, writer, on_progress
                     )
                 finally:
-                    writer.abort()
+                    # Off the event loop: on S3 this aborts a multipart upload.
+                    await asyncio.shield(asyncio.to_thread(writer.abort))
         finally:
             renewing.cancel()
             await self._release(blob.digest)
@@ -213,7 +215,10 @@ class BlobFetcher:
         return await asyncio.to_thread(self._claims.claim, digest)
 
     async def _release(self, digest: str) -> None:
-        if self._claims is not None:
+        if self._claims is None:
+            return
+        # A claim that cannot be released now (the database away) lapses with its lease.
+        with contextlib.suppress(StoreUnavailable):
             await asyncio.shield(asyncio.to_thread(self._claims.release, digest))
 
     async def _keep_claim(self, digest: str) -> None:
@@ -221,7 +226,9 @@ class BlobFetcher:
             return
         while True:
             await asyncio.sleep(self._claims.renew_every)
-            await asyncio.to_thread(self._claims.renew, digest)
+            # Missed renewals (the database away) at worst let another worker fetch it too.
+            with contextlib.suppress(StoreUnavailable):
+                await asyncio.to_thread(self._claims.renew, digest)
 
 
 class CacheBuilder:

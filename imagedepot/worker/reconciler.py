@@ -18,7 +18,13 @@ from dataclasses import dataclass
 from imagedepot.domain.caches import CacheStatus, FailureReason, ImageCache, ImageProgress
 from imagedepot.domain.errors import Unreadable
 from imagedepot.domain.references import parse_reference
-from imagedepot.ports import Clock, MetadataStore, RegistryCredentials, UnitOfWork
+from imagedepot.ports import (
+    BlobStoreUnavailable,
+    Clock,
+    MetadataStore,
+    RegistryCredentials,
+    UnitOfWork,
+)
 from imagedepot.services.blobs import BlobService
 from imagedepot.services.building import BuildFailed, BuildPolicy, BuildStopped, CacheBuilder
 from imagedepot.services.saving import LOST_RACE, LostRace, save_with_retries
@@ -85,6 +91,11 @@ class Reconciler:
             return
         except BuildFailed as failure:
             if await asyncio.to_thread(self._fail, target, failure.reason, failure.message):
+                finished("failed")
+            return
+        except BlobStoreUnavailable as error:
+            # Past a minute of retries: say why rather than retry silently every lease.
+            if await asyncio.to_thread(self._fail, target, FailureReason.STORAGE, str(error)):
                 finished("failed")
             return
         except TimeoutError:

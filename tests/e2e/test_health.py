@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import httpx
+import psycopg
 import pytest
 
 from tests.support.postgres import PostgresCluster, running_cluster
@@ -37,3 +38,18 @@ def test_readiness_follows_the_database_on_both_ports(cluster: PostgresCluster) 
             assert answer.json()["status"] == "unready"
             assert answer.json()["reason"].startswith("database: ")
         assert [answer.status_code for answer in probe(service, "/healthz")] == [200, 200]
+
+
+def test_a_replica_behind_the_database_schema_is_not_ready(cluster: PostgresCluster) -> None:
+    """Another replica, newer, upgraded the schema: this one is taken out of rotation."""
+    database = cluster.create_database()
+    try:
+        with Service(env={"IMAGEDEPOT_DATABASE_URL": cluster.url(database)}) as service:
+            with psycopg.connect(cluster.url(database), autocommit=True) as connection:
+                connection.execute("UPDATE alembic_version SET version_num = '9999'")
+            for answer in probe(service, "/readyz"):
+                assert answer.status_code == 503, answer.text
+                assert "schema is at 9999" in answer.json()["reason"]
+            assert [answer.status_code for answer in probe(service, "/healthz")] == [200, 200]
+    finally:
+        cluster.drop_database(database)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from tests.support.postgres import PostgresCluster, running_cluster
@@ -159,6 +160,19 @@ def cluster() -> Iterator[PostgresCluster]:
 
 
 @pytest.fixture(scope="module")
+def broken_schema(cluster: PostgresCluster) -> Iterator[tuple[Service, str]]:
+    """A server whose credentials table was dropped while it ran (every request then fails
+    in a way no handler expects), and a credential it issued before."""
+    database = cluster.create_database()
+    with Service(env={"IMAGEDEPOT_DATABASE_URL": cluster.url(database)}) as running:
+        token = running.credential("faulty", "admin")
+        with psycopg.connect(cluster.url(database), autocommit=True) as connection:
+            connection.execute("DROP TABLE credentials CASCADE")
+        yield running, token
+    cluster.drop_database(database)
+
+
+@pytest.fixture(scope="module")
 def without_database(cluster: PostgresCluster) -> Iterator[tuple[Service, str]]:
     """A server whose database was dropped while it ran, and a credential it issued before."""
     database = cluster.create_database()
@@ -179,9 +193,9 @@ def assert_announced_close(answer: httpx.Response, service: Service) -> str:
 
 
 def test_an_unhandled_error_answers_in_the_dialect_of_its_path(
-    without_database: tuple[Service, str],
+    broken_schema: tuple[Service, str],
 ) -> None:
-    service, token = without_database
+    service, token = broken_schema
     # One pooled client for every request: each must get a whole answer, none a reset
     # connection left over from the 500 before it.
     with service.client(token) as client:
@@ -208,9 +222,9 @@ def test_an_unhandled_error_answers_in_the_dialect_of_its_path(
 
 
 def test_an_unhandled_error_on_the_registry_port_answers_oci_json(
-    without_database: tuple[Service, str],
+    broken_schema: tuple[Service, str],
 ) -> None:
-    service, token = without_database
+    service, token = broken_schema
     with httpx.Client(
         base_url=f"http://127.0.0.1:{service.registry_port}", auth=("puller", token), timeout=30
     ) as client:
@@ -220,3 +234,29 @@ def test_an_unhandled_error_on_the_registry_port_answers_oci_json(
             assert oci_code(answer) == "UNKNOWN"
             assert answer.headers["docker-distribution-api-version"] == "registry/2.0"
         assert client.get("/healthz").status_code == 200
+
+
+def test_a_database_that_is_away_is_a_503_to_retry_in_every_dialect(
+    without_database: tuple[Service, str],
+) -> None:
+    service, token = without_database
+    with service.client(token) as client:
+        answers = {
+            "cce": client.get("/v5/imagecaches"),
+            "k8s": client.get("/apis/cci/v2/imagesnapshots"),
+            "glance": client.get("/v2/images"),
+            "didi": client.post("/dicloud/i/storage/cimg/list", json={"regionId": "gz"}),
+        }
+        for dialect, answer in answers.items():
+            assert answer.status_code == 503, (dialect, answer.text)
+            assert answer.headers["retry-after"] == "1"
+            assert "connection" not in answer.headers, "the connection stays usable"
+        assert answers["cce"].json()["error_msg"].startswith("the database is not answering")
+        assert answers["k8s"].json()["kind"] == "Status"
+        assert answers["glance"].json()["error"]["code"] == 503
+        assert answers["didi"].json()["errno"] != 0
+    registry = f"http://127.0.0.1:{service.registry_port}"
+    answer = httpx.get(f"{registry}/v2/_catalog", auth=("puller", token), timeout=30)
+    assert answer.status_code == 503
+    assert oci_code(answer) == "UNAVAILABLE"
+    assert "Traceback" not in service.log

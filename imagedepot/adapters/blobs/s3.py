@@ -214,18 +214,33 @@ class S3BlobWriter(_HashedParts):
         super().__init__(store, store.key(digest))
         self._digest = digest
         self._promise = Promise(digest, size)
+        self._aborting: list[threading.Thread] = []
+
+    def _settle_resets(self) -> None:
+        for aborting in self._aborting:
+            aborting.join()
+        self._aborting.clear()
+
+    def abort(self) -> None:
+        self._settle_resets()
+        super().abort()
 
     def write(self, chunk: bytes) -> None:
         self._promise.check_room(self._written, len(chunk))
         self._append(chunk)
 
     def reset(self) -> None:
-        self._parts.abort()
+        # Called from the event loop: the old upload is aborted on a thread of its own, which
+        # commit and abort wait for (nothing is left behind once the writer is done).
+        aborting = threading.Thread(target=self._parts.abort, name="s3-abort", daemon=True)
+        aborting.start()
+        self._aborting.append(aborting)
         self._parts = _Parts(self._store, self._key)
         self._hash = hashlib.sha256()
         self._written = 0
 
     def commit(self) -> None:
+        self._settle_resets()
         self._promise.check_kept(self._written, self._digest_so_far())
         if self._store.has(self._digest):  # another writer got there: keep its copy
             self.abort()

@@ -802,6 +802,15 @@ class SqlMetadataStore:
             with connection.begin():
                 yield SqlUnitOfWork(connection)
 
+    def schema_mismatch(self) -> str | None:
+        """Why this process's schema is not the database's (another replica upgraded it, or
+        it was never migrated); None when they agree."""
+        with self.engine.connect() as connection:
+            found = schema_revision(connection)
+        if found == SCHEMA_HEAD:
+            return None
+        return f"the database schema is at {found or 'nothing'}, this process knows {SCHEMA_HEAD}"
+
     def close(self) -> None:
         self.engine.dispose()
 
