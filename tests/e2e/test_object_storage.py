@@ -230,6 +230,16 @@ def test_replicas_share_one_bucket_build_serve_and_collect(
     assert collected.returncode == 0, collected.stderr
     assert deployment.stored() == {sha256_digest(disk)}
 
+    # Bytes changed behind imagedepot's back in the bucket: fsck says so, quickly by size.
+    assert builder.cli("fsck").returncode == 0
+    digest = sha256_digest(disk)
+    key = f"{PREFIX}/blobs/sha256/{digest[7:9]}/{digest[7:]}"
+    deployment.engine.client().put_object(Bucket=deployment.bucket, Key=key, Body=disk[:-1])
+    for mode in ((), ("--quick",)):
+        checked = builder.cli("fsck", *mode, check=False)
+        assert checked.returncode == 1, checked.stdout
+        assert f"damaged: {digest}" in checked.stdout
+
 
 def test_blob_gets_can_be_redirected_to_the_bucket(
     seaweed_deployment: Deployment, registry: RegistryServer, tmp_path: Path
