@@ -148,6 +148,14 @@ def move_store(core: Core, database_url: str | None, blob_store: str | None) -> 
     return StoreMove(rows, copied)
 
 
+class QuietCancellations(logging.Filter):
+    """Requests cut short when a shutdown's grace runs out are cancelled: uvicorn logs each
+    as "Exception in ASGI application" with a traceback, which is not an error here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
 def check_secret_key(core: Core) -> None:
     """SystemExit with one line when this process's key cannot open the store's secrets."""
     try:
@@ -452,12 +460,15 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
 
     from imagedepot.api.app import api_app, registry_app
     from imagedepot.api.auth import Gate
+    from imagedepot.api.connection_limits import bounded_protocol
     from imagedepot.api.context import ApiContext
     from imagedepot.api.forwarded import behind_proxies
     from imagedepot.api.limits import AuthFailureLimiter, RateLimiter
     from imagedepot.api.metrics import CountingMiddleware
     from imagedepot.api.zero_copy import http_protocol
     from imagedepot.services.console_sessions import ConsoleSessions
+
+    logging.getLogger("uvicorn.error").addFilter(QuietCancellations())
 
     class EmbeddedServer(uvicorn.Server):
         """A uvicorn server that leaves signal handling to `serve`, which runs several of them."""
@@ -489,14 +500,23 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
     worker = worker_for(core, registry) if settings.run_worker else None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    servers: list[tuple[uvicorn.Server, socket.socket]] = []
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()  # drain: running requests get `shutdown_seconds` to finish
+            return
+        log.warning("a second signal: stopping now, without waiting for open requests")
+        for server, _ in servers:
+            server.force_exit = True
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
 
     def notify_worker() -> None:
         if worker is not None:
             loop.call_soon_threadsafe(worker.wake)
 
-    servers: list[tuple[uvicorn.Server, socket.socket]] = []
     if with_api:
         # One count of failed authentications per address, whichever port they hit.
         auth_failures = AuthFailureLimiter(settings.auth_failure_rate, settings.auth_failure_burst)
@@ -538,7 +558,12 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
                 ),
                 host=settings.host,
                 port=port,
-                http=plain_http_protocol(http_protocol(), PORT_NAMES[name]),
+                http=bounded_protocol(
+                    plain_http_protocol(http_protocol(), PORT_NAMES[name]),
+                    settings.max_header_bytes,
+                    settings.header_timeout_seconds,
+                ),
+                timeout_graceful_shutdown=settings.shutdown_seconds,
                 log_level="warning",
                 access_log=False,
                 lifespan="off",

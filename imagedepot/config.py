@@ -47,6 +47,12 @@ class Settings:
     auth_failure_burst: int = 20
     """Failed authentications from one address before it is refused outright (429)."""
     max_body_bytes: int = 1024 * 1024
+    max_header_bytes: int = 64 * 1024
+    """A request's headers beyond this many bytes are refused (431) and the connection closed."""
+    header_timeout_seconds: float = 10.0
+    """A request's headers must arrive whole within this (408 and close otherwise)."""
+    shutdown_seconds: int = 10
+    """On SIGTERM/SIGINT, open requests get this long to finish; a second signal stops now."""
     tls_cert: Path | None = None
     tls_key: Path | None = None
     """With both, the API and registry ports speak HTTPS (kubectl sends tokens only over TLS)."""
@@ -121,6 +127,9 @@ _RANGES: dict[str, _Range] = {
     "auth_failure_rate": _Range(0),
     "auth_failure_burst": _Range(1),
     "max_body_bytes": _Range(1),
+    "max_header_bytes": _Range(1024, 16 * 1024 * 1024),
+    "header_timeout_seconds": _POSITIVE,
+    "shutdown_seconds": _Range(0),
     "quota_caches": _Range(0),
     "quota_images": _Range(0),
     "quota_gib": _Range(0),
@@ -209,6 +218,9 @@ def from_env(
         ("auth_failure_rate", "AUTH_FAILURE_RATE", float),
         ("auth_failure_burst", "AUTH_FAILURE_BURST", int),
         ("max_body_bytes", "MAX_BODY_BYTES", int),
+        ("max_header_bytes", "MAX_HEADER_BYTES", int),
+        ("header_timeout_seconds", "HEADER_TIMEOUT_SECONDS", float),
+        ("shutdown_seconds", "SHUTDOWN_SECONDS", int),
         ("quota_caches", "QUOTA_CACHES", int),
         ("quota_images", "QUOTA_IMAGES", int),
         ("quota_gib", "QUOTA_GIB", int),
