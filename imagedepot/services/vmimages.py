@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +36,7 @@ from imagedepot.ports import (
     UnitOfWork,
     UploadWriter,
 )
+from imagedepot.services.digests import UploadDigests
 from imagedepot.services.saving import LOST_RACE, LostRace, save_with_retries
 
 SAVE_ATTEMPTS = 5
@@ -77,7 +77,8 @@ class ImageData:
 
 
 class ImageUpload:
-    """One upload in progress: bytes are hashed three ways and streamed into the blob store.
+    """One upload in progress: bytes are hashed three ways at once and streamed into the blob
+    store.
 
     `finish` makes the image active; `abort` puts it back to queued and leaves no blob behind.
     """
@@ -97,8 +98,7 @@ class ImageUpload:
         self._writer = writer
         self._declared_size = declared_size
         self._max_bytes = max_bytes
-        self._md5 = hashlib.md5(usedforsecurity=False)
-        self._sha512 = hashlib.sha512()
+        self._digests = UploadDigests()
         self._size = 0
         self._done = False
         self._prefix = bytearray()
@@ -117,8 +117,7 @@ class ImageUpload:
                 f"image data is longer than the declared {self._declared_size} bytes",
                 field=DECLARED_SIZE,
             )
-        self._md5.update(chunk)
-        self._sha512.update(chunk)
+        self._digests.update(chunk)
         self._keep_header(chunk)
         self._writer.write(chunk)
 
@@ -140,13 +139,14 @@ class ImageUpload:
             )
         view = HeaderView(bytes(self._prefix), bytes(self._tail), self._size)
         virtual_size = inspect_disk(view, self.image.disk_format or "")
+        checksum, os_hash_value = self._digests.hexdigests()
         image = self._service._finish_upload(
             self._principal,
             self.image.id,
             self._writer,
             size=self._size,
-            checksum=self._md5.hexdigest(),
-            os_hash_value=self._sha512.hexdigest(),
+            checksum=checksum,
+            os_hash_value=os_hash_value,
             virtual_size=virtual_size,
         )
         self._done = True
