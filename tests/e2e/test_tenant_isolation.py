@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 
 from tests.support.faultproxy import FaultProxy
 from tests.support.images import (
@@ -30,8 +31,10 @@ from tests.support.images import (
     push_image,
     sha256_digest,
 )
+from tests.support.postgres import PostgresCluster
 from tests.support.registry import RegistryServer
-from tests.support.service import Service, wait_for_status
+from tests.support.s3engines import S3Engine
+from tests.support.service import Service, WorkerProcess, wait_for_status
 from tests.support.tinyregistry import TinyRegistry
 
 pytestmark = pytest.mark.peers
@@ -307,8 +310,6 @@ def test_a_key_rotated_while_serving_needs_no_restart(
 def test_a_secret_no_key_opens_fails_the_build_at_once_naming_it(
     own_service: Service, private: RegistryServer
 ) -> None:
-    from cryptography.fernet import Fernet
-
     service = own_service
     private_image(private, "a/lost", 16 * KIB, seed=1006)
     service.add_pull_secret("iso-lost", "regcred", private.endpoint, "alice", USERS["alice"])
@@ -341,3 +342,57 @@ def test_a_secret_no_key_opens_fails_the_build_at_once_naming_it(
     assert status["kind"] == "Status"
     assert "default/regcred" in status["message"]
     assert "Traceback" not in service.log
+
+
+def test_waiting_on_another_machines_fetch_needs_the_same_check(
+    private: RegistryServer,
+    postgres_cluster: PostgresCluster,
+    seaweedfs: S3Engine,
+    tmp_path: Path,
+) -> None:
+    """Project A's layer is being fetched by one worker; project B's build, on another worker
+    (another machine: the fetch is claimed in the database), names that layer in a manifest
+    its own registry serves without the layer. B must not wait for A's bytes and get them."""
+    victim = private_image(private, "a/remote", 1536 * KIB, seed=1010)
+    keeper = private_image(private, "a/keeper", 1536 * KIB, seed=1011)
+    layer = victim.layer_digests[0]
+    database = postgres_cluster.create_database()
+    env = {
+        **seaweedfs.env(),
+        "IMAGEDEPOT_DATABASE_URL": postgres_cluster.url(database),
+        "IMAGEDEPOT_BLOB_STORE": f"s3://{seaweedfs.new_bucket('iso')}/depot",
+        "IMAGEDEPOT_SECRET_KEY": Fernet.generate_key().decode(),
+    }
+    try:
+        with (
+            FaultProxy(private.url) as proxy,
+            Service(tmp_path / "front", env=env, serve_args=("--no-worker",)) as front,
+            WorkerProcess(tmp_path / "w0", {**env, "IMAGEDEPOT_NODE_NAME": "m0"}),
+        ):
+            proxy.throttle("/blobs/", 256 * KIB)
+            front.add_pull_secret("iso-far-a", "regcred", proxy.endpoint, "alice", USERS["alice"])
+            token_a, token_b = front.credential("iso-far-a"), front.credential("iso-far-b")
+            secrets = ("default:regcred",)
+            # Two slow builds fill the first worker (two at a time), so B's goes to the second.
+            cache_a = start_build(front, token_a, f"{proxy.endpoint}/a/remote:v1", secrets)
+            start_build(front, token_a, f"{proxy.endpoint}/a/keeper:v1", secrets)
+            with front.client(token_a) as client:
+                wait_for_layer_bytes(client, cache_a, victim)
+                with (
+                    WorkerProcess(tmp_path / "w1", {**env, "IMAGEDEPOT_NODE_NAME": "m1"}),
+                    TinyRegistry() as tiny,
+                ):
+                    failed = build(front, token_b, naming_manifest(tiny, "evil/far", victim))
+                    still = client.get(f"/v5/imagecaches/{cache_a}").json()["image_cache"]
+                    assert still["status"] == "Creating", "A finished first: no wait was tried"
+                    assert failed["status"] == "Failed", failed
+                    assert layer in failed["message"]
+                    assert tiny.seen("HEAD", layer) >= 1
+                assert (
+                    wait_for_status(client, cache_a, {"Available", "Failed"}, timeout=120)["status"]
+                    == "Available"
+                )
+            assert keeper.layer_digests[0] != layer
+            assert_unreadable(front, token_b, layer, ["evil/far", "a/remote"])
+    finally:
+        postgres_cluster.drop_database(database)
