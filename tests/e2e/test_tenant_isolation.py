@@ -369,7 +369,8 @@ def test_waiting_on_another_machines_fetch_needs_the_same_check(
             Service(tmp_path / "front", env=env, serve_args=("--no-worker",)) as front,
             WorkerProcess(tmp_path / "w0", {**env, "IMAGEDEPOT_NODE_NAME": "m0"}),
         ):
-            proxy.throttle("/blobs/", 256 * KIB)
+            # ~24 s per layer: room for a second worker process to start and B to be built.
+            proxy.throttle("/blobs/", 64 * KIB)
             front.add_pull_secret("iso-far-a", "regcred", proxy.endpoint, "alice", USERS["alice"])
             token_a, token_b = front.credential("iso-far-a"), front.credential("iso-far-b")
             secrets = ("default:regcred",)
