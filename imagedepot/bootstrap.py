@@ -93,8 +93,7 @@ class Core:
 
     def close(self) -> None:
         self.store.close()
-        if isinstance(self.blobs, S3BlobStore):
-            self.blobs.close()
+        self.blobs.close()
 
 
 def open_blob_store(settings: Settings) -> BlobStore:
@@ -135,8 +134,7 @@ def move_store(core: Core, database_url: str | None, blob_store: str | None) -> 
             check_blob_store(target_blobs)
             copied = core.blob_service.copy_to(target_blobs)
         finally:
-            if isinstance(target_blobs, S3BlobStore):
-                target_blobs.close()
+            target_blobs.close()
     if database_url is not None:
         target = SqlMetadataStore(database_url)
         try:
@@ -390,7 +388,7 @@ def readiness(core: Core) -> str | None:
     if mismatch is not None:
         return f"database: {mismatch}"
     try:
-        core.blobs.check()
+        core.blobs.check(writable=False)  # reachable; writing was checked at start
     except (OSError, BlobStoreUnavailable) as error:
         return f"blob store: {error}"
     return None

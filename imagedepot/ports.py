@@ -575,11 +575,15 @@ class BlobEnumerator(Protocol):
 
 
 class BlobUpkeep(Protocol):
-    def check(self) -> None:
-        """Raise BlobStoreUnavailable unless the store answers and can be written."""
+    def check(self, *, writable: bool = True) -> None:
+        """Raise BlobStoreUnavailable unless the store answers (and, when `writable`, can be
+        written: a probe worth making at start, not on every health check)."""
 
     def clean_temporary(self) -> int:
         """Remove what writers that died left staged; the count removed."""
+
+    def close(self) -> None:
+        """Let go of what the store holds open (threads, connections)."""
 
 
 class BlobDelivery(Protocol):

@@ -243,16 +243,23 @@ def test_bytes_changed_behind_the_stores_back_are_read_as_they_are(backend: Back
 
 def test_the_store_checks_it_can_be_used(backend: Backend, tmp_path: Path) -> None:
     backend.store.check()
+    backend.store.check(writable=False)
+    if backend.engine is not None:
+        assert backend.leftovers() == [], "the write probe cleans up after itself"
     if backend.engine is None:
         gone = FilesystemBlobStore(tmp_path / "gone")
         (tmp_path / "gone" / "sha256").rmdir()
         with pytest.raises(BlobStoreUnavailable, match="gone"):
             gone.check()
+        with pytest.raises(BlobStoreUnavailable, match="gone"):
+            gone.check(writable=False)
         return
     missing = s3_store(backend.engine, "no-such-bucket-here")
     with pytest.raises(BlobStoreUnavailable, match="no-such-bucket-here") as refused:
         missing.check()
     assert backend.engine.endpoint in str(refused.value)
+    with pytest.raises(BlobStoreUnavailable, match="no-such-bucket-here"):
+        missing.check(writable=False)
 
 
 def test_delivery_by_local_file_or_presigned_url(backend: Backend) -> None:

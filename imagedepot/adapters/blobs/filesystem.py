@@ -199,10 +199,15 @@ class FilesystemBlobStore:
     def redirect_url(self, digest: str) -> str | None:
         return None
 
-    def check(self) -> None:
+    def check(self, *, writable: bool = True) -> None:
+        mode = os.W_OK | os.X_OK if writable else os.R_OK | os.X_OK
         for directory in (self.root / "sha256", self.temp_dir):
-            if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
-                raise BlobStoreUnavailable(f"blob directory {directory} is not writable")
+            if not directory.is_dir() or not os.access(directory, mode):
+                needed = "writable" if writable else "readable"
+                raise BlobStoreUnavailable(f"blob directory {directory} is not {needed}")
+
+    def close(self) -> None:
+        """Nothing is held open between calls."""
 
     def clean_temporary(self) -> int:
         """Remove temp files of writers whose process is gone, or that are a day old."""

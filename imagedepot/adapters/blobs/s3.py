@@ -449,12 +449,14 @@ class S3BlobStore:
 
     # --- BlobUpkeep -------------------------------------------------------------------------
 
-    def check(self) -> None:
+    def check(self, *, writable: bool = True) -> None:
         bucket, client = self.location.bucket, self._probe
         try:
             self.call(client.head_bucket, Bucket=bucket)
         except ClientError as error:
             raise BlobStoreUnavailable(f"blob store {self}: no bucket {bucket!r}") from error
+        if not writable:
+            return
         probe = self.staging_key(f"probe-{uuid.uuid4().hex}")
         self.call(client.put_object, Bucket=bucket, Key=probe, Body=b"")
         with contextlib.suppress(ClientError):
