@@ -144,7 +144,7 @@ class _Parts:
             )
             self._buffer.clear()
             return
-        if self._buffer or not self._sent:
+        if self._buffer:  # the last part; an upload already holds at least one
             self._send(bytes(self._buffer))
             self._buffer.clear()
         etags = [future.result() for future in self._sent]
@@ -393,14 +393,7 @@ class S3BlobStore:
                 raise FileNotFoundError(digest)
             yield iter(())
             return
-        arguments: dict[str, Any] = {"Bucket": self.location.bucket, "Key": self.key(digest)}
-        if start or length is not None:
-            end = "" if length is None else str(start + length - 1)
-            arguments["Range"] = f"bytes={start}-{end}"
-        try:
-            answer = self.call(self.client.get_object, **arguments)
-        except ClientError as error:
-            raise FileNotFoundError(digest) from error
+        answer = self._get(digest, start, length)
         body = answer["Body"]
         try:
             yield body.iter_chunks(READ_CHUNK)
@@ -408,13 +401,28 @@ class S3BlobStore:
             body.close()
 
     def read_bytes(self, digest: str, limit: int) -> bytes:
-        size = self.size(digest)
-        if size is None:
-            raise FileNotFoundError(digest)
-        if size > limit:
-            raise BlobCorrupt(f"blob {digest} is larger than {limit} bytes")
-        with self.open(digest) as chunks:
-            return b"".join(chunks)
+        # One GET whose length is checked before the body is read (manifests are served from
+        # here on every pull: no HEAD first).
+        answer = self._get(digest)
+        body = answer["Body"]
+        try:
+            if int(answer["ContentLength"]) > limit:
+                raise BlobCorrupt(f"blob {digest} is larger than {limit} bytes")
+            data: bytes = body.read()
+            return data
+        finally:
+            body.close()
+
+    def _get(self, digest: str, start: int = 0, length: int | None = None) -> Any:
+        """A GetObject of the blob (a range of it when asked); FileNotFoundError when absent."""
+        arguments: dict[str, Any] = {"Bucket": self.location.bucket, "Key": self.key(digest)}
+        if start or length is not None:
+            end = "" if length is None else str(start + length - 1)
+            arguments["Range"] = f"bytes={start}-{end}"
+        try:
+            return self.call(self.client.get_object, **arguments)
+        except ClientError as error:
+            raise FileNotFoundError(digest) from error
 
     # --- BlobIngester -----------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """Moving a whole metadata store to another database (SQLite to PostgreSQL, when a single
 machine becomes several): every table copied row for row in dependency order, in one
-transaction on the target, which must hold no one's data yet. What only a running process means (fetch
-claims, heartbeats) is left behind.
+transaction on the target, which must hold no one's data yet. What only a running process
+means (fetch claims, heartbeats) is left behind.
 """
 
 from __future__ import annotations
