@@ -10,7 +10,6 @@ HTTP layer hands the file to `sendfile`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import secrets
 import time
@@ -18,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from imagedepot.adapters.blobs.promises import Promise
+from imagedepot.adapters.blobs.promises import Promise, Tally
 from imagedepot.adapters.processes import fsync_directory, process_alive
 from imagedepot.domain.references import DIGEST_RE
 from imagedepot.ports import BlobCorrupt, BlobStore, BlobStoreUnavailable, write_blob
@@ -35,22 +34,17 @@ class _HashedTempFile:
         self._store = store
         self._temp = store.temp_dir / f"{os.getpid()}-{secrets.token_hex(8)}"
         self._file = open(self._temp, "xb", buffering=CHUNK)  # noqa: SIM115 - lives until commit/abort
-        self._hash = hashlib.sha256()
-        self._written = 0
+        self._tally = Tally()
         self._closed = False
         self._placed = False
 
     @property
     def written(self) -> int:
-        return self._written
+        return self._tally.written
 
     def _append(self, chunk: bytes) -> None:
         self._file.write(chunk)
-        self._hash.update(chunk)
-        self._written += len(chunk)
-
-    def _digest_so_far(self) -> str:
-        return "sha256:" + self._hash.hexdigest()
+        self._tally.add(chunk)
 
     def _make_durable(self) -> None:
         if self._closed:
@@ -92,17 +86,16 @@ class FilesystemBlobWriter(_HashedTempFile):
         self._promise = Promise(digest, size)
 
     def write(self, chunk: bytes) -> None:
-        self._promise.check_room(self._written, len(chunk))
+        self._promise.check_room(self._tally, len(chunk))
         self._append(chunk)
 
     def reset(self) -> None:
         self._file.seek(0)
         self._file.truncate()
-        self._hash = hashlib.sha256()
-        self._written = 0
+        self._tally = Tally()
 
     def commit(self) -> None:
-        self._promise.check_kept(self._written, self._digest_so_far())
+        self._promise.check_kept(self._tally)
         self._place(self._digest)
 
 
@@ -117,7 +110,7 @@ class FilesystemUploadWriter(_HashedTempFile):
 
     def finish(self) -> str:
         self._make_durable()
-        return self._digest_so_far()
+        return self._tally.digest()
 
     def commit(self) -> str:
         digest = self.finish()

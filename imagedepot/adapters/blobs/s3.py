@@ -17,7 +17,6 @@ so an object of any size fits S3's 10,000 parts.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import threading
 import uuid
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from imagedepot.adapters.blobs.promises import Promise
+from imagedepot.adapters.blobs.promises import Promise, Tally
 from imagedepot.domain.references import DIGEST_RE
 from imagedepot.ports import BlobCorrupt, BlobStore, BlobStoreUnavailable, write_blob
 
@@ -182,23 +181,18 @@ class _HashedParts:
         self._store = store
         self._key = key
         self._parts = _Parts(store, key)
-        self._hash = hashlib.sha256()
-        self._written = 0
+        self._tally = Tally()
         self._done = False
 
     @property
     def written(self) -> int:
-        return self._written
+        return self._tally.written
 
     def _append(self, chunk: bytes) -> None:
         if self._done:
             raise ValueError("the blob is finished")
-        self._hash.update(chunk)
-        self._written += len(chunk)
+        self._tally.add(chunk)
         self._parts.add(chunk)
-
-    def _digest_so_far(self) -> str:
-        return "sha256:" + self._hash.hexdigest()
 
     def abort(self) -> None:
         if not self._done:
@@ -226,7 +220,7 @@ class S3BlobWriter(_HashedParts):
         super().abort()
 
     def write(self, chunk: bytes) -> None:
-        self._promise.check_room(self._written, len(chunk))
+        self._promise.check_room(self._tally, len(chunk))
         self._append(chunk)
 
     def reset(self) -> None:
@@ -236,12 +230,11 @@ class S3BlobWriter(_HashedParts):
         aborting.start()
         self._aborting.append(aborting)
         self._parts = _Parts(self._store, self._key)
-        self._hash = hashlib.sha256()
-        self._written = 0
+        self._tally = Tally()
 
     def commit(self) -> None:
         self._settle_resets()
-        self._promise.check_kept(self._written, self._digest_so_far())
+        self._promise.check_kept(self._tally)
         if self._store.has(self._digest):  # another writer got there: keep its copy
             self.abort()
             return
@@ -263,7 +256,7 @@ class S3UploadWriter(_HashedParts):
     def finish(self) -> str:
         if self._finished is None:
             self._parts.complete()
-            self._finished = self._digest_so_far()
+            self._finished = self._tally.digest()
         return self._finished
 
     def commit(self) -> str:
