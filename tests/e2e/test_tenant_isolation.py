@@ -185,6 +185,26 @@ def wait_for_layer_bytes(client: httpx.Client, cache_id: str, image: PushedImage
     raise AssertionError(f"the download of cache {cache_id} never started")
 
 
+def refused_while_a_fetches(
+    service: Service,
+    client_a: httpx.Client,
+    cache_a: str,
+    token_b: str,
+    tiny: TinyRegistry,
+    repository: str,
+    victim: PushedImage,
+) -> None:
+    """B's build of a manifest naming the victim's layer (which B's own registry does not
+    serve) fails naming the layer, after asking B's registry, while A is still fetching it."""
+    layer = victim.layer_digests[0]
+    failed = build(service, token_b, naming_manifest(tiny, repository, victim))
+    still = client_a.get(f"/v5/imagecaches/{cache_a}").json()["image_cache"]
+    assert still["status"] == "Creating", "A finished first: joining its fetch was not tried"
+    assert failed["status"] == "Failed", failed
+    assert layer in failed["message"]
+    assert tiny.seen("HEAD", layer) >= 1
+
+
 def test_joining_another_projects_download_needs_the_same_check(
     service: Service, private: RegistryServer
 ) -> None:
@@ -200,12 +220,9 @@ def test_joining_another_projects_download_needs_the_same_check(
         with service.client(token_a) as client:
             wait_for_layer_bytes(client, cache_a, victim)
             with TinyRegistry() as tiny:
-                failed = build(service, token_b, naming_manifest(tiny, "evil/join", victim))
-                still = client.get(f"/v5/imagecaches/{cache_a}").json()["image_cache"]
-                assert still["status"] == "Creating", "A finished first: the join was not tried"
-                assert failed["status"] == "Failed", failed
-                assert layer in failed["message"]
-                assert tiny.seen("HEAD", layer) >= 1
+                refused_while_a_fetches(
+                    service, client, cache_a, token_b, tiny, "evil/join", victim
+                )
             assert wait_for_status(client, cache_a, {"Available", "Failed"})["status"] == (
                 "Available"
             )
@@ -383,12 +400,9 @@ def test_waiting_on_another_machines_fetch_needs_the_same_check(
                     WorkerProcess(tmp_path / "w1", {**env, "IMAGEDEPOT_NODE_NAME": "m1"}),
                     TinyRegistry() as tiny,
                 ):
-                    failed = build(front, token_b, naming_manifest(tiny, "evil/far", victim))
-                    still = client.get(f"/v5/imagecaches/{cache_a}").json()["image_cache"]
-                    assert still["status"] == "Creating", "A finished first: no wait was tried"
-                    assert failed["status"] == "Failed", failed
-                    assert layer in failed["message"]
-                    assert tiny.seen("HEAD", layer) >= 1
+                    refused_while_a_fetches(
+                        front, client, cache_a, token_b, tiny, "evil/far", victim
+                    )
                 assert (
                     wait_for_status(client, cache_a, {"Available", "Failed"}, timeout=120)["status"]
                     == "Available"
