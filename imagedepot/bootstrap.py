@@ -14,7 +14,7 @@ import os
 import secrets
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -48,13 +48,15 @@ from imagedepot.services.liveness import Liveness
 from imagedepot.services.oci_layouts import OciLayoutService
 from imagedepot.services.secrets import SecretService, WrongSecretKey
 from imagedepot.services.serving import ServingService
+from imagedepot.services.upstreams import UpstreamService
 from imagedepot.services.vmimages import VmImageService
 
 if TYPE_CHECKING:
     from imagedepot.adapters.registry.client import AiohttpRegistryClient
     from imagedepot.api.context import RegistryContext
     from imagedepot.api.limits import AuthFailureLimiter
-    from imagedepot.services.building import BuildPolicy
+    from imagedepot.services.building import BlobFetcher, BuildPolicy
+    from imagedepot.services.pull_through import PullThrough
     from imagedepot.worker.loop import WorkerLoop
 
 log = logging.getLogger("imagedepot")
@@ -76,6 +78,7 @@ class Core:
     identity: IdentityService
     caches: CacheService
     secrets: SecretService
+    upstreams: UpstreamService
     blob_service: BlobService
     audit: AuditService
     serving: ServingService
@@ -229,6 +232,7 @@ def open_core(settings: Settings) -> Core:
         identity=IdentityService(store, clock, token, box, load_policy(settings.policy_file)),
         caches=CacheService(store, clock, quotas),
         secrets=SecretService(store, box, clock),
+        upstreams=UpstreamService(store, clock),
         blob_service=blob_service,
         audit=AuditService(store),
         serving=ServingService(store, blobs, clock),
@@ -301,9 +305,36 @@ STAGED_SWEEP_SECONDS = 3600.0
 """How often a worker looks for what dead writers left staged in the blob store."""
 
 
-def worker_for(core: Core, registry: AiohttpRegistryClient) -> WorkerLoop:
-    from imagedepot.services.building import BlobFetcher, CacheBuilder
+def blob_fetcher(core: Core, registry: AiohttpRegistryClient) -> BlobFetcher:
+    """The one fetcher of this process: builds and pull-throughs share its downloads (one per
+    blob), and registry clients can follow each download as it arrives."""
+    from imagedepot.adapters.spool import FileSpools
+    from imagedepot.services.building import BlobFetcher
     from imagedepot.services.fetch_claims import FetchClaims
+
+    settings = core.settings
+    claims = FetchClaims(
+        core.store,
+        core.clock,
+        core.holder,
+        timedelta(seconds=settings.lease_seconds),
+        core.liveness.dead,
+    )
+    spools = FileSpools(settings.data_dir / "spool") if settings.pull_through_streaming else None
+    return BlobFetcher(core.blobs, registry, settings.parallel_blobs, claims, spools=spools)
+
+
+def project_mirrors(core: Core) -> Callable[[str, str], tuple[str, ...]]:
+    def mirrors(project_id: str, registry: str) -> tuple[str, ...]:
+        with core.store.transaction(read_only=True) as uow:
+            upstream = uow.upstreams.get(project_id, registry)
+        return () if upstream is None else upstream.mirrors
+
+    return mirrors
+
+
+def worker_for(core: Core, fetcher: BlobFetcher) -> WorkerLoop:
+    from imagedepot.services.building import CacheBuilder
     from imagedepot.worker.loop import WorkerLoop, at_most_every
     from imagedepot.worker.reconciler import Reconciler
 
@@ -327,11 +358,9 @@ def worker_for(core: Core, registry: AiohttpRegistryClient) -> WorkerLoop:
         ],
         dead_holders=dead,
     )
-    claims = FetchClaims(
-        core.store, core.clock, core.holder, timedelta(seconds=settings.lease_seconds), dead
+    builder = CacheBuilder(
+        core.store, core.blobs, fetcher.registry, fetcher, policy, project_mirrors(core)
     )
-    fetcher = BlobFetcher(core.blobs, registry, settings.parallel_blobs, claims)
-    builder = CacheBuilder(core.store, core.blobs, registry, fetcher, policy)
 
     def build_finished(outcome: str, seconds: float) -> None:
         core.metrics.builds.inc(outcome=outcome)
@@ -358,8 +387,33 @@ def new_registry_client(settings: Settings) -> AiohttpRegistryClient:
     )
 
 
+def pull_through_for(
+    core: Core, fetcher: BlobFetcher, notify_worker: Callable[[], None]
+) -> PullThrough:
+    from imagedepot.services.pull_through import PullThrough, PullThroughCounters
+
+    metrics = core.metrics
+    return PullThrough(
+        core.store,
+        core.blobs,
+        core.clock,
+        fetcher.registry,
+        fetcher,
+        core.serving,
+        core.secrets,
+        build_policy(core.settings),
+        notify_worker=notify_worker,
+        counters=PullThroughCounters(
+            miss=lambda: metrics.pull_through_misses.inc(),
+            stale=lambda reason: metrics.stale_serves.inc(reason=reason),
+        ),
+    )
+
+
 def registry_context(
-    core: Core, auth_failures: AuthFailureLimiter | None = None
+    core: Core,
+    auth_failures: AuthFailureLimiter | None = None,
+    pull_through: PullThrough | None = None,
 ) -> RegistryContext:
     """The registry port's services; its pull tokens are signed with a key derived from the
     newest secret key, so rotating that key only cuts short the tokens of the last minutes."""
@@ -374,6 +428,7 @@ def registry_context(
         PullTokens(core.identity, core.clock, signing_key),
         auth_failures or AuthFailureLimiter(0, 1),
         readiness=lambda: readiness(core),
+        pull_through=pull_through,
     )
 
 
@@ -495,7 +550,8 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
     if core.admin_token_path is not None:
         log.warning("admin token is in %s", core.admin_token_path)
     registry = new_registry_client(settings)
-    worker = worker_for(core, registry) if settings.run_worker else None
+    fetcher = blob_fetcher(core, registry)
+    worker = worker_for(core, fetcher) if settings.run_worker else None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     servers: list[tuple[uvicorn.Server, socket.socket]] = []
@@ -533,6 +589,7 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
             vm_images=core.vm_images,
             image_sharing=core.image_sharing,
             secrets=core.secrets,
+            upstreams=core.upstreams,
             metrics=core.metrics,
             inventory=core.inventory,
             readiness=lambda: readiness(core),
@@ -545,7 +602,11 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
         for app, name, port in (
             (api_app(context), "api", settings.port),
             (
-                registry_app(registry_context(core, auth_failures)),
+                registry_app(
+                    registry_context(
+                        core, auth_failures, pull_through_for(core, fetcher, notify_worker)
+                    )
+                ),
                 "registry",
                 settings.registry_port,
             ),

@@ -34,6 +34,9 @@ class Settings:
     mirrors: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Registry host -> mirror endpoints tried first, e.g. docker.io -> (mirror.internal:5000,)."""
     parallel_blobs: int = 6
+    pull_through_streaming: bool = True
+    """A registry client pulling a blob still arriving from the upstream follows the download
+    (the last byte held until the blob is verified); off, it waits for the verified blob."""
     max_retries: int = 4
     retry_base_delay: float = 0.5
     worker_poll_seconds: float = 1.0
@@ -238,6 +241,10 @@ def from_env(
     for key, name in (("tls_cert", "TLS_CERT"), ("tls_key", "TLS_KEY")):
         if env.get(f"IMAGEDEPOT_{name}"):
             from_variables[key] = Path(env[f"IMAGEDEPOT_{name}"])
+    if env.get("IMAGEDEPOT_PULL_THROUGH_STREAMING"):
+        from_variables["pull_through_streaming"] = _switch(
+            "IMAGEDEPOT_PULL_THROUGH_STREAMING", env["IMAGEDEPOT_PULL_THROUGH_STREAMING"]
+        )
     if env.get("IMAGEDEPOT_POLICY_FILE"):
         from_variables["policy_file"] = Path(env["IMAGEDEPOT_POLICY_FILE"])
     if _split(env.get("IMAGEDEPOT_REGIONS")):
@@ -249,6 +256,15 @@ def from_env(
         if value is not None:
             values[key] = Path(str(value)) if key == "data_dir" else value
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def _switch(variable: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{variable} must be true or false, got {text!r}")
 
 
 def read_config_file(path: Path) -> dict[str, object]:

@@ -18,6 +18,7 @@ from imagedepot.domain.caches import CacheChange, CacheStatus, ImageCache
 from imagedepot.domain.identity import Credential, Project
 from imagedepot.domain.references import ImageReference
 from imagedepot.domain.sharing import ImageMember
+from imagedepot.domain.upstreams import Upstream
 from imagedepot.domain.vmimages import ImageJob, ImageQuery, VmImage
 
 
@@ -89,6 +90,9 @@ class CacheRepository(Protocol):
 
     def available(self, project_ids: Sequence[str]) -> builtins.list[ImageCache]:
         """The Available caches of these projects, newest (by creation) first."""
+
+    def building(self, project_id: str) -> builtins.list[ImageCache]:
+        """The project's caches being built (Creating), newest first."""
 
     def count_by_status(self) -> dict[str, int]:
         """How many caches each status has, over every project."""
@@ -408,6 +412,18 @@ class SecretRepository(Protocol):
         """Re-encrypt every secret's data with `reseal` (key rotation); the count changed."""
 
 
+class UpstreamRepository(Protocol):
+    def put(self, upstream: Upstream) -> None:
+        """Insert or replace the project's upstream for `upstream.registry`."""
+
+    def get(self, project_id: str, registry: str) -> Upstream | None: ...
+
+    def list(self, project_id: str) -> builtins.list[Upstream]:
+        """The project's upstreams, by registry host."""
+
+    def remove(self, project_id: str, registry: str) -> bool: ...
+
+
 @dataclass(frozen=True)
 class ConsoleSession:
     """A browser signed in to the web console: which credential, acting in which project."""
@@ -449,6 +465,7 @@ class UnitOfWork(Protocol):
     blob_fetches: BlobFetchRepository
     heartbeats: HeartbeatRepository
     key_checks: KeyCheckRepository
+    upstreams: UpstreamRepository
 
 
 class MetadataStore(Protocol):
@@ -599,6 +616,20 @@ class BlobDelivery(Protocol):
         backend; None unless the backend is set to answer with redirects."""
 
 
+class Spool(Protocol):
+    """A scratch file of one download's bytes as they arrive, for clients that follow the
+    download before it is committed; gone (with its space) once closed."""
+
+    def append(self, chunk: bytes) -> None: ...
+
+    def read(self, offset: int, size: int) -> bytes: ...
+
+    def truncate(self) -> None:
+        """Start over empty (the download restarts from its first byte)."""
+
+    def close(self) -> None: ...
+
+
 class BlobSource(BlobReader, BlobDelivery, Protocol):
     """What the HTTP layer needs to send a committed blob to a client."""
 
@@ -660,6 +691,11 @@ class RegistryClient(Protocol):
         self, transport: Transport, image: ImageReference, reference: str
     ) -> FetchedManifest:
         """GET a manifest by tag or digest; a digest reference is verified against the bytes."""
+
+    async def manifest_digest(
+        self, transport: Transport, image: ImageReference, reference: str, seconds: float
+    ) -> str:
+        """The digest the registry gives `reference` now: one quick attempt, no retries."""
 
     async def fetch_blob(
         self,

@@ -20,8 +20,10 @@ from imagedepot.domain.caches import CacheSpec, ImageCache
 from imagedepot.domain.errors import (
     DomainError,
     InvalidInput,
+    NotFound,
 )
 from imagedepot.domain.identity import Principal
+from imagedepot.domain.upstreams import CheckPolicy, Upstream
 
 CREATED_AT_FORMAT = "%Y-%m-%d %H:%M:%S.%f +0000 UTC"
 _CREATE_FIELDS: dict[str, type] = {
@@ -121,6 +123,50 @@ def parse_create(raw: bytes) -> CacheSpec:
     )
 
 
+_UPSTREAM_FIELDS: dict[str, type] = {
+    "registry": str,
+    "mirrors": list,
+    "pull_secret": str,
+    "plain_http": bool,
+    "insecure_skip_verify": bool,
+    "check": str,
+}
+
+
+def upstream_detail(upstream: Upstream) -> dict[str, Any]:
+    return {
+        "registry": upstream.registry,
+        "mirrors": list(upstream.mirrors),
+        "pull_secret": upstream.pull_secret,
+        "plain_http": upstream.plain_http,
+        "insecure_skip_verify": upstream.insecure_skip_verify,
+        "check": str(upstream.check),
+        "created_at": utc_timestamp(upstream.created_at),
+    }
+
+
+def parse_upstream(raw: bytes, project_id: str) -> Upstream:
+    """imagedepot's extension: `{"registry", "mirrors", "pull_secret", "plain_http",
+    "insecure_skip_verify", "check"}`; only `registry` is required."""
+    body = json_object(raw)
+    _check_fields(body, _UPSTREAM_FIELDS, "")
+    if "registry" not in body:
+        raise InvalidInput("registry is required", field="registry")
+    mirrors = body.get("mirrors") or []
+    for index, mirror in enumerate(mirrors):
+        if not isinstance(mirror, str):
+            raise InvalidInput(f"mirrors[{index}] must be a string", field=f"mirrors[{index}]")
+    return Upstream(
+        project_id=project_id,
+        registry=body["registry"],
+        mirrors=tuple(mirrors),
+        pull_secret=body.get("pull_secret") or None,
+        plain_http=body.get("plain_http", False),
+        insecure_skip_verify=body.get("insecure_skip_verify", False),
+        check=CheckPolicy.parse(body.get("check", "always")),
+    )
+
+
 def render_error(error: DomainError) -> Response:
     return finish(error_response(http_status(error), error.message), error)
 
@@ -159,6 +205,7 @@ def routes(context: ApiContext) -> list[Route]:
         "DELETE": ("cce:imageCache:delete", delete_cache),
     }
     return [
+        *upstream_routes(context),
         Route("/v5/imagecaches", gate.route(collection, render_error), methods=list(collection)),
         Route(
             "/v5/imagecaches/{image_cache_id}", gate.route(item, render_error), methods=list(item)
@@ -168,4 +215,53 @@ def routes(context: ApiContext) -> list[Route]:
             gate.route({"GET": ("cce:imageCache:get", show_progress)}, render_error),
             methods=["GET"],
         ),
+    ]
+
+
+def upstream_routes(context: ApiContext) -> list[Route]:
+    """`/v5/upstreams`: the registries the caller's project may pull through the registry
+    port (imagedepot's own resource, in the CCE dialect's shapes)."""
+    upstreams = context.upstreams
+    if upstreams is None:
+        return []
+
+    def list_upstreams(_: Request, __: bytes, principal: Principal) -> Response:
+        listed = upstreams.list(principal.project_id)
+        return JSONResponse({"upstreams": [upstream_detail(u) for u in listed]})
+
+    def put_upstream(_: Request, raw: bytes, principal: Principal) -> Response:
+        wanted = parse_upstream(raw, principal.project_id)
+        existed = upstreams.get(principal.project_id, wanted.registry) is not None
+        stored = upstreams.put(wanted)
+        return JSONResponse(
+            {"upstream": upstream_detail(stored)}, status_code=200 if existed else 201
+        )
+
+    def show_upstream(request: Request, _: bytes, principal: Principal) -> Response:
+        registry = request.path_params["registry"]
+        found = upstreams.get(principal.project_id, registry)
+        if found is None:
+            raise NotFound(f"no upstream {registry[:255]!r} in this project", field="registry")
+        return JSONResponse({"upstream": upstream_detail(found)})
+
+    def remove_upstream(request: Request, _: bytes, principal: Principal) -> Response:
+        registry = request.path_params["registry"]
+        found = upstreams.get(principal.project_id, registry)
+        if found is None:
+            raise NotFound(f"no upstream {registry[:255]!r} in this project", field="registry")
+        upstreams.remove(principal.project_id, registry)
+        return JSONResponse({"upstream": upstream_detail(found)})
+
+    gate = context.gate
+    collection = {
+        "GET": ("cce:upstream:list", list_upstreams),
+        "POST": ("cce:upstream:create", put_upstream),
+    }
+    item = {
+        "GET": ("cce:upstream:get", show_upstream),
+        "DELETE": ("cce:upstream:delete", remove_upstream),
+    }
+    return [
+        Route("/v5/upstreams", gate.route(collection, render_error), methods=list(collection)),
+        Route("/v5/upstreams/{registry}", gate.route(item, render_error), methods=list(item)),
     ]

@@ -14,9 +14,11 @@ from imagedepot.services.caches import CacheService
 from imagedepot.services.console_sessions import ConsoleSessions
 from imagedepot.services.image_sharing import ImageSharingService
 from imagedepot.services.inventory import InventoryService
+from imagedepot.services.pull_through import PullThrough
 from imagedepot.services.pull_tokens import PullTokens
 from imagedepot.services.secrets import SecretService
 from imagedepot.services.serving import ServingService
+from imagedepot.services.upstreams import UpstreamService
 from imagedepot.services.vmimages import VmImageService
 
 Readiness = Callable[[], str | None]
@@ -41,6 +43,8 @@ class ApiContext:
     """What `/readyz` asks; without it `/readyz` answers like `/healthz`."""
     console: ConsoleSessions | None = None
     """The web console under `/ui/` is mounted only when this is given."""
+    upstreams: UpstreamService | None = None
+    """`/v5/upstreams` (what each project may pull through) is mounted only when given."""
     registry_endpoint: str | None = None
     """The registry port as this server binds it (`http://HOST:PORT`, https under TLS), for
     the console's node-mirror settings."""
@@ -58,3 +62,5 @@ class RegistryContext:
     tokens: PullTokens
     auth_failures: AuthFailureLimiter
     readiness: Readiness | None = None
+    pull_through: PullThrough | None = None
+    """Pulls through the projects' upstreams; without it the port serves only the caches."""

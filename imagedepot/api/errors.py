@@ -17,6 +17,7 @@ from imagedepot.domain.errors import (
     PayloadTooLarge,
     RateLimited,
     Unauthenticated,
+    UpstreamUnavailable,
 )
 
 HTTP_STATUS: Sequence[tuple[type[DomainError], int]] = (
@@ -28,6 +29,7 @@ HTTP_STATUS: Sequence[tuple[type[DomainError], int]] = (
     (Gone, 410),
     (PayloadTooLarge, 413),
     (RateLimited, 429),
+    (UpstreamUnavailable, 503),
 )
 
 

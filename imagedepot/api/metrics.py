@@ -111,6 +111,15 @@ class Metrics:
             "imagedepot_cache_builds_total",
             "Cache builds this process finished, by outcome (available, failed, timeout).",
         )
+        self.pull_through_misses = Counter(
+            "imagedepot_pull_through_misses_total",
+            "Pulls of an image no cache held, resolved through a project's upstream.",
+        )
+        self.stale_serves = Counter(
+            "imagedepot_pull_through_stale_serves_total",
+            "Cached tags served because the upstream check failed, by reason (unreachable, "
+            "upstream: 5xx, 429 or a timeout; not_found; unauthorized).",
+        )
         self.build_seconds = Histogram(
             "imagedepot_cache_build_seconds",
             "How long the cache builds this process finished took.",
@@ -125,6 +134,8 @@ class Metrics:
             self.registry_blob_bytes.render(),
             self.builds.render(),
             self.build_seconds.render(),
+            self.pull_through_misses.render(),
+            self.stale_serves.render(),
         ):
             lines += block
         return "\n".join(lines) + "\n"

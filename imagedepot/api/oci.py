@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from imagedepot.api.auth import public
@@ -38,9 +38,11 @@ from imagedepot.domain.errors import (
     NotFound,
     RateLimited,
     Unauthenticated,
+    UpstreamUnavailable,
 )
 from imagedepot.domain.served_names import served_name
 from imagedepot.services.identity import PROJECT_HEADER
+from imagedepot.services.pull_through import FollowedBlob
 from imagedepot.services.pull_tokens import PULL_ACTION, PullToken
 from imagedepot.services.serving import (
     ANONYMOUS,
@@ -51,6 +53,7 @@ from imagedepot.services.serving import (
     NameUnknown,
     Page,
     Puller,
+    ServedBlob,
 )
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,7 @@ _ERRORS: list[tuple[type[DomainError], int, str]] = [
     (RateLimited, 429, "TOOMANYREQUESTS"),
     (Forbidden, 403, "DENIED"),
     (NotFound, 404, "NAME_UNKNOWN"),
+    (UpstreamUnavailable, 503, "UNAVAILABLE"),
     (InvalidInput, 400, "UNSUPPORTED"),
     (DomainError, 500, "UNKNOWN"),
 ]
@@ -125,9 +129,7 @@ def presented_credential(request: Request) -> str | None:
             _, _, password = base64.b64decode(value, validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             raise Unauthenticated("the basic credentials are not base64 user:password") from None
-        if not password:
-            raise Unauthenticated("the basic credentials have no password")
-        return password
+        return password or None  # `user:` or `:`: a client that logs in with nothing
     token = request.headers.get("x-auth-token", "").strip()
     return token or None
 
@@ -232,6 +234,7 @@ def for_pullers(error: Unauthenticated) -> Unauthenticated:
 
 def routes(context: RegistryContext) -> list[BaseRoute]:
     serving, tokens, failures = context.serving, context.tokens, context.auth_failures
+    pull_through = context.pull_through
     recording: set[asyncio.Task[None]] = set()
 
     def puller_of(request: Request) -> Puller | None:
@@ -271,7 +274,12 @@ def routes(context: RegistryContext) -> list[BaseRoute]:
             try:
                 return await handler(request, puller)
             except (NameUnknown, BlobUnknown) as error:
-                if puller.anonymous:
+                if puller.anonymous and not (
+                    isinstance(error, BlobUnknown)
+                    and await run_in_threadpool(
+                        serving.knows_name, puller, request.path_params["name"]
+                    )
+                ):
                     return unauthorized(request, f"authentication required: {error.message}")
                 return domain_error_response(error, _detail(request))
             except DomainError as error:
@@ -305,14 +313,16 @@ def routes(context: RegistryContext) -> list[BaseRoute]:
 
     @pull
     async def manifest(request: Request, puller: Puller) -> Response:
-        served = await run_in_threadpool(
-            serving.manifest,
-            puller,
-            request.path_params["name"],
-            request.path_params["reference"],
-            upstream=request.query_params.get("ns"),
-            accepted=accepted_media_types(request),
-        )
+        name, reference = request.path_params["name"], request.path_params["reference"]
+        upstream, accepted = request.query_params.get("ns"), accepted_media_types(request)
+        if pull_through is not None and not puller.anonymous:
+            served = await pull_through.manifest(
+                puller, name, reference, upstream=upstream, accepted=accepted
+            )
+        else:
+            served = await run_in_threadpool(
+                serving.manifest, puller, name, reference, upstream=upstream, accepted=accepted
+            )
         note_use(served.cache_id)
         etag = f'"{served.digest}"'
         headers = {**API_VERSION, "Docker-Content-Digest": served.digest, "ETag": etag}
@@ -322,9 +332,12 @@ def routes(context: RegistryContext) -> list[BaseRoute]:
 
     @pull
     async def blob(request: Request, puller: Puller) -> Response:
-        served = await run_in_threadpool(
-            serving.blob, puller, request.path_params["name"], request.path_params["digest"]
-        )
+        name, digest = request.path_params["name"], request.path_params["digest"]
+        served: ServedBlob | FollowedBlob
+        if pull_through is not None and not puller.anonymous:
+            served = await pull_through.blob(puller, name, digest)
+        else:
+            served = await run_in_threadpool(serving.blob, puller, name, digest)
         etag = f'"{served.digest}"'
         headers = {
             **API_VERSION,
@@ -334,6 +347,14 @@ def routes(context: RegistryContext) -> list[BaseRoute]:
         }
         if not_modified(request, etag):
             return Response(status_code=304, headers=headers)
+        if isinstance(served, FollowedBlob):
+            # Still arriving from the upstream: the whole blob (no ranges), as it comes.
+            headers["Content-Length"] = str(served.size)
+            if request.method == "HEAD":
+                return Response(status_code=200, headers=headers, media_type=served.media_type)
+            return StreamingResponse(
+                served.live.follow(), headers=headers, media_type=served.media_type
+            )
         try:
             return await blob_response(
                 request, served.source, served.digest, served.size, headers, may_redirect=True

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from imagedepot import bootstrap
-from imagedepot.cli import admin
+from imagedepot.cli import admin, upstreams
 from imagedepot.cli.caches import caches
 from imagedepot.cli.common import data_dir_option, settings_for
 from imagedepot.cli.images import images
@@ -88,7 +88,7 @@ def worker(data_dir: str | None) -> None:
     asyncio.run(bootstrap.serve(settings_for(data_dir), with_api=False))
 
 
-for command in (*admin.COMMANDS, caches, images):
+for command in (*admin.COMMANDS, *upstreams.COMMANDS, caches, images):
     main.add_command(command)
 
 __all__ = ["main"]

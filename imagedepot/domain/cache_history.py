@@ -55,6 +55,15 @@ def history(cache: ImageCache) -> list[CacheEvent]:
                 f"image {progress.image}: {progress.digest}, {human_bytes(progress.size_bytes)}"
             )
             events.append(CacheEvent("Normal", "Pulled", finished, message))
+    for progress in cache.images:
+        if progress.upstream_error and progress.upstream_error_at is not None:
+            message = (
+                f"image {progress.image}: served the cached copy, the upstream check failed: "
+                f"{progress.upstream_error}"
+            )
+            events.append(
+                CacheEvent("Warning", "UpstreamUnavailable", progress.upstream_error_at, message)
+            )
     if cache.status is CacheStatus.AVAILABLE:
         message = f"{len(cache.images)} image(s), {human_bytes(cache.total_bytes)}, ready to serve"
         events.append(CacheEvent("Normal", "Available", cache.updated_at, message))

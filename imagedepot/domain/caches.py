@@ -144,6 +144,11 @@ class ImageProgress:
     size_bytes: int = 0
     pulled_bytes: int = 0
     done: bool = False
+    checked_at: datetime | None = None
+    """When the upstream was last asked what the tag stands for (pull-through check policy)."""
+    upstream_error: str | None = None
+    """Why the last such check failed, so the cached copy was served; None once one works."""
+    upstream_error_at: datetime | None = None
 
 
 class ChangeType(enum.StrEnum):
@@ -243,6 +248,31 @@ class ImageCache:
         self._enter(CacheStatus.UNAVAILABLE, now)
         self.reason = reason.value
         self.message = message
+        self.touch(now)
+
+    def retry(self, now: datetime) -> None:
+        """Build a failed cache again, as a new generation of the same spec."""
+        if self.status is not CacheStatus.FAILED:
+            raise Conflict(f"cache {self.spec.name} is {self.status}, not failed")
+        self.images = [ImageProgress(image=image) for image in self.spec.images]
+        self._enter(CacheStatus.CREATING, now)
+        self.reason = self.message = None
+        self.generation += 1
+        self.touch(now)
+
+    def note_check(self, image: str, now: datetime, error: str | None) -> None:
+        """Record a check of `image`'s tag against its upstream: when, and why it failed."""
+        self.images = [
+            replace(
+                progress,
+                checked_at=now if error is None else progress.checked_at,
+                upstream_error=error,
+                upstream_error_at=now if error is not None else None,
+            )
+            if progress.image == image
+            else progress
+            for progress in self.images
+        ]
         self.touch(now)
 
     def change_spec(self, spec: CacheSpec, now: datetime) -> bool:

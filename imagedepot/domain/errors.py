@@ -59,3 +59,8 @@ class Unreadable(DomainError):
 
 class PayloadTooLarge(DomainError):
     """The request body is over the configured limit (HTTP 413)."""
+
+
+class UpstreamUnavailable(DomainError):
+    """A pull-through needs the upstream registry and it did not answer usably, with nothing
+    cached to fall back on (HTTP 503: retry later)."""

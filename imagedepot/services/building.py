@@ -15,10 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+import functools
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from imagedepot.domain.caches import GIB, FailureReason, ImageCache, ImageProgress
+from imagedepot.domain.caches import (
+    GIB,
+    FailureReason,
+    ImageCache,
+    ImageProgress,
+    RegistryAccess,
+)
 from imagedepot.domain.manifests import (
     Descriptor,
     ManifestError,
@@ -38,9 +45,12 @@ from imagedepot.ports import (
     Transport,
 )
 from imagedepot.services.fetch_claims import FetchClaims
+from imagedepot.services.live_blobs import FollowedWriter, LiveBlob, SpoolMaker
 
 CredentialsLookup = Callable[[str], RegistryCredentials | None]
 """Registry host -> the login the cache's pull secrets hold for it."""
+ProjectMirrors = Callable[[str, str], Sequence[str]]
+"""(project id, registry host) -> the mirrors the project's upstream for that host names."""
 Checkpoint = Callable[[list[ImageProgress]], Awaitable[bool]]
 """Persist progress and keep the lease; False means stop (the cache is being deleted)."""
 
@@ -91,13 +101,17 @@ class _ResolvedImage:
 @dataclass
 class _Download:
     task: asyncio.Future[None]
+    live: LiveBlob | None = None
     waiters: int = 0
+    keep: bool = False
+    """Finish it even when no build waits for it (a pull-through wants the blob stored)."""
 
 
 class BlobFetcher:
-    """Fetches blobs into the store, one download per digest however many builds want it
-    (across processes and machines too, with `claims`); a download that no build waits for
-    any more (all were deleted or failed) is cancelled."""
+    """Fetches blobs into the store, one download per digest however many builds and pulls
+    want it (across processes and machines too, with `claims`); a download that no build waits
+    for any more (all were deleted or failed) is cancelled, unless a pull-through wants it.
+    With `spools`, each download can also be followed by registry clients as it arrives."""
 
     def __init__(
         self,
@@ -107,6 +121,7 @@ class BlobFetcher:
         claims: FetchClaims | None = None,
         *,
         poll_seconds: float = 0.25,
+        spools: SpoolMaker | None = None,
     ) -> None:
         self._blobs = blobs
         self._registry = registry
@@ -114,6 +129,11 @@ class BlobFetcher:
         self._inflight: dict[str, _Download] = {}
         self._claims = claims
         self._poll = poll_seconds
+        self._spools = spools
+
+    @property
+    def registry(self) -> RegistryClient:
+        return self._registry
 
     async def ensure(
         self,
@@ -134,11 +154,69 @@ class BlobFetcher:
         """
         checked = proven
         while True:
+            download, ours = await self._obtain(
+                transport, image, blob, on_progress, checked=checked, keep=False
+            )
+            checked = True  # fetched through our own upstream, or asked it
+            if download is None:
+                on_progress(blob.size)
+                return
+            if ours:
+                await self._wait(download)
+                return
+            try:
+                await self._wait(download)
+            except Exception:  # noqa: S112 - another build's failure is not ours to report
+                # Fetch it ourselves, through our own upstream, and fail with our own cause.
+                continue
+            on_progress(blob.size)
+            return
+
+    async def stream(
+        self, transport: Transport, image: ImageReference, blob: Descriptor, *, proven: bool
+    ) -> LiveBlob | None:
+        """For a client pulling `blob` now: the download to follow, or None once the blob is
+        stored (when no download of this process can be followed, this waits for it).
+
+        The tenant rule of `ensure` holds: unless `proven`, the upstream is asked first.
+        """
+        checked = proven
+        while True:
+            download, ours = await self._obtain(
+                transport, image, blob, lambda _: None, checked=checked, keep=True
+            )
+            checked = True
+            if download is None:
+                return None
+            if download.live is not None and download.live.followable:
+                return download.live
+            try:
+                await self._wait(download)
+            except Exception:
+                if ours:
+                    raise
+                continue
+            return None
+
+    async def _obtain(
+        self,
+        transport: Transport,
+        image: ImageReference,
+        blob: Descriptor,
+        on_progress: Callable[[int], None],
+        *,
+        checked: bool,
+        keep: bool,
+    ) -> tuple[_Download | None, bool]:
+        """(None, False) once `blob` is stored; else the download of this process that will
+        store it, and whether this call started it. Waits while another process fetches it.
+        Unless `checked`, the upstream is asked for the blob before a stored or shared one is
+        used (starting our own download needs no asking: fetching is the proof)."""
+        while True:
             if await asyncio.to_thread(self._blobs.has, blob.digest):
                 if not checked:
                     await self._registry.check_blob(transport, image, blob.digest, blob.size)
-                on_progress(blob.size)
-                return
+                return None, False
             download = self._inflight.get(blob.digest)
             if download is None:
                 if not await self._claim(blob.digest):
@@ -149,27 +227,27 @@ class BlobFetcher:
                         checked = True
                     await asyncio.sleep(self._poll)
                     continue
+                landed = await asyncio.to_thread(self._blobs.has, blob.digest)
+                live = None
+                if not landed and self._spools is not None:
+                    spool = await asyncio.to_thread(self._spools)
+                    live = LiveBlob(spool, blob.size, asyncio.get_running_loop())
+                # No await from here on: nothing else may start this download meanwhile.
                 if blob.digest in self._inflight:
-                    continue  # another build of ours started it while we claimed
-                if await asyncio.to_thread(self._blobs.has, blob.digest):
+                    continue  # another build or pull of ours started it while we claimed
+                if landed:
                     await self._release(blob.digest)  # it landed while we claimed
                     continue
-                # Our own download: fetching from our own upstream is the proof.
-                task = asyncio.ensure_future(self._download(transport, image, blob, on_progress))
-                download = self._inflight[blob.digest] = _Download(task)
-                task.add_done_callback(lambda done: self._forget(blob.digest, done))
-                await self._wait(download)
-                return
+                task = asyncio.ensure_future(
+                    self._download(transport, image, blob, on_progress, live)
+                )
+                started = self._inflight[blob.digest] = _Download(task, live, keep=keep)
+                task.add_done_callback(functools.partial(self._forget, blob.digest, started))
+                return started, True
             if not checked:
                 await self._registry.check_blob(transport, image, blob.digest, blob.size)
-                checked = True
-            try:
-                await self._wait(download)
-            except Exception:  # noqa: S112 - another build's failure is not ours to report
-                # Fetch it ourselves, through our own upstream, and fail with our own cause.
-                continue
-            on_progress(blob.size)
-            return
+            download.keep = download.keep or keep
+            return download, False
 
     @staticmethod
     async def _wait(download: _Download) -> None:
@@ -178,11 +256,15 @@ class BlobFetcher:
             await asyncio.shield(download.task)
         finally:
             download.waiters -= 1
-            if download.waiters == 0 and not download.task.done():
+            if download.waiters == 0 and not download.keep and not download.task.done():
                 download.task.cancel()
 
-    def _forget(self, digest: str, done: asyncio.Future[None]) -> None:
-        self._inflight.pop(digest, None)
+    def _forget(self, digest: str, download: _Download, _: object) -> None:
+        if self._inflight.get(digest) is download:
+            del self._inflight[digest]
+        done = download.task
+        if download.live is not None:
+            download.live.finish(not done.cancelled() and done.exception() is None)
         if not done.cancelled():
             done.exception()  # retrieved here so a download nobody awaits any more logs nothing
 
@@ -192,11 +274,13 @@ class BlobFetcher:
         image: ImageReference,
         blob: Descriptor,
         on_progress: Callable[[int], None],
+        live: LiveBlob | None,
     ) -> None:
         renewing = asyncio.ensure_future(self._keep_claim(blob.digest))
         try:
             async with self._slots:
-                writer = self._blobs.writer(blob.digest, blob.size)
+                stored = self._blobs.writer(blob.digest, blob.size)
+                writer = stored if live is None else FollowedWriter(stored, live)
                 try:
                     await self._registry.fetch_blob(
                         transport, image, blob.digest, writer, on_progress
@@ -239,12 +323,14 @@ class CacheBuilder:
         registry: RegistryClient,
         fetcher: BlobFetcher,
         policy: BuildPolicy,
+        project_mirrors: ProjectMirrors = lambda project_id, registry: (),
     ) -> None:
         self._store = store
         self._blobs = blobs
         self._registry = registry
         self._fetcher = fetcher
         self._policy = policy
+        self._project_mirrors = project_mirrors
 
     async def build(
         self, cache: ImageCache, credentials: CredentialsLookup, checkpoint: Checkpoint
@@ -384,20 +470,12 @@ class CacheBuilder:
     def _transports(
         self, registry: str, cache: ImageCache, credentials: CredentialsLookup
     ) -> list[Transport]:
-        login = credentials(registry)
         access = {entry.server: entry for entry in cache.spec.registries}.get(registry)
-        transports: list[Transport] = []
-        for endpoint in (*self._policy.mirrors.get(registry, ()), registry):
-            creds = login if endpoint == registry else credentials(endpoint)
-            if endpoint == registry and access is not None and access.plain_http:
-                transports.append(Transport(endpoint, plain_http=True, credentials=creds))
-                continue
-            relaxed = is_loopback_host(endpoint) or endpoint in self._policy.insecure_registries
-            skip_verify = relaxed or (access is not None and access.insecure_skip_verify)
-            transports.append(Transport(endpoint, verify_tls=not skip_verify, credentials=creds))
-            if relaxed:
-                transports.append(Transport(endpoint, plain_http=True, credentials=creds))
-        return transports
+        mirrors = (
+            *self._policy.mirrors.get(registry, ()),
+            *self._project_mirrors(cache.project_id, registry),
+        )
+        return transports_for(registry, access, mirrors, credentials, self._policy)
 
     def _check_budget(self, cache: ImageCache, resolved: list[_ResolvedImage]) -> None:
         sizes: dict[str, int] = {}
@@ -441,6 +519,30 @@ class CacheBuilder:
             for manifest in image.manifests:
                 if not self._blobs.has(manifest.digest):
                     self._blobs.put_bytes(manifest.digest, manifest.body)
+
+
+def transports_for(
+    registry: str,
+    access: RegistryAccess | None,
+    mirrors: Sequence[str],
+    credentials: CredentialsLookup,
+    policy: BuildPolicy,
+) -> list[Transport]:
+    """How to reach `registry`: its mirrors first, then itself (TLS first, then plain HTTP
+    where that is allowed), each with the login `credentials` hold for its host."""
+    login = credentials(registry)
+    transports: list[Transport] = []
+    for endpoint in dict.fromkeys((*mirrors, registry)):
+        creds = login if endpoint == registry else credentials(endpoint)
+        if endpoint == registry and access is not None and access.plain_http:
+            transports.append(Transport(endpoint, plain_http=True, credentials=creds))
+            continue
+        relaxed = is_loopback_host(endpoint) or endpoint in policy.insecure_registries
+        skip_verify = relaxed or (access is not None and access.insecure_skip_verify)
+        transports.append(Transport(endpoint, verify_tls=not skip_verify, credentials=creds))
+        if relaxed:
+            transports.append(Transport(endpoint, plain_http=True, credentials=creds))
+    return transports
 
 
 def _failure(image: str, error: RegistryError) -> BuildFailed:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from imagedepot.domain.caches import ImageCache, ImageProgress
@@ -34,6 +34,7 @@ from imagedepot.domain.manifests import (
 )
 from imagedepot.domain.references import DIGEST_RE, TAG_RE, ImageReference, parse_reference
 from imagedepot.domain.served_names import ServedName, served_name
+from imagedepot.domain.upstreams import PULL_THROUGH_LABEL
 from imagedepot.ports import (
     BlobCorrupt,
     BlobSource,
@@ -93,6 +94,11 @@ class ServedManifest:
     digest: str
     cache_id: str
     """The cache it came from: the one whose use a pull records."""
+    image: str | None = None
+    """For a tag: the cached image it stands for (as the cache's spec names it)."""
+    tag_digest: str | None = None
+    """For a tag: the digest the tag was resolved to (an index's, when a platform's manifest
+    is served from it)."""
 
 
 @dataclass(frozen=True)
@@ -173,15 +179,19 @@ class ServingService:
                 tagged = next((h for h in holdings if h.reference.tag == reference), None)
                 if tagged is None or tagged.image.digest is None:
                     raise ManifestUnknown(f"tag {reference} is not known in {name}")
-                holder, digest = tagged.cache, tagged.image.digest
+                holder, digest, image = tagged.cache, tagged.image.digest, tagged.image.image
                 recorded = uow.blob_refs.owners_of(digest, [holder.id]).get(holder.id)
                 if recorded is None:
                     raise ManifestUnknown(f"manifest {digest} of {name}:{reference} is missing")
                 media_type = recorded.media_type
             body = self._manifest_bytes(digest)
-            if not by_digest and _wants_platform_manifest(media_type, accepted):
-                return self._platform_manifest(uow, holder, body, media_type, name, reference)
-        return ServedManifest(body, media_type, digest, holder.id)
+            if by_digest:
+                return ServedManifest(body, media_type, digest, holder.id)
+            served = ServedManifest(body, media_type, digest, holder.id, image, digest)
+            if _wants_platform_manifest(media_type, accepted):
+                served = self._platform_manifest(uow, holder, body, media_type, name, reference)
+                served = replace(served, image=image, tag_digest=digest)
+        return served
 
     def blob(self, puller: Puller, name: str, digest: str) -> ServedBlob:
         """The blob `digest`, when a cache the puller may see holds it (whatever its name)."""
@@ -195,6 +205,16 @@ class ServingService:
         if recorded is None or size is None:
             raise BlobUnknown(f"blob {digest} is not known")
         return ServedBlob(digest, size, recorded.media_type, self._blobs)
+
+    def knows_name(self, puller: Puller, name: str) -> bool:
+        """Whether a cache the puller may see serves `name`: an anonymous puller that may see
+        the repository is told what it lacks (404), not asked for a login it cannot have."""
+        try:
+            wanted = _served_name(name)
+            with self._store.transaction(read_only=True) as uow:
+                return bool(self._holdings(uow, puller, wanted))
+        except (NameInvalid, NameAmbiguous):
+            return False
 
     def tags(
         self,
@@ -248,8 +268,22 @@ class ServingService:
         return uow.identity.anonymous_pull_projects()
 
     def _holdings(self, uow: UnitOfWork, puller: Puller, wanted: ServedName) -> list[_Holding]:
-        """Every image served under `wanted` in the caches `puller` may see, newest cache first."""
+        """Every image served under `wanted` in the caches `puller` may see, newest cache first.
+
+        A project's own pull-through caches count while they are built: their manifests came
+        from its upstream when the pull-through made them (their blobs are served only once
+        its upstream has shown them, see PullThrough)."""
         caches = uow.caches.available(self._project_ids(uow, puller))
+        if puller.project_id is not None:
+            pulling = [
+                cache
+                for cache in uow.caches.building(puller.project_id)
+                if PULL_THROUGH_LABEL in cache.labels
+            ]
+            if pulling:
+                caches = sorted(
+                    [*caches, *pulling], key=lambda cache: cache.created_at, reverse=True
+                )
         holdings = [
             holding
             for cache in caches

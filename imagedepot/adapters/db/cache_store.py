@@ -87,7 +87,21 @@ def _progress_from_json(data: Mapping[str, Any]) -> ImageProgress:
         size_bytes=data.get("size_bytes", 0),
         pulled_bytes=data.get("pulled_bytes", 0),
         done=data.get("done", False),
+        checked_at=_instant(data.get("checked_at")),
+        upstream_error=data.get("upstream_error"),
+        upstream_error_at=_instant(data.get("upstream_error_at")),
     )
+
+
+def _progress_to_json(progress: ImageProgress) -> dict[str, Any]:
+    values = asdict(progress)
+    for key in ("checked_at", "upstream_error_at"):
+        values[key] = None if values[key] is None else values[key].isoformat()
+    return values
+
+
+def _instant(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
 
 
 def _cache_values(cache: ImageCache) -> dict[str, Any]:
@@ -100,7 +114,7 @@ def _cache_values(cache: ImageCache) -> dict[str, Any]:
         "status": cache.status.value,
         "reason": cache.reason,
         "message": cache.message,
-        "images": [asdict(image) for image in cache.images],
+        "images": [_progress_to_json(image) for image in cache.images],
         "labels": dict(cache.labels),
         "annotations": dict(cache.annotations),
         "resource_version": cache.resource_version,
@@ -388,6 +402,15 @@ class SqlCacheRepository:
         query = (
             select(*_CACHE_COLUMNS)
             .where(c.project_id.in_(list(project_ids)), c.status == CacheStatus.AVAILABLE.value)
+            .order_by(c.created_at.desc(), c.id.desc())
+        )
+        return [_cache_from_row(row) for row in self._connection.execute(query).mappings()]
+
+    def building(self, project_id: str) -> builtins.list[ImageCache]:
+        c = tables.caches.c
+        query = (
+            select(*_CACHE_COLUMNS)
+            .where(c.project_id == project_id, c.status == CacheStatus.CREATING.value)
             .order_by(c.created_at.desc(), c.id.desc())
         )
         return [_cache_from_row(row) for row in self._connection.execute(query).mappings()]

@@ -50,6 +50,7 @@ from imagedepot.adapters.db.coordination_store import (
     SqlKeyCheckRepository,
 )
 from imagedepot.adapters.db.statements import chunks, insert_or_conflict, upsert
+from imagedepot.adapters.db.upstream_store import SqlUpstreamRepository
 from imagedepot.adapters.db.vmimage_store import SqlVmImageRepository
 from imagedepot.domain.caches import CacheStatus
 from imagedepot.domain.identity import Credential, CredentialKind, Project, Role
@@ -74,6 +75,7 @@ from imagedepot.ports import (
     SecretRepository,
     StoredSecret,
     StoreUnavailable,
+    UpstreamRepository,
     VmImageRepository,
 )
 
@@ -85,7 +87,7 @@ if TYPE_CHECKING:
     from imagedepot.ports import MetadataStore
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
-SCHEMA_HEAD: Final = "0010"
+SCHEMA_HEAD: Final = "0011"
 """The newest migration's revision; a test checks it against the migrations directory."""
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 
@@ -733,6 +735,7 @@ class SqlUnitOfWork:
     blob_fetches: BlobFetchRepository
     heartbeats: HeartbeatRepository
     key_checks: KeyCheckRepository
+    upstreams: UpstreamRepository
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
@@ -748,6 +751,7 @@ class SqlUnitOfWork:
         self.blob_fetches = SqlBlobFetchRepository(connection)
         self.heartbeats = SqlHeartbeatRepository(connection)
         self.key_checks = SqlKeyCheckRepository(connection)
+        self.upstreams = SqlUpstreamRepository(connection)
 
 
 class SqlMetadataStore:

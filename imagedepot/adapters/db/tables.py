@@ -238,6 +238,21 @@ secrets = Table(
     PrimaryKeyConstraint("project_id", "namespace", "name", name="pk_secrets"),
 )
 
+upstreams = Table(
+    "upstreams",
+    metadata,
+    Column("project_id", String(64), nullable=False),
+    Column("registry", String(255), nullable=False),
+    Column("mirrors", _json(), nullable=False),
+    Column("pull_secret", String(512)),
+    Column("plain_http", Boolean(), nullable=False, server_default=false()),
+    Column("insecure_skip_verify", Boolean(), nullable=False, server_default=false()),
+    Column("check_mode", String(32), nullable=False),
+    Column("check_max_age_seconds", BigInteger(), nullable=False, server_default="0"),
+    Column("created_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("project_id", "registry", name="pk_upstreams"),
+)
+
 vm_images = Table(
     "vm_images",
     metadata,

@@ -48,6 +48,7 @@ MAX_CONNECT_SECONDS = 30.0
 """A host that does not accept a connection within this is unreachable, whatever the timeout."""
 
 _CHALLENGE_PARAM = re.compile(r'([A-Za-z][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))')
+_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}\Z")
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
 _BROKEN = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError)
 """Failures of the connection itself, worth a retry (asyncio.TimeoutError is TimeoutError)."""
@@ -156,6 +157,36 @@ class AiohttpRegistryClient:
                 "corrupt", f"manifest {name} has digest {digest}, not the one asked for"
             )
         return FetchedManifest(body=body, media_type=_media_type(content_type, body), digest=digest)
+
+    async def manifest_digest(
+        self, transport: Transport, image: ImageReference, reference: str, seconds: float
+    ) -> str:
+        """One HEAD of the manifest (a tag check that spares the upstream's pull rate limit, as
+        Docker Hub counts GETs only), no retries: a check that fails is answered from the
+        cache. The digest comes from `Docker-Content-Digest`, or from a GET when it is absent."""
+        name = _image_name(image, reference)
+        url = f"{_base_url(transport)}/v2/{image.repository}/manifests/{reference}"
+        headers = {"Accept": ACCEPT_MANIFESTS, "Accept-Encoding": "identity"}
+        limits = aiohttp.ClientTimeout(total=seconds)
+        try:
+            response = await self._send(transport, image, url, headers, limits, method="HEAD")
+            async with response:
+                if response.status == 404:
+                    raise RegistryError("not_found", f"manifest unknown: {name}")
+                if response.status != 200:
+                    raise RegistryError(
+                        "upstream",
+                        f"manifest {name}: {transport.endpoint} answered HTTP {response.status}",
+                    )
+                digest = response.headers.get("Docker-Content-Digest", "").strip()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise RegistryError(
+                "unreachable", f"manifest {name}: {transport.endpoint}: {_describe(error)}"
+            ) from error
+        if _DIGEST.match(digest):
+            return digest
+        fetched = await self.fetch_manifest(transport, image, reference)
+        return fetched.digest
 
     async def fetch_blob(
         self,

@@ -1,0 +1,38 @@
+"""The registries each project may pull through the registry port (pull-through is opt-in per
+project and per registry), with the mirrors, login and tag check policy of each.
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-12-06
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
+
+revision: str = "0011"
+down_revision: str | None = "0010"
+branch_labels: str | tuple[str, ...] | None = None
+depends_on: str | tuple[str, ...] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "upstreams",
+        sa.Column("project_id", sa.String(64), nullable=False),
+        sa.Column("registry", sa.String(255), nullable=False),
+        sa.Column("mirrors", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+        sa.Column("pull_secret", sa.String(512)),
+        sa.Column("plain_http", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("insecure_skip_verify", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("check_mode", sa.String(32), nullable=False),
+        sa.Column("check_max_age_seconds", sa.BigInteger(), nullable=False, server_default="0"),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("project_id", "registry", name="pk_upstreams"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("upstreams")
