@@ -214,3 +214,161 @@ def test_containerd_pulls_through_imagedepot_configured_by_mirror_config(
     assert {pushed.manifest_digest, *pushed.blob_digests} <= stored
     names = [str(cache["name"]) for cache in caches_of(service, token)]
     assert any(name.startswith("pt-through-node-1-0-") for name in names), names
+
+
+def registry_get(service: Service, token: str, path: str, **headers: str) -> httpx.Response:
+    return httpx.get(
+        f"http://127.0.0.1:{service.registry_port}{path}",
+        headers={"Authorization": f"Bearer {token}", **headers},
+        timeout=60,
+    )
+
+
+def stale_serves(service: Service) -> float:
+    text = httpx.get(f"{service.url}/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("imagedepot_pull_through_stale_serves_total{")
+    )
+
+
+def test_cached_tags_are_served_while_the_upstream_fails_or_is_gone(
+    service: Service, tmp_path: Path
+) -> None:
+    with RegistryServer() as own, FaultProxy(own.url) as front:
+        pushed = push_image(own.url, "through/steady", "v1", [make_layer(seed=5140)])
+        _, token = new_project(service, front.endpoint)
+        pull(service, token, "through/steady:v1", tmp_path / "first")
+        (cache,) = caches_of(service, token)
+        assert wait_available(service, token, str(cache["name"]))["status"] == "Available"
+        before = stale_serves(service)
+        # 503, 429 and 404 for the tag: each pull still gets the cached copy.
+        for status in (503, 429, 404):
+            front.status("/manifests/v1", status, times=None)
+            layout = tmp_path / f"during-{status}"
+            pull(service, token, "through/steady:v1", layout)
+            assert_pulled(layout, pushed)
+            front.clear()
+        assert stale_serves(service) >= before + 3
+        front.stop()
+        own.stop()
+        # The upstream is gone altogether.
+        pull(service, token, "through/steady:v1", tmp_path / "gone")
+        assert_pulled(tmp_path / "gone", pushed)
+    events = httpx.get(
+        f"{service.url}/api/v1/namespaces/default/events",
+        headers={"Authorization": f"Bearer {token}"},
+    ).json()["items"]
+    warnings = [e for e in events if e["reason"] == "UpstreamUnavailable"]
+    assert warnings and "served the cached copy" in warnings[0]["message"]
+    assert warnings[0]["involvedObject"]["name"] == cache["name"]
+
+
+def test_a_tag_moved_upstream_is_followed_or_kept_as_the_check_policy_says(
+    service: Service, upstream: RegistryServer, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    first = push_image(upstream.url, "through/moving", "v1", [make_layer(seed=5150)])
+    _, always = new_project(service, proxy.endpoint)
+    _, never = new_project(service, proxy.endpoint, "--check", "never")
+    for token in (always, never):
+        pull(service, token, "through/moving:v1", tmp_path / f"first-{token[-6:]}")
+        (cache,) = caches_of(service, token)
+        assert wait_available(service, token, str(cache["name"]))["status"] == "Available"
+    moved = push_image(upstream.url, "through/moving", "v1", [make_layer(seed=5151)])
+    assert moved.manifest_digest != first.manifest_digest
+    proxy.clear()
+    pull(service, always, "through/moving:v1", tmp_path / "always")
+    assert_pulled(tmp_path / "always", moved)
+    assert len(caches_of(service, always)) == 2  # the old content stays, as its own cache
+    assert proxy.seen("/manifests/v1", method="HEAD")
+    proxy.clear()
+    pull(service, never, "through/moving:v1", tmp_path / "never")
+    assert_pulled(tmp_path / "never", first)
+    assert proxy.seen("/manifests/v1") == []
+
+
+def test_upstreams_api_manages_what_a_project_pulls_through(service: Service) -> None:
+    token = service.credential(f"pt-api-{next(_projects)}")
+    other = service.credential(f"pt-api-{next(_projects)}")
+    reader = service.credential(f"pt-api-{next(_projects)}", "reader")
+    with service.client(token) as client:
+        created = client.post(
+            "/v5/upstreams",
+            json={
+                "registry": "quay.io",
+                "mirrors": ["mirror.example.com:5000"],
+                "check": "if-older-than=30m",
+            },
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["upstream"]["check"] == "if-older-than=30m"
+        again = client.post("/v5/upstreams", json={"registry": "quay.io", "check": "never"})
+        assert again.status_code == 200
+        assert client.get("/v5/upstreams/quay.io").json()["upstream"]["check"] == "never"
+        listed = client.get("/v5/upstreams").json()["upstreams"]
+        assert [u["registry"] for u in listed] == ["quay.io"]
+        for body, field in (
+            ({"registry": "https://quay.io/v2"}, "registry"),
+            ({"registry": "quay.io", "check": "sometimes"}, "check"),
+            ({"registry": "quay.io", "check": "if-older-than=0s"}, "check"),
+            ({"registry": "quay.io", "pull_secret": "default:missing"}, "pull_secret"),
+            ({"registry": "quay.io", "mirrors": ["a/b"]}, "mirrors[0]"),
+            ({"registry": "quay.io", "plain_http": "yes"}, "plain_http"),
+            ({"registry": "quay.io", "colour": "red"}, "colour"),
+            ({}, "registry"),
+        ):
+            refused = client.post("/v5/upstreams", json=body)
+            assert refused.status_code == 400, (body, refused.text)
+            assert field in refused.json()["error_msg"], (body, refused.text)
+        assert client.get("/v5/upstreams/quay.io").json()["upstream"]["check"] == "never"
+    with service.client(other) as client:
+        assert client.get("/v5/upstreams").json()["upstreams"] == []
+        assert client.get("/v5/upstreams/quay.io").status_code == 404
+        assert client.delete("/v5/upstreams/quay.io").status_code == 404
+    with service.client(reader) as client:
+        assert client.get("/v5/upstreams").status_code == 200
+        assert client.post("/v5/upstreams", json={"registry": "quay.io"}).status_code == 403
+    with service.client(token) as client:
+        assert client.delete("/v5/upstreams/quay.io").status_code == 200
+        assert client.get("/v5/upstreams").json()["upstreams"] == []
+    listed_cli = service.cli(
+        "upstreams",
+        "list",
+        "--data-dir",
+        str(service.data_dir),
+        "--project",
+        "no-such",
+        check=False,
+    )
+    assert listed_cli.returncode != 0 and "no-such" in listed_cli.stderr
+
+
+def test_anonymous_pullers_get_404_for_what_a_visible_repository_lacks(
+    service: Service, upstream: RegistryServer
+) -> None:
+    push_image(upstream.url, "through/public", "v1", [make_layer(seed=5160)])
+    project = f"pt-anon-{next(_projects)}"
+    token = service.credential(project)
+    with service.client(token) as client:
+        created = client.post(
+            "/v5/imagecaches",
+            json={"name": "anon-public", "images": [f"{upstream.endpoint}/through/public:v1"]},
+        )
+        assert created.status_code == 201, created.text
+        done = wait_for_status(client, created.json()["image_cache"]["id"], {"Available", "Failed"})
+    assert done["status"] == "Available"
+    service.set_anonymous_pull(project, True)
+    try:
+        registry = f"http://127.0.0.1:{service.registry_port}"
+        missing = "sha256:" + "0" * 64
+        blob = httpx.get(f"{registry}/v2/through/public/blobs/{missing}")
+        assert blob.status_code == 404
+        assert blob.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+        hidden = httpx.get(f"{registry}/v2/nobody/knows/blobs/{missing}")
+        assert hidden.status_code == 401  # a repository it cannot see: authenticate
+        empty = httpx.get(f"{registry}/token", auth=("", ""))
+        assert empty.status_code == 200, empty.text
+        assert httpx.get(f"{registry}/token", auth=("someone", "")).status_code == 200
+    finally:
+        service.set_anonymous_pull(project, False)

@@ -9,6 +9,7 @@ while it is in flight, and by importing a layout that merely names the digest.
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import json
 import sqlite3
@@ -411,3 +412,62 @@ def test_waiting_on_another_machines_fetch_needs_the_same_check(
             assert_unreadable(front, token_b, layer, ["evil/far", "a/remote"])
     finally:
         postgres_cluster.drop_database(database)
+
+
+def allow_pull_through(service: Service, project: str, registry: str, *extra: str) -> None:
+    service.cli(
+        "upstreams",
+        "add",
+        "--data-dir",
+        str(service.data_dir),
+        "--project",
+        project,
+        "--registry",
+        registry,
+        "--plain-http",
+        *extra,
+    )
+
+
+def test_a_pull_through_in_flight_is_never_lent_to_another_project(
+    private: RegistryServer,
+) -> None:
+    """A's first pull of a private image is still streaming its layer when B pulls, through
+    its own upstream, a manifest naming that layer: B gets 404 after its own registry said it
+    lacks the layer, during A's download and after it. No worker runs, so B's pull-through
+    cache stays in the making (a worker would fail it at once) and only the registry port's
+    own check stands between B and A's bytes."""
+    victim = private_image(private, "a/through", 1536 * KIB, seed=1004)
+    layer = victim.layer_digests[0]
+    with (
+        Service(serve_args=("--no-worker",)) as service,
+        FaultProxy(private.url) as proxy,
+        TinyRegistry() as tiny,
+    ):
+        proxy.throttle(f"/blobs/{layer}", 256 * KIB)
+        service.add_pull_secret("iso-pt-a", "regcred", proxy.endpoint, "alice", USERS["alice"])
+        token_a, token_b = service.credential("iso-pt-a"), service.credential("iso-pt-b")
+        allow_pull_through(service, "iso-pt-a", proxy.endpoint, "--pull-secret", "default:regcred")
+        allow_pull_through(service, "iso-pt-b", tiny.endpoint)
+        assert pull(service, token_a, "a/through/manifests/v1").status_code == 200
+        received: list[int] = []
+
+        def pull_layer() -> None:
+            received.append(len(pull(service, token_a, f"a/through/blobs/{layer}").content))
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            streaming = pool.submit(pull_layer)
+            naming_manifest(tiny, "evil/through", victim)
+            assert pull(service, token_b, "evil/through/manifests/v1").status_code == 200
+            during = pull(service, token_b, f"evil/through/blobs/{layer}")
+            assert not streaming.done(), "A's download finished first: nothing was tried"
+            assert during.status_code == 404, during.text
+            assert tiny.seen("HEAD", layer) >= 1
+            streaming.result(timeout=60)
+        assert received == [victim.layer_sizes[0]]
+        after = pull(service, token_b, f"evil/through/blobs/{layer}")
+        assert after.status_code == 404
+        assert (
+            proxy.seen(f"/blobs/{layer}", method="GET")
+            and len(proxy.seen(f"/blobs/{layer}", method="GET")) == 1
+        )
