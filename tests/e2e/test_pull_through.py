@@ -261,7 +261,8 @@ def test_cached_tags_are_served_while_the_upstream_fails_or_is_gone(
         headers={"Authorization": f"Bearer {token}"},
     ).json()["items"]
     warnings = [e for e in events if e["reason"] == "UpstreamUnavailable"]
-    assert warnings and "served the cached copy" in warnings[0]["message"]
+    assert warnings
+    assert "served the cached copy" in warnings[0]["message"]
     assert warnings[0]["involvedObject"]["name"] == cache["name"]
 
 
@@ -341,7 +342,8 @@ def test_upstreams_api_manages_what_a_project_pulls_through(service: Service) ->
         "no-such",
         check=False,
     )
-    assert listed_cli.returncode != 0 and "no-such" in listed_cli.stderr
+    assert listed_cli.returncode != 0
+    assert "no-such" in listed_cli.stderr
 
 
 def test_anonymous_pullers_get_404_for_what_a_visible_repository_lacks(
