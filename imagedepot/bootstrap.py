@@ -359,7 +359,7 @@ def worker_for(core: Core, fetcher: BlobFetcher) -> WorkerLoop:
         dead_holders=dead,
     )
     builder = CacheBuilder(
-        core.store, core.blobs, fetcher.registry, fetcher, policy, project_mirrors(core)
+        core.store, core.blobs, fetcher.registry, fetcher, policy, core.clock, project_mirrors(core)
     )
 
     def build_finished(outcome: str, seconds: float) -> None:

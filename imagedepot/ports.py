@@ -343,6 +343,11 @@ class IdentityRepository(Protocol):
     def anonymous_pull_projects(self) -> builtins.list[str]:
         """The ids of the projects whose caches anyone may pull."""
 
+    def set_stored_bytes_quota(self, project_id: str, quota: int | None) -> bool:
+        """The most bytes the project's caches may hold (each blob once); None: no limit."""
+
+    def stored_bytes_quota(self, project_id: str) -> int | None: ...
+
     def project_summaries(self, now: datetime) -> builtins.list[ProjectSummary]:
         """Every project by name, with its anonymous-pull setting and how many credentials
         (all issued, and those usable at `now`) and caches it has."""

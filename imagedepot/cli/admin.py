@@ -367,6 +367,34 @@ def projects_set_anonymous_pull(data_dir: str | None, project: str, allowed: boo
     click.echo(f"project {project}: anonymous pull {'on' if allowed else 'off'}")
 
 
+@projects.command("set-quota")
+@data_dir_option
+@click.option("--project", required=True, help="Project name.")
+@click.option(
+    "--stored-gib",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Most GiB the project's caches may store, each blob counted once.",
+)
+@click.option("--unlimited", is_flag=True, help="Lift the quota.")
+def projects_set_quota(
+    data_dir: str | None, project: str, stored_gib: float | None, unlimited: bool
+) -> None:
+    """Cap PROJECT's stored bytes: a build or pull-through that would go over it evicts the
+    least recently pulled caches first (never pinned or building ones), or fails saying so."""
+    if (stored_gib is None) == (not unlimited):
+        raise click.UsageError("give exactly one of --stored-gib and --unlimited")
+    quota = None if unlimited or stored_gib is None else int(stored_gib * 1024**3)
+    shown = "unlimited" if quota is None else f"{quota} bytes"
+    with (
+        opened_core(data_dir) as core,
+        audited(core, "cli:project:setQuota", f"projects/{project}?stored_bytes={shown}") as change,
+    ):
+        change.project_id = core.identity.project_named(project).id
+        core.identity.set_stored_bytes_quota(project, quota)
+    click.echo(f"project {project}: stored bytes quota {shown}")
+
+
 # --- export / import ------------------------------------------------------------------------
 
 layout_option = click.option(

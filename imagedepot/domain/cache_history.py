@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from imagedepot.domain.caches import CacheStatus, ImageCache
+from imagedepot.domain.eviction import EVICTED_REASON
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ def history(cache: ImageCache) -> list[CacheEvent]:
     if cache.reason and cache.status in (CacheStatus.FAILED, CacheStatus.UNAVAILABLE):
         events.append(
             CacheEvent("Warning", cache.reason, cache.updated_at, cache.message or cache.reason)
+        )
+    if cache.deletion_requested_at is not None and cache.reason == EVICTED_REASON:
+        events.append(
+            CacheEvent("Warning", EVICTED_REASON, cache.deletion_requested_at, cache.message or "")
         )
     if cache.deletion_requested_at is not None:
         message = "releasing its blobs"

@@ -50,6 +50,8 @@ class FailureReason(enum.StrEnum):
     CORRUPT = "DigestMismatch"
     EXPIRED = "Expired"
     SECRET_UNREADABLE = "PullSecretUnreadable"  # noqa: S105 - a reason, not a secret
+    QUOTA = "QuotaExceeded"
+    """The project's quota of stored bytes, with everything evictable evicted, is too small."""
     STORAGE = "BlobStoreUnavailable"
     """The blob store stayed unreachable past the client's retries (about a minute)."""
 

@@ -26,6 +26,7 @@ from imagedepot.domain.caches import (
     ImageProgress,
     RegistryAccess,
 )
+from imagedepot.domain.eviction import NoRoom
 from imagedepot.domain.manifests import (
     Descriptor,
     ManifestError,
@@ -36,6 +37,7 @@ from imagedepot.domain.references import ImageReference, is_loopback_host, parse
 from imagedepot.ports import (
     BlobInfo,
     BlobStore,
+    Clock,
     FetchedManifest,
     MetadataStore,
     RegistryClient,
@@ -44,6 +46,7 @@ from imagedepot.ports import (
     StoreUnavailable,
     Transport,
 )
+from imagedepot.services.eviction import make_room
 from imagedepot.services.fetch_claims import FetchClaims
 from imagedepot.services.live_blobs import FollowedWriter, LiveBlob, SpoolMaker
 
@@ -323,6 +326,7 @@ class CacheBuilder:
         registry: RegistryClient,
         fetcher: BlobFetcher,
         policy: BuildPolicy,
+        clock: Clock,
         project_mirrors: ProjectMirrors = lambda project_id, registry: (),
     ) -> None:
         self._store = store
@@ -330,6 +334,7 @@ class CacheBuilder:
         self._registry = registry
         self._fetcher = fetcher
         self._policy = policy
+        self._clock = clock
         self._project_mirrors = project_mirrors
 
     async def build(
@@ -344,7 +349,7 @@ class CacheBuilder:
             await asyncio.gather(*(self._resolve(t, cache, credentials) for t in cache.spec.images))
         )
         self._check_budget(cache, resolved)
-        await asyncio.to_thread(self._record_references, cache.id, resolved)
+        await asyncio.to_thread(self._record_references, cache, resolved)
         proven = await asyncio.to_thread(self._held_by_project, cache, resolved)
         await asyncio.to_thread(self._store_manifests, resolved)
 
@@ -492,7 +497,7 @@ class CacheBuilder:
                 f"{sum(largest.digests().values()) / GIB:.2f} GiB)",
             )
 
-    def _record_references(self, cache_id: str, resolved: list[_ResolvedImage]) -> None:
+    def _record_references(self, cache: ImageCache, resolved: list[_ResolvedImage]) -> None:
         infos: dict[str, BlobInfo] = {}
         for image in resolved:
             for manifest in image.manifests:
@@ -503,9 +508,13 @@ class CacheBuilder:
                 infos.setdefault(blob.digest, BlobInfo(blob.digest, blob.size, blob.media_type))
         # The build's blobs replace whatever an earlier build of another spec recorded.
         with self._store.transaction() as uow:
+            try:
+                make_room(uow, cache, {d: i.size for d, i in infos.items()}, self._clock.now())
+            except NoRoom as error:
+                raise BuildFailed(FailureReason.QUOTA, error.message) from None
             uow.blob_locks.hold_for_reuse(list(infos))
-            uow.blob_refs.drop_refs(cache_id)
-            uow.blob_refs.add_refs(cache_id, list(infos.values()))
+            uow.blob_refs.drop_refs(cache.id)
+            uow.blob_refs.add_refs(cache.id, list(infos.values()))
 
     def _held_by_project(self, cache: ImageCache, resolved: list[_ResolvedImage]) -> set[str]:
         """The blobs the cache's project already holds in a built cache; the cache's own

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from imagedepot.domain import signing
-from imagedepot.domain.errors import Forbidden, NotFound, Unauthenticated, Unreadable
+from imagedepot.domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, Unreadable
 from imagedepot.domain.identity import (
     Credential,
     CredentialKind,
@@ -116,6 +116,16 @@ class IdentityService:
         with self._store.transaction() as uow:
             project = uow.identity.project_by_name(project_name)
             if project is None or not uow.identity.set_anonymous_pull(project.id, allowed):
+                raise NotFound(f"project {project_name!r} does not exist", field="project")
+
+    def set_stored_bytes_quota(self, project_name: str, quota: int | None) -> None:
+        """Cap what the project's caches may store (each blob once), or lift the cap; its
+        least recently pulled caches are evicted when a build would go over it."""
+        if quota is not None and quota < 0:
+            raise InvalidInput("the quota must not be negative", field="quota")
+        with self._store.transaction() as uow:
+            project = uow.identity.project_by_name(project_name)
+            if project is None or not uow.identity.set_stored_bytes_quota(project.id, quota):
                 raise NotFound(f"project {project_name!r} does not exist", field="project")
 
     def issue_token(

@@ -35,7 +35,8 @@ from imagedepot.domain.caches import (
     ImageProgress,
     RegistryAccess,
 )
-from imagedepot.domain.errors import InvalidInput, UpstreamUnavailable
+from imagedepot.domain.errors import InvalidInput, QuotaExceeded, UpstreamUnavailable
+from imagedepot.domain.eviction import NoRoom
 from imagedepot.domain.manifests import Descriptor, ManifestError, parse_manifest, select_platforms
 from imagedepot.domain.references import (
     DOCKER_HUB,
@@ -57,6 +58,7 @@ from imagedepot.ports import (
     Transport,
 )
 from imagedepot.services.building import BlobFetcher, BuildPolicy, transports_for
+from imagedepot.services.eviction import make_room
 from imagedepot.services.live_blobs import LiveBlob
 from imagedepot.services.secrets import SecretService
 from imagedepot.services.serving import (
@@ -309,6 +311,10 @@ class PullThrough:
                 return  # made by an earlier pull (or another replica)
             if existing is None:
                 cache = ImageCache.new(upstream.project_id, spec, now)
+                try:
+                    make_room(uow, cache, {d: i.size for d, i in infos.items()}, now)
+                except NoRoom as error:
+                    raise QuotaExceeded(f"{image}: {error.message}") from None
                 cache.labels = {PULL_THROUGH_LABEL: _label_value(upstream.registry)}
                 cache.images = [progress]
                 uow.caches.add(cache)

@@ -374,3 +374,69 @@ def test_anonymous_pullers_get_404_for_what_a_visible_repository_lacks(
         assert httpx.get(f"{registry}/token", auth=("someone", "")).status_code == 200
     finally:
         service.set_anonymous_pull(project, False)
+
+
+def test_a_quota_evicts_the_least_recently_pulled_caches_never_pinned_ones(
+    service: Service, upstream: RegistryServer, tmp_path: Path
+) -> None:
+    images = {
+        name: push_image(upstream.url, f"through/{name}", "v1", [make_layer(size, seed=seed)])
+        for name, size, seed in (
+            ("kept", 200_000, 5170),
+            ("old", 200_000, 5171),
+            ("new", 200_000, 5172),
+            ("huge", 600_000, 5173),
+        )
+    }
+    project, token = new_project(service, upstream.endpoint)
+    quota_gib = 0.0005  # 536,870 bytes: room for two of the small images
+    service.cli(
+        "projects",
+        "set-quota",
+        "--data-dir",
+        str(service.data_dir),
+        "--project",
+        project,
+        "--stored-gib",
+        str(quota_gib),
+    )
+    names = {}
+    for name in ("kept", "old"):
+        pull(service, token, f"through/{name}:v1", tmp_path / name)
+        (names[name],) = [
+            str(c["name"]) for c in caches_of(service, token) if f"-{name}-" in str(c["name"])
+        ]
+        assert wait_available(service, token, names[name])["status"] == "Available"
+    pinned = httpx.patch(
+        f"{service.url}/apis/cci/v2/imagesnapshots/{names['kept']}",
+        json={"metadata": {"labels": {"imagedepot.io/pinned": "true"}}},
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/merge-patch+json",
+        },
+    )
+    assert pinned.status_code == 200, pinned.text
+
+    pull(service, token, "through/new:v1", tmp_path / "new")
+    assert_pulled(tmp_path / "new", images["new"])
+    statuses = {str(c["name"]): c["status"] for c in caches_of(service, token)}
+    assert statuses.get(names["old"]) in (None, "Deleting"), statuses  # evicted
+    assert statuses[names["kept"]] == "Available"  # pinned, though pulled longest ago
+    audit = service.cli(
+        "audit", "--data-dir", str(service.data_dir), "--project", project, "--json"
+    )
+    assert "system:imageCache:evict" in audit.stdout
+
+    refused = registry_get(
+        service,
+        token,
+        "/v2/through/huge/manifests/v1",
+        Accept="application/vnd.oci.image.manifest.v1+json",
+    )
+    assert refused.status_code == 403, refused.text
+    assert "quota exceeded" in refused.text
+    assert "pinned: " + names["kept"] in refused.text
+    after = {str(c["name"]): c["status"] for c in caches_of(service, token)}
+    new_name = next(name for name in after if "-new-" in name)
+    assert after[new_name] in ("Available", "Creating")  # nothing evicted for a refusal
+    assert not any("-huge-" in name for name in after)

@@ -51,7 +51,12 @@ class Harness:
             dead_holders=lambda holders: dead_holders(holders, "host/1/abc"),
         )
         builder = CacheBuilder(
-            self.store, self.blobs, self.registry, BlobFetcher(self.blobs, self.registry, 2), policy
+            self.store,
+            self.blobs,
+            self.registry,
+            BlobFetcher(self.blobs, self.registry, 2),
+            policy,
+            self.clock,
         )
         secrets = SecretService(self.store, FernetSecretBox(Fernet.generate_key()), self.clock)
         self.reconciler = Reconciler(

@@ -505,6 +505,19 @@ class SqlIdentityRepository:
         query = select(c.id).where(c.anonymous_pull.is_(True)).order_by(c.id)
         return list(self._connection.execute(query).scalars())
 
+    def set_stored_bytes_quota(self, project_id: str, quota: int | None) -> bool:
+        c = tables.projects.c
+        result = self._connection.execute(
+            update(tables.projects).where(c.id == project_id).values(stored_bytes_quota=quota)
+        )
+        return result.rowcount == 1
+
+    def stored_bytes_quota(self, project_id: str) -> int | None:
+        c = tables.projects.c
+        query = select(c.stored_bytes_quota).where(c.id == project_id)
+        quota = self._connection.execute(query).scalar()
+        return None if quota is None else int(quota)
+
     def project_summaries(self, now: datetime) -> builtins.list[ProjectSummary]:
         projects, credentials, caches = tables.projects.c, tables.credentials.c, tables.caches.c
         usable = and_(

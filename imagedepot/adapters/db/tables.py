@@ -75,6 +75,7 @@ projects = Table(
     Column("name", String(64), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("anonymous_pull", Boolean(), nullable=False, server_default=false()),
+    Column("stored_bytes_quota", BigInteger()),
     UniqueConstraint("name", name="uq_projects_name"),
 )
 

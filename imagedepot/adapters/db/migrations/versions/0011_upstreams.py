@@ -1,5 +1,6 @@
 """The registries each project may pull through the registry port (pull-through is opt-in per
-project and per registry), with the mirrors, login and tag check policy of each.
+project and per registry), with the mirrors, login and tag check policy of each; and each
+project's quota of stored bytes, under which its least recently pulled caches are evicted.
 
 Revision ID: 0011
 Revises: 0010
@@ -33,6 +34,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("project_id", "registry", name="pk_upstreams"),
     )
 
+    with op.batch_alter_table("projects") as batch:
+        batch.add_column(sa.Column("stored_bytes_quota", sa.BigInteger()))
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("projects") as batch:
+        batch.drop_column("stored_bytes_quota")
     op.drop_table("upstreams")
