@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from imagedepot.domain.caches import NAME_MAX, SECRET_REF_RE
+from imagedepot.domain.caches import NAME_MAX, SECRET_REF_RE, ImageCache
 from imagedepot.domain.errors import InvalidInput
 from imagedepot.domain.references import ImageReference, parse_reference
 from imagedepot.domain.served_names import upstream_host
@@ -30,6 +30,10 @@ PULL_THROUGH_LABEL = "imagedepot.io/pull-through"
 """Set (to the upstream host) on every cache a pull-through made."""
 PIN_LABEL = "imagedepot.io/pinned"
 """A cache labelled `imagedepot.io/pinned: "true"` is never evicted to make room."""
+
+
+def is_pull_through(cache: ImageCache) -> bool:
+    return PULL_THROUGH_LABEL in cache.labels
 
 
 class CheckMode(enum.StrEnum):

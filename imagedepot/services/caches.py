@@ -16,6 +16,7 @@ from datetime import timedelta
 from imagedepot.domain.caches import CacheChange, CacheSpec, FieldNames, ImageCache
 from imagedepot.domain.errors import Conflict, Gone, InvalidInput, NotFound, QuotaExceeded
 from imagedepot.domain.identity import Principal
+from imagedepot.domain.upstreams import is_pull_through
 from imagedepot.ports import Clock, MetadataStore, UnitOfWork
 from imagedepot.services.saving import LOST_RACE, LostRace, save_with_retries
 
@@ -110,7 +111,9 @@ class CacheService:
         cache.finalizers = list(finalizers or [])
         with self._store.transaction() as uow:
             _check_pull_secrets(uow, principal.project_id, spec, field_names or FieldNames())
-            self._quotas.check(uow.caches.list(principal.project_id), spec)
+            # Pull-through caches come and go with pulls; the byte quota bounds them.
+            made = [c for c in uow.caches.list(principal.project_id) if not is_pull_through(c)]
+            self._quotas.check(made, spec)
             uow.caches.add(cache)
         return cache
 

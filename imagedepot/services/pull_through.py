@@ -45,7 +45,12 @@ from imagedepot.domain.references import (
     parse_repository_name,
 )
 from imagedepot.domain.served_names import upstream_host
-from imagedepot.domain.upstreams import PULL_THROUGH_LABEL, Upstream, pull_through_cache_name
+from imagedepot.domain.upstreams import (
+    PULL_THROUGH_LABEL,
+    Upstream,
+    is_pull_through,
+    pull_through_cache_name,
+)
 from imagedepot.ports import (
     BlobInfo,
     BlobStore,
@@ -369,11 +374,7 @@ class PullThrough:
         self, project_id: str, digest: str
     ) -> tuple[ImageCache, BlobInfo, bool] | None:
         with self._store.transaction(read_only=True) as uow:
-            pulling = [
-                cache
-                for cache in uow.caches.building(project_id)
-                if PULL_THROUGH_LABEL in cache.labels
-            ]
+            pulling = [cache for cache in uow.caches.building(project_id) if is_pull_through(cache)]
             owners = uow.blob_refs.owners_of(digest, [cache.id for cache in pulling])
             holder = next((cache for cache in pulling if cache.id in owners), None)
             if holder is None:

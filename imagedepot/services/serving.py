@@ -34,7 +34,7 @@ from imagedepot.domain.manifests import (
 )
 from imagedepot.domain.references import DIGEST_RE, TAG_RE, ImageReference, parse_reference
 from imagedepot.domain.served_names import ServedName, served_name
-from imagedepot.domain.upstreams import PULL_THROUGH_LABEL
+from imagedepot.domain.upstreams import is_pull_through
 from imagedepot.ports import (
     BlobCorrupt,
     BlobSource,
@@ -276,9 +276,7 @@ class ServingService:
         caches = uow.caches.available(self._project_ids(uow, puller))
         if puller.project_id is not None:
             pulling = [
-                cache
-                for cache in uow.caches.building(puller.project_id)
-                if PULL_THROUGH_LABEL in cache.labels
+                cache for cache in uow.caches.building(puller.project_id) if is_pull_through(cache)
             ]
             if pulling:
                 caches = sorted(

@@ -71,7 +71,9 @@ class RegistryServer:
         tls: bool = False,
         binary: str = REGISTRY_BINARY,
         start_timeout: float = 15.0,
+        proxy_remote: str | None = None,
     ) -> None:
+        """`proxy_remote` (a URL) runs it as a pull-through cache of that registry."""
         if users and token:
             raise ValueError("choose htpasswd users or token auth, not both")
         self.users = dict(users or {})
@@ -79,6 +81,7 @@ class RegistryServer:
         self.tls = tls
         self.binary = binary
         self.start_timeout = start_timeout
+        self.proxy_remote = proxy_remote
         self.port = 0
         self._dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -205,6 +208,8 @@ class RegistryServer:
                 f'    issuer: "{self.token.issuer}"',
                 f'    rootcertbundle: "{self.token.cert_path}"',
             ]
+        if self.proxy_remote:
+            lines += ["proxy:", f'  remoteurl: "{self.proxy_remote}"']
         return "\n".join(lines) + "\n"
 
     def stop(self) -> None:
