@@ -21,6 +21,7 @@ from types import TracebackType
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 _HOP_BY_HOP = frozenset(
     {
@@ -258,11 +259,15 @@ class FaultProxy:
                 text='{"errors":[{"code":"UNKNOWN","message":"injected fault"}]}',
             )
         assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        # A multidict: a header sent several times (Go clients send Accept once per type)
+        # goes on as sent.
+        headers = CIMultiDict(
+            (k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP
+        )
         if "Range" in request.headers and self._take(
             request.method, request.path_qs, ("ignore_range",)
         ):
-            headers = {k: v for k, v in headers.items() if k.lower() != "range"}
+            headers.popall("Range", None)
         body = request.content.iter_any() if request.body_exists else None
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
