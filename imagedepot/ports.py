@@ -507,6 +507,10 @@ class BlobWriter(Protocol):
     def abort(self) -> None:
         """Throw away what is staged; safe to call after commit."""
 
+    def tap(self) -> ByteReader | None:
+        """A reader of the bytes written so far, when the writer stages them in a local file
+        (clients can then follow the download without a second copy); None otherwise."""
+
 
 def write_blob(writer: BlobWriter, chunks: Iterable[bytes]) -> None:
     """Feed `chunks` to `writer` and commit them; whatever happens, nothing stays staged."""
@@ -621,18 +625,22 @@ class BlobDelivery(Protocol):
         backend; None unless the backend is set to answer with redirects."""
 
 
-class Spool(Protocol):
-    """A scratch file of one download's bytes as they arrive, for clients that follow the
-    download before it is committed; gone (with its space) once closed."""
-
-    def append(self, chunk: bytes) -> None: ...
+class ByteReader(Protocol):
+    """Reads of bytes a download has written so far, for clients that follow it."""
 
     def read(self, offset: int, size: int) -> bytes: ...
 
+    def close(self) -> None: ...
+
+
+class Spool(ByteReader, Protocol):
+    """A scratch file of one download's bytes as they arrive, for a writer that keeps no
+    local copy of its own; gone (with its space) once closed."""
+
+    def append(self, chunk: bytes) -> None: ...
+
     def truncate(self) -> None:
         """Start over empty (the download restarts from its first byte)."""
-
-    def close(self) -> None: ...
 
 
 class BlobSource(BlobReader, BlobDelivery, Protocol):

@@ -12,8 +12,12 @@ from pathlib import Path
 class FileSpool:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self._file = tempfile.TemporaryFile(dir=directory, buffering=0)  # noqa: SIM115 - owned
-        self._fd = self._file.fileno()
+        # A bare descriptor, closed by its owner: no file object to warn when collected.
+        try:
+            self._fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except OSError:  # a filesystem without O_TMPFILE: create, then unlink at once
+            self._fd, name = tempfile.mkstemp(dir=directory)
+            os.unlink(name)
 
     def append(self, chunk: bytes) -> None:
         view = memoryview(chunk)
@@ -29,7 +33,9 @@ class FileSpool:
         os.lseek(self._fd, 0, os.SEEK_SET)
 
     def close(self) -> None:
-        self._file.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class FileSpools:

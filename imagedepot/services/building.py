@@ -37,6 +37,7 @@ from imagedepot.domain.references import ImageReference, is_loopback_host, parse
 from imagedepot.ports import (
     BlobInfo,
     BlobStore,
+    BlobWriter,
     Clock,
     FetchedManifest,
     MetadataStore,
@@ -232,9 +233,8 @@ class BlobFetcher:
                     continue
                 landed = await asyncio.to_thread(self._blobs.has, blob.digest)
                 live = None
-                if not landed and self._spools is not None:
-                    spool = await asyncio.to_thread(self._spools)
-                    live = LiveBlob(spool, blob.size, asyncio.get_running_loop())
+                if self._spools is not None:
+                    live = LiveBlob(blob.size, asyncio.get_running_loop())
                 # No await from here on: nothing else may start this download meanwhile.
                 if blob.digest in self._inflight:
                     continue  # another build or pull of ours started it while we claimed
@@ -283,7 +283,10 @@ class BlobFetcher:
         try:
             async with self._slots:
                 stored = self._blobs.writer(blob.digest, blob.size)
-                writer = stored if live is None else FollowedWriter(stored, live)
+                writer: BlobWriter = stored
+                if live is not None:
+                    await asyncio.to_thread(self._attach, live, stored)
+                    writer = FollowedWriter(stored, live)
                 try:
                     await self._registry.fetch_blob(
                         transport, image, blob.digest, writer, on_progress
@@ -294,6 +297,16 @@ class BlobFetcher:
         finally:
             renewing.cancel()
             await self._release(blob.digest)
+
+    def _attach(self, live: LiveBlob, writer: BlobWriter) -> None:
+        """Followers read the writer's staged file, or a spool when it keeps none."""
+        assert self._spools is not None
+        tapped = writer.tap()
+        if tapped is not None:
+            live.attach(tapped, None)
+        else:
+            spool = self._spools()
+            live.attach(spool, spool)
 
     async def _claim(self, digest: str) -> bool:
         """Whether this process may fetch `digest` (always, without claims)."""

@@ -1,7 +1,8 @@
 """A blob while it downloads, followed by the clients that asked for it before it was stored.
 
-The download writes into the blob store and, through the same writer, into a spool; every
-client that wants the blob reads the spool behind the download, so a first pull through the
+The download writes into the blob store; every client that wants the blob reads behind it,
+from the writer's own staged file (the filesystem backend) or from a spool the same writes
+feed (S3, where the staged bytes are in the bucket), so a first pull through the
 registry port streams at the upstream's pace instead of waiting for the whole blob. What a
 client is never given is a blob that does not match its digest: the last byte is held back
 until the store has verified and committed the whole blob, and when verification fails (or
@@ -16,7 +17,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
 
-from imagedepot.ports import BlobWriter, Spool
+from imagedepot.ports import BlobWriter, ByteReader, Spool
 
 FOLLOW_CHUNK = 1024 * 1024
 SpoolMaker = Callable[[], Spool]
@@ -28,9 +29,10 @@ class LiveBlobFailed(Exception):
 
 
 class LiveBlob:
-    def __init__(self, spool: Spool, size: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, size: int, loop: asyncio.AbstractEventLoop) -> None:
         self.size = size
-        self._spool = spool
+        self._reader: ByteReader | None = None
+        self._spool: Spool | None = None
         self._loop = loop
         self._lock = threading.Lock()
         self._written = 0
@@ -40,9 +42,15 @@ class LiveBlob:
         self._changed = asyncio.Event()
 
     def __del__(self) -> None:
-        # The spool lives as long as anything can still read it: the download, and every
-        # follower (a suspended `follow()` holds this object), however each of them ends.
-        self._spool.close()
+        # The bytes stay readable as long as anything can still read them: the download, and
+        # every follower (a suspended `follow()` holds this object), however each ends.
+        if self._reader is not None:
+            self._reader.close()
+
+    def attach(self, reader: ByteReader, spool: Spool | None) -> None:
+        """Where followers read: the writer's own staged file, or `spool`, which the download
+        then feeds (before the download writes anything)."""
+        self._reader, self._spool = reader, spool
 
     # --- the download's side (called from the writer's thread) -----------------------------
 
@@ -51,7 +59,8 @@ class LiveBlob:
             if self._broken:
                 return
             try:
-                self._spool.append(chunk)
+                if self._spool is not None:
+                    self._spool.append(chunk)
             except OSError:
                 # A full spool disk must not fail the download: only its followers fail.
                 self._broken = True
@@ -61,7 +70,7 @@ class LiveBlob:
 
     def restart(self) -> None:
         with self._lock:
-            if not self._broken:
+            if not self._broken and self._spool is not None:
                 self._spool.truncate()
             self._written = 0
             self._restarts += 1
@@ -94,8 +103,9 @@ class LiveBlob:
             # The last byte only once the store holds the verified blob.
             limit = self._written if self._outcome else min(self._written, self.size - 1)
             if offset < limit:
+                assert self._reader is not None  # attached before the first byte
                 chunk = await asyncio.to_thread(
-                    self._spool.read, offset, min(limit - offset, FOLLOW_CHUNK)
+                    self._reader.read, offset, min(limit - offset, FOLLOW_CHUNK)
                 )
                 if restarts != self._restarts:
                     continue
@@ -133,3 +143,6 @@ class FollowedWriter:
 
     def abort(self) -> None:
         self._inner.abort()
+
+    def tap(self) -> ByteReader | None:
+        return self._inner.tap()

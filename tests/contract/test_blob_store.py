@@ -308,3 +308,28 @@ def test_what_dead_writers_left_is_cleaned(backend: Backend) -> None:
         sweeper.close()
     assert backend.leftovers() == []
     assert list(store.digests()) == []
+
+
+def test_a_tap_reads_what_was_written_through_commit_or_abort(backend: Backend) -> None:
+    """Where a writer stages bytes locally, followers read them from there (no second copy);
+    a store that stages them elsewhere says so with None."""
+    store = backend.store
+    data = os.urandom(PART + 5)
+    for finish in ("commit", "abort"):
+        writer = store.writer(digest_of(data), len(data))
+        tap = writer.tap()
+        if backend.engine is not None:
+            assert tap is None
+            writer.abort()
+            return
+        assert tap is not None
+        try:
+            writer.write(data[:MiB])
+            assert tap.read(0, MiB) == data[:MiB]  # readable as soon as it is written
+            writer.write(data[MiB:])
+            getattr(writer, finish)()
+            writer.abort()
+            assert tap.read(MiB - 3, 8) == data[MiB - 3 : MiB + 5]  # still, after rename or unlink
+        finally:
+            tap.close()
+    assert backend.leftovers() == []

@@ -37,6 +37,7 @@ class _HashedTempFile:
         self._tally = Tally()
         self._closed = False
         self._placed = False
+        self._tapped = False
 
     @property
     def written(self) -> int:
@@ -44,7 +45,14 @@ class _HashedTempFile:
 
     def _append(self, chunk: bytes) -> None:
         self._file.write(chunk)
+        if self._tapped:
+            self._file.flush()  # what a follower is told was written must be readable
         self._tally.add(chunk)
+
+    def tap(self) -> FileTap:
+        """A reader of the temp file, valid after it is renamed into place or unlinked."""
+        self._tapped = True
+        return FileTap(os.open(self._temp, os.O_RDONLY | os.O_CLOEXEC))
 
     def _make_durable(self) -> None:
         if self._closed:
@@ -75,6 +83,21 @@ class _HashedTempFile:
         if not self._placed:
             with contextlib.suppress(FileNotFoundError):
                 self._temp.unlink()
+
+
+class FileTap:
+    """Reads of a file through a descriptor of its own."""
+
+    def __init__(self, descriptor: int) -> None:
+        self._descriptor = descriptor
+
+    def read(self, offset: int, size: int) -> bytes:
+        return os.pread(self._descriptor, size, offset)
+
+    def close(self) -> None:
+        if self._descriptor >= 0:
+            os.close(self._descriptor)
+            self._descriptor = -1
 
 
 class FilesystemBlobWriter(_HashedTempFile):

@@ -223,6 +223,9 @@ class S3BlobWriter(_HashedParts):
         self._promise.check_room(self._tally, len(chunk))
         self._append(chunk)
 
+    def tap(self) -> None:
+        return None  # the parts go to the bucket: followers need a spool
+
     def reset(self) -> None:
         # Called from the event loop: the old upload is aborted on a thread of its own, which
         # commit and abort wait for (nothing is left behind once the writer is done).
