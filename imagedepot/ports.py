@@ -73,8 +73,10 @@ class CacheRepository(Protocol):
         now: datetime,
         lease_until: datetime,
         dead_holders: tuple[str, ...] = (),
+        *,
+        refresh_due: bool = False,
     ) -> ImageCache | None:
-        """Lease one cache in one of `statuses` whose lease is free, expired, or held by a dead holder."""
+        """(With `refresh_due`, an Available cache whose refresh is due is work too.) Lease one cache in one of `statuses` whose lease is free, expired, or held by a dead holder."""
 
     def renew(self, cache_id: str, holder: str, lease_until: datetime) -> bool:
         """Extend a lease we hold; False when we lost it."""

@@ -7,6 +7,7 @@ else), and every response carries `X-Request-Id`.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +18,7 @@ from imagedepot.api.context import ApiContext
 from imagedepot.api.errors import finish, http_status
 from imagedepot.api.wire import JSON_TYPE_NAMES, is_json_type, json_object, utc_timestamp
 from imagedepot.domain.caches import CacheSpec, ImageCache
+from imagedepot.domain.durations import format_duration, parse_duration
 from imagedepot.domain.errors import (
     DomainError,
     InvalidInput,
@@ -32,6 +34,7 @@ _CREATE_FIELDS: dict[str, type] = {
     "image_cache_size": int,
     "retention_days": int,
     "building_config": dict,
+    "refresh_interval": str,
 }
 _BUILDING_FIELDS: dict[str, type] = {"cluster": str, "image_pull_secrets": list}
 
@@ -60,6 +63,8 @@ def detail(cache: ImageCache) -> dict[str, Any]:
         "building_config": building,
         "status": cache.status.value,
     }
+    if cache.spec.refresh_seconds:
+        body["refresh_interval"] = format_duration(timedelta(seconds=cache.spec.refresh_seconds))
     if cache.message:
         body["message"] = cache.message
     return body
@@ -80,6 +85,10 @@ def progress(cache: ImageCache) -> dict[str, Any]:
                 "digest": image.digest,
                 "size_bytes": image.size_bytes,
                 "pulled_bytes": image.pulled_bytes,
+                # When the upstream was last asked what the tag stands for, and what it
+                # stood for before the last refresh moved it.
+                "checked_at": utc_timestamp(image.checked_at),
+                "moved_from": image.moved_from,
             }
             for image in cache.images
         ],
@@ -120,7 +129,15 @@ def parse_create(raw: bytes) -> CacheSpec:
         retention_days=body.get("retention_days", 0),
         cluster=building.get("cluster"),
         pull_secrets=tuple(secrets),
+        refresh_seconds=_refresh_seconds(body.get("refresh_interval"), "refresh_interval"),
     )
+
+
+def _refresh_seconds(text: str | None, field_name: str) -> int:
+    """`6h` and the like (the same spelling as the upstreams' check policy); none: never."""
+    if text is None:
+        return 0
+    return int(parse_duration(text, field_name).total_seconds())
 
 
 _UPSTREAM_FIELDS: dict[str, type] = {

@@ -57,6 +57,9 @@ def history(cache: ImageCache) -> list[CacheEvent]:
             )
             events.append(CacheEvent("Normal", "Pulled", finished, message))
     for progress in cache.images:
+        if progress.moved_from and progress.moved_at is not None:
+            message = f"tag {progress.image} moved from {progress.moved_from} to {progress.digest}"
+            events.append(CacheEvent("Normal", "TagMoved", progress.moved_at, message))
         if progress.upstream_error and progress.upstream_error_at is not None:
             message = (
                 f"image {progress.image}: served the cached copy, the upstream check failed: "

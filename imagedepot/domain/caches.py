@@ -23,6 +23,8 @@ IMAGES_MIN, IMAGES_MAX = 1, 20
 SIZE_GIB_MIN, SIZE_GIB_MAX, SIZE_GIB_DEFAULT = 20, 400, 20
 RETENTION_MIN, RETENTION_MAX = 0, 10000
 TIMEOUT_MIN, TIMEOUT_MAX, TIMEOUT_DEFAULT = 30, 10080, 1440
+REFRESH_MIN, REFRESH_MAX = 10, 365 * 86400
+"""Seconds between refreshes of a cache's tags, when it has any (0: never)."""
 SECRET_REF_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]*[a-z0-9])?:[a-z0-9](?:[-.a-z0-9]*[a-z0-9])?\Z")
 GIB = 1024**3
 
@@ -76,6 +78,8 @@ class CacheSpec:
     pull_secrets: tuple[str, ...] = ()
     registries: tuple[RegistryAccess, ...] = ()
     timeout_minutes: int = TIMEOUT_DEFAULT
+    refresh_seconds: int = 0
+    """Re-resolve the tags this often and build what moved as the next generation; 0: never."""
 
     def validate(
         self, *, max_images: int = IMAGES_MAX, field_names: FieldNames | None = None
@@ -108,6 +112,8 @@ class CacheSpec:
         _check_range(names.size_gib, self.size_gib, SIZE_GIB_MIN, SIZE_GIB_MAX)
         _check_range(names.retention_days, self.retention_days, RETENTION_MIN, RETENTION_MAX)
         _check_range(names.timeout_minutes, self.timeout_minutes, TIMEOUT_MIN, TIMEOUT_MAX)
+        if self.refresh_seconds:
+            _check_range(names.refresh_interval, self.refresh_seconds, REFRESH_MIN, REFRESH_MAX)
         for index, secret in enumerate(self.pull_secrets):
             where = f"{names.pull_secrets}[{index}]"
             if not isinstance(secret, str) or not SECRET_REF_RE.match(secret):
@@ -123,6 +129,7 @@ class FieldNames:
     size_gib: str = "image_cache_size"
     retention_days: str = "retention_days"
     timeout_minutes: str = "timeout_minutes"
+    refresh_interval: str = "refresh_interval"
     pull_secrets: str = "building_config.image_pull_secrets"
     registry_pull_secret: str = "registries[{index}].pull_secret"  # noqa: S105 - a field name
     """The pull secret of `registries[index]` (`{index}` is filled in)."""
@@ -151,6 +158,9 @@ class ImageProgress:
     upstream_error: str | None = None
     """Why the last such check failed, so the cached copy was served; None once one works."""
     upstream_error_at: datetime | None = None
+    moved_from: str | None = None
+    """The digest the tag stood for before the refresh that made this generation."""
+    moved_at: datetime | None = None
 
 
 class ChangeType(enum.StrEnum):
@@ -185,6 +195,8 @@ class ImageCache:
     """The service's own finalizer has run: the cache's blobs are released."""
     phase_since: datetime | None = None
     """When the status last changed (None: not recorded, read as the creation time)."""
+    refresh_due_at: datetime | None = None
+    """When the worker next re-resolves the tags of an Available cache with a refresh interval."""
 
     @classmethod
     def new(cls, project_id: str, spec: CacheSpec, now: datetime) -> ImageCache:
@@ -230,7 +242,11 @@ class ImageCache:
     def mark_available(self, images: list[ImageProgress], now: datetime) -> None:
         if self.status is not CacheStatus.CREATING:
             raise Conflict(f"cache {self.spec.name} is {self.status}, not building")
-        self.images = [replace(image, done=True, pulled_bytes=image.size_bytes) for image in images]
+        self.images = [
+            replace(image, done=True, pulled_bytes=image.size_bytes, checked_at=now)
+            for image in images
+        ]
+        self._schedule_refresh(now)
         self._enter(CacheStatus.AVAILABLE, now)
         self.reason = None
         self.message = None
@@ -250,6 +266,38 @@ class ImageCache:
         self._enter(CacheStatus.UNAVAILABLE, now)
         self.reason = reason.value
         self.message = message
+        self.touch(now)
+
+    def _schedule_refresh(self, now: datetime) -> None:
+        seconds = self.spec.refresh_seconds
+        self.refresh_due_at = now + timedelta(seconds=seconds) if seconds else None
+
+    def note_refresh(self, errors: dict[str, str | None], now: datetime) -> None:
+        """A refresh found no tag moved: when each was checked, why a check failed, and when
+        the next refresh is due."""
+        for image, error in errors.items():
+            self.note_check(image, now, error)
+        self._schedule_refresh(now)
+        self.touch(now)
+
+    def advance(self, images: list[ImageProgress], moved: dict[str, str], now: datetime) -> None:
+        """The next generation is built: serve `images` from now on. `moved` maps each image
+        whose tag moved to the digest it stood for before."""
+        if self.status is not CacheStatus.AVAILABLE:
+            raise Conflict(f"cache {self.spec.name} is {self.status}, not available")
+        self.images = [
+            replace(
+                image,
+                done=True,
+                pulled_bytes=image.size_bytes,
+                checked_at=now,
+                moved_from=moved.get(image.image),
+                moved_at=now if image.image in moved else None,
+            )
+            for image in images
+        ]
+        self.generation += 1
+        self._schedule_refresh(now)
         self.touch(now)
 
     def retry(self, now: datetime) -> None:
@@ -285,6 +333,14 @@ class ImageCache:
             return False
         if spec.name != self.spec.name:
             raise InvalidInput("a cache's name never changes", field="name")
+        if replace(spec, refresh_seconds=self.spec.refresh_seconds) == self.spec:
+            # Only how often it refreshes: the content stays, whatever the status.
+            self.spec = spec
+            if self.status is CacheStatus.AVAILABLE:
+                self._schedule_refresh(now)
+            self.generation += 1
+            self.touch(now)
+            return True
         if self.status not in REBUILDABLE or self.deletion_requested_at is not None:
             raise Conflict(
                 f"cache {self.spec.name} is {self.status}: its spec is frozen once it is built"

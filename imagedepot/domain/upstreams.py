@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from imagedepot.domain.caches import NAME_MAX, SECRET_REF_RE, ImageCache
+from imagedepot.domain.durations import format_duration, parse_duration
 from imagedepot.domain.errors import InvalidInput
 from imagedepot.domain.references import ImageReference, parse_reference
 from imagedepot.domain.served_names import upstream_host
 
 MIRRORS_MAX = 8
-_DURATION_RE = re.compile(r"^(\d{1,6})(s|m|h|d)\Z")
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 PULL_THROUGH_LABEL = "imagedepot.io/pull-through"
 """Set (to the upstream host) on every cache a pull-through made."""
 PIN_LABEL = "imagedepot.io/pinned"
@@ -76,24 +75,6 @@ class CheckPolicy:
             f"(e.g. 30m, 6h, 1d), got {text[:64]!r}",
             field=field_name,
         )
-
-
-def parse_duration(text: str, field_name: str) -> timedelta:
-    match = _DURATION_RE.match(text)
-    if match is None or int(match.group(1)) == 0:
-        raise InvalidInput(
-            f"{field_name}: {text[:32]!r} is not a duration such as 90s, 30m, 6h or 1d",
-            field=field_name,
-        )
-    return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
-
-
-def format_duration(value: timedelta) -> str:
-    seconds = int(value.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 @dataclass(frozen=True)

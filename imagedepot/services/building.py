@@ -58,6 +58,8 @@ ProjectMirrors = Callable[[str, str], Sequence[str]]
 Checkpoint = Callable[[list[ImageProgress]], Awaitable[bool]]
 """Persist progress and keep the lease; False means stop (the cache is being deleted)."""
 
+TAG_CHECK_SECONDS = 30.0
+"""How long a refresh waits for the upstream to say what a tag stands for."""
 _KIND_TO_CAUSE = {
     "not_found": (FailureReason.NOT_FOUND, "not found"),
     "unauthorized": (FailureReason.UNAUTHORIZED, "unauthorized"),
@@ -351,19 +353,27 @@ class CacheBuilder:
         self._project_mirrors = project_mirrors
 
     async def build(
-        self, cache: ImageCache, credentials: CredentialsLookup, checkpoint: Checkpoint
+        self,
+        cache: ImageCache,
+        credentials: CredentialsLookup,
+        checkpoint: Checkpoint,
+        *,
+        owner: str | None = None,
     ) -> list[ImageProgress]:
         """Pull every image of `cache` into the store; the per-image digests and sizes.
 
+        The blobs are referenced by `owner` (default: the cache; a refresh builds the next
+        generation under an owner of its own, so the current one stays whole meanwhile).
         Raises BuildFailed with the reason and a message naming the image, or
         BuildStopped when a checkpoint says the cache no longer wants building.
         """
+        owner = owner or cache.id
         resolved = list(
             await asyncio.gather(*(self._resolve(t, cache, credentials) for t in cache.spec.images))
         )
         self._check_budget(cache, resolved)
-        await asyncio.to_thread(self._record_references, cache, resolved)
-        proven = await asyncio.to_thread(self._held_by_project, cache, resolved)
+        await asyncio.to_thread(self._record_references, cache, owner, resolved)
+        proven = await asyncio.to_thread(self._held_by_project, cache.project_id, owner, resolved)
         await asyncio.to_thread(self._store_manifests, resolved)
 
         done: dict[str, int] = {}
@@ -411,6 +421,35 @@ class CacheBuilder:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await work
         return progress()
+
+    async def moved_tags(
+        self, cache: ImageCache, credentials: CredentialsLookup
+    ) -> tuple[dict[str, str], dict[str, str | None]]:
+        """Ask the upstream what each tagged image of `cache` stands for now: the images whose
+        tag moved (image -> new digest), and for every image asked, why asking failed (None:
+        it answered). An image pinned by digest is not asked."""
+        current = {progress.image: progress.digest for progress in cache.images}
+        moved: dict[str, str] = {}
+        errors: dict[str, str | None] = {}
+        for text in cache.spec.images:
+            reference = parse_reference(text)
+            if reference.digest is not None or reference.tag is None:
+                continue
+            error: RegistryError | None = None
+            for transport in self._transports(reference.registry, cache, credentials):
+                try:
+                    digest = await self._registry.manifest_digest(
+                        transport, reference, reference.tag, TAG_CHECK_SECONDS
+                    )
+                except RegistryError as failure:
+                    error = failure
+                    continue
+                error = None
+                if digest != current.get(text):
+                    moved[text] = digest
+                break
+            errors[text] = None if error is None else error.message
+        return moved, errors
 
     async def _fetch(
         self,
@@ -510,7 +549,9 @@ class CacheBuilder:
                 f"{sum(largest.digests().values()) / GIB:.2f} GiB)",
             )
 
-    def _record_references(self, cache: ImageCache, resolved: list[_ResolvedImage]) -> None:
+    def _record_references(
+        self, cache: ImageCache, owner: str, resolved: list[_ResolvedImage]
+    ) -> None:
         infos: dict[str, BlobInfo] = {}
         for image in resolved:
             for manifest in image.manifests:
@@ -526,15 +567,17 @@ class CacheBuilder:
             except NoRoom as error:
                 raise BuildFailed(FailureReason.QUOTA, error.message) from None
             uow.blob_locks.hold_for_reuse(list(infos))
-            uow.blob_refs.drop_refs(cache.id)
-            uow.blob_refs.add_refs(cache.id, list(infos.values()))
+            uow.blob_refs.drop_refs(owner)
+            uow.blob_refs.add_refs(owner, list(infos.values()))
 
-    def _held_by_project(self, cache: ImageCache, resolved: list[_ResolvedImage]) -> set[str]:
-        """The blobs the cache's project already holds in a built cache; the cache's own
-        references do not count, since a build records them before it has checked them."""
+    def _held_by_project(
+        self, project_id: str, owner: str, resolved: list[_ResolvedImage]
+    ) -> set[str]:
+        """The blobs the project already holds in a built cache; the owner's own references
+        do not count, since a build records them before it has checked them."""
         digests = [blob.digest for image in resolved for blob in image.blobs]
         with self._store.transaction(read_only=True) as uow:
-            return uow.blob_refs.held_by_project(cache.project_id, digests, cache.id)
+            return uow.blob_refs.held_by_project(project_id, digests, owner)
 
     def _store_manifests(self, resolved: list[_ResolvedImage]) -> None:
         for image in resolved:

@@ -131,6 +131,7 @@ class WorkerLoop:
                 now,
                 now + self._lease,
                 dead,
+                refresh_due=True,
             )
 
     def _release(self, cache_id: str) -> None:

@@ -32,6 +32,8 @@ from imagedepot.services.secrets import SecretService
 
 log = logging.getLogger(__name__)
 SAVE_ATTEMPTS = 10
+NEXT_GENERATION = "#next"
+"""Appended to a cache's id: the owner of the references of the generation a refresh builds."""
 
 
 class Reconciler:
@@ -60,6 +62,46 @@ class Reconciler:
             await asyncio.to_thread(self.delete, cache.id)
         elif cache.status is CacheStatus.CREATING:
             await self.build(cache)
+        elif cache.status is CacheStatus.AVAILABLE and cache.refresh_due_at is not None:
+            await self.refresh(cache)
+
+    async def refresh(self, cache: ImageCache) -> None:
+        """Re-resolve the cache's tags; when one moved, build the next generation beside the
+        current one (which stays served) and switch to it once it is whole."""
+        try:
+            logins = await asyncio.to_thread(self._logins, cache)
+        except Unreadable as error:
+            errors: dict[str, str | None] = dict.fromkeys(cache.spec.images, error.message)
+            await asyncio.to_thread(self._note_refresh, cache, errors)
+            return
+        moved, errors = await self._builder.moved_tags(cache, logins.get)
+        if not moved:
+            await asyncio.to_thread(self._note_refresh, cache, errors)
+            return
+        before = {p.image: p.digest for p in cache.images}
+        next_owner = f"{cache.id}{NEXT_GENERATION}"
+        log.info("cache %s: tags moved (%s); building its next generation", cache.id, moved)
+
+        async def checkpoint(_: list[ImageProgress]) -> bool:
+            return await asyncio.to_thread(self._still_current, cache)
+
+        try:
+            images = await asyncio.wait_for(
+                self._builder.build(cache, logins.get, checkpoint, owner=next_owner),
+                timeout=cache.spec.timeout_minutes * 60,
+            )
+        except BuildStopped:
+            await asyncio.to_thread(self._drop_owner, next_owner)
+            return
+        except (BuildFailed, BlobStoreUnavailable, TimeoutError) as error:
+            message = getattr(error, "message", None) or str(error) or "timed out"
+            log.warning("cache %s: its next generation failed: %s", cache.id, message)
+            await asyncio.to_thread(self._drop_owner, next_owner)
+            failed = {image: f"refresh failed: {message}" for image in moved}
+            await asyncio.to_thread(self._note_refresh, cache, {**errors, **failed})
+            return
+        moved_from = {image: before.get(image) or "nothing" for image in moved}
+        await asyncio.to_thread(self._advance, cache, next_owner, images, moved_from)
 
     async def build(self, cache: ImageCache) -> None:
         target = _Target(cache.id, cache.generation)
@@ -147,6 +189,71 @@ class Reconciler:
             len(released),
             len(removed),
         )
+
+    def _still_current(self, cache: ImageCache) -> bool:
+        """Keep the lease of a refresh while the cache is still Available at its generation."""
+        if not self._renew_lease(cache.id):
+            return False
+        with self._store.transaction(read_only=True) as uow:
+            current = uow.caches.get(cache.id)
+        return (
+            current is not None
+            and current.status is CacheStatus.AVAILABLE
+            and current.generation == cache.generation
+        )
+
+    def _note_refresh(self, cache: ImageCache, errors: dict[str, str | None]) -> None:
+        def attempt(uow: UnitOfWork) -> bool | LostRace:
+            current = uow.caches.get(cache.id)
+            if current is None or current.status is not CacheStatus.AVAILABLE:
+                return False
+            version = current.resource_version
+            current.note_refresh(errors, self._clock.now())
+            return True if uow.caches.save(current, version) else LOST_RACE
+
+        save_with_retries(self._store, attempt, attempts=SAVE_ATTEMPTS, give_up=False)
+
+    def _advance(
+        self,
+        cache: ImageCache,
+        next_owner: str,
+        images: list[ImageProgress],
+        moved_from: dict[str, str],
+    ) -> None:
+        """Serve the next generation: its references become the cache's in the transaction
+        that records it; what only the previous one used is released."""
+
+        def attempt(uow: UnitOfWork) -> list[str] | LostRace | None:
+            current = uow.caches.get(cache.id)
+            if (
+                current is None
+                or current.status is not CacheStatus.AVAILABLE
+                or current.generation != cache.generation
+            ):
+                return None
+            previous = {info.digest for info in uow.blob_refs.refs_of(cache.id)}
+            following = uow.blob_refs.refs_of(next_owner)
+            uow.blob_refs.drop_refs(cache.id)
+            uow.blob_refs.add_refs(cache.id, following)
+            uow.blob_refs.drop_refs(next_owner)
+            version = current.resource_version
+            current.advance(images, moved_from, self._clock.now())
+            if not uow.caches.save(current, version):
+                return LOST_RACE
+            return sorted(previous - {info.digest for info in following})
+
+        released = save_with_retries(self._store, attempt, attempts=SAVE_ATTEMPTS, give_up=None)
+        if released is None:
+            self._drop_owner(next_owner)  # the cache changed meanwhile: the build is moot
+            return
+        self._blob_service.collect(released)
+        log.info("cache %s moved to its next generation", cache.id)
+
+    def _drop_owner(self, owner: str) -> None:
+        with self._store.transaction() as uow:
+            released = [info.digest for info in uow.blob_refs.refs_of(owner)]
+            uow.blob_refs.drop_refs(owner)
+        self._blob_service.collect(released)
 
     def _logins(self, cache: ImageCache) -> dict[str, RegistryCredentials | None]:
         secret_refs = cache.spec.pull_secrets + tuple(

@@ -16,7 +16,17 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Connection, delete, false, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    and_,
+    delete,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from imagedepot.adapters.db import tables
 from imagedepot.adapters.db.statements import insert_or_conflict, update_if_version
@@ -42,6 +52,7 @@ _TIMES: Final = (
     "last_used_at",
     "expires_at",
     "phase_since",
+    "refresh_due_at",
 )
 
 
@@ -55,6 +66,7 @@ def spec_to_json(spec: CacheSpec) -> dict[str, Any]:
         "pull_secrets": list(spec.pull_secrets),
         "registries": [asdict(registry) for registry in spec.registries],
         "timeout_minutes": spec.timeout_minutes,
+        "refresh_seconds": spec.refresh_seconds,
     }
 
 
@@ -77,6 +89,7 @@ def spec_from_json(data: Mapping[str, Any]) -> CacheSpec:
             for entry in data.get("registries", ())
         ),
         timeout_minutes=data.get("timeout_minutes", defaults.timeout_minutes),
+        refresh_seconds=data.get("refresh_seconds", 0),
     )
 
 
@@ -90,12 +103,14 @@ def _progress_from_json(data: Mapping[str, Any]) -> ImageProgress:
         checked_at=_instant(data.get("checked_at")),
         upstream_error=data.get("upstream_error"),
         upstream_error_at=_instant(data.get("upstream_error_at")),
+        moved_from=data.get("moved_from"),
+        moved_at=_instant(data.get("moved_at")),
     )
 
 
 def _progress_to_json(progress: ImageProgress) -> dict[str, Any]:
     values = asdict(progress)
-    for key in ("checked_at", "upstream_error_at"):
+    for key in ("checked_at", "upstream_error_at", "moved_at"):
         values[key] = None if values[key] is None else values[key].isoformat()
     return values
 
@@ -128,6 +143,7 @@ def _cache_values(cache: ImageCache) -> dict[str, Any]:
         "deletion_grace_seconds": cache.deletion_grace_seconds,
         "data_released": cache.data_released,
         "phase_since": cache.phase_since,
+        "refresh_due_at": cache.refresh_due_at,
     }
 
 
@@ -152,6 +168,7 @@ def _cache_from_row(row: Mapping[Any, Any]) -> ImageCache:
         deletion_grace_seconds=row["deletion_grace_seconds"],
         data_released=bool(row["data_released"]),
         phase_since=row.get("phase_since"),
+        refresh_due_at=row.get("refresh_due_at"),
     )
 
 
@@ -318,12 +335,20 @@ class SqlCacheRepository:
         now: datetime,
         lease_until: datetime,
         dead_holders: tuple[str, ...] = (),
+        *,
+        refresh_due: bool = False,
     ) -> ImageCache | None:
         if not statuses:
             return None
         c = tables.caches.c
+        wanted: ColumnElement[bool] = c.status.in_([status.value for status in statuses])
+        if refresh_due:
+            wanted = or_(
+                wanted,
+                and_(c.status == CacheStatus.AVAILABLE.value, c.refresh_due_at <= now),
+            )
         claimable: builtins.list[ColumnElement[bool]] = [
-            c.status.in_([status.value for status in statuses]),
+            wanted,
             # A released cache waits only for others' finalizers; the worker has no work there.
             c.data_released == false(),
             or_(

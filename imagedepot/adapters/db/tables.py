@@ -159,6 +159,7 @@ caches = Table(
     Column("deletion_grace_seconds", Integer(), nullable=True),
     Column("data_released", Boolean(), nullable=False, server_default=false()),
     Column("phase_since", UTCDateTime(), nullable=True),
+    Column("refresh_due_at", UTCDateTime(), nullable=True),
     UniqueConstraint("project_id", "name", name="uq_caches_project_id_name"),
     # Serves both "the project's caches" and their created_at, id order without a sort.
     Index("ix_caches_project_id_created_at", "project_id", "created_at", "id"),

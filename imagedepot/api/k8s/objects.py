@@ -12,7 +12,7 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -34,8 +34,10 @@ from imagedepot.domain.caches import (
     CacheStatus,
     FieldNames,
     ImageCache,
+    ImageProgress,
     RegistryAccess,
 )
+from imagedepot.domain.durations import format_duration, parse_duration
 from imagedepot.domain.errors import InvalidInput
 
 FINALIZER = "imagesnapshot.kubernetes.io/imagesnapshot-finalizer"
@@ -53,6 +55,7 @@ FIELD_NAMES = FieldNames(
     size_gib="spec.imageSnapshotSize",
     retention_days="spec.ttlDaysAfterCreated",
     timeout_minutes="spec.buildingConfig.timeoutMinutes",
+    refresh_interval="spec.refreshInterval",
     pull_secrets="spec.registries",
     registry_pull_secret="spec.registries[{index}].imagePullSecret",  # noqa: S106 - a field name
 )
@@ -115,11 +118,7 @@ def render(cache: ImageCache, *, deleting_now: datetime | None = None) -> dict[s
         registries.append(item)
     status: dict[str, Any] = {
         "phase": CacheStatus.DELETING.value if deleting_now else cache.status.value,
-        "images": [
-            {"image": p.image, "digest": p.digest, "sizeBytes": p.size_bytes}
-            for p in cache.images
-            if p.digest
-        ],
+        "images": [_image_status(p) for p in cache.images if p.digest],
         "lastUpdatedTime": utc_timestamp(cache.updated_at),
         "snapshotID": cache.id,
         "snapshotName": spec.name,
@@ -142,9 +141,27 @@ def render(cache: ImageCache, *, deleting_now: datetime | None = None) -> dict[s
             "images": [{"image": image} for image in spec.images],
             "registries": registries,
             "ttlDaysAfterCreated": spec.retention_days,
+            **(
+                {"refreshInterval": format_duration(timedelta(seconds=spec.refresh_seconds))}
+                if spec.refresh_seconds
+                else {}
+            ),
         },
         "status": status,
     }
+
+
+def _image_status(progress: ImageProgress) -> dict[str, Any]:
+    shown: dict[str, Any] = {
+        "image": progress.image,
+        "digest": progress.digest,
+        "sizeBytes": progress.size_bytes,
+    }
+    if progress.checked_at is not None:
+        shown["lastCheckedTime"] = utc_timestamp(progress.checked_at)
+    if progress.moved_from:
+        shown["movedFrom"] = progress.moved_from
+    return shown
 
 
 def _ready_condition(cache: ImageCache, *, deleting: bool) -> dict[str, Any]:
@@ -296,7 +313,14 @@ def parse_object(body: Any, *, strict: bool = False) -> Parsed:
     spec_body = reader.obj(
         top.get("spec"),
         "spec",
-        ("buildingConfig", "imageSnapshotSize", "images", "registries", "ttlDaysAfterCreated"),
+        (
+            "buildingConfig",
+            "imageSnapshotSize",
+            "images",
+            "refreshInterval",
+            "registries",
+            "ttlDaysAfterCreated",
+        ),
     )
     if "spec" not in top:
         reader.fail("spec", "Required value", "FieldValueRequired")
@@ -371,6 +395,15 @@ def parse_object(body: Any, *, strict: bool = False) -> Parsed:
             reader.fail(where, f"must be between {low} and {high}, got {number}")
             number = default
         numbers[where] = number
+    refresh_text = reader.typed(spec_body.get("refreshInterval"), "spec.refreshInterval", str)
+    refresh_seconds = 0
+    if refresh_text is not None:
+        try:
+            refresh_seconds = int(
+                parse_duration(refresh_text, "spec.refreshInterval").total_seconds()
+            )
+        except InvalidInput as error:
+            reader.fail("spec.refreshInterval", error.message)
     if reader.strict and reader.unknown:
         raise bad_request(
             "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in reader.unknown)
@@ -385,6 +418,7 @@ def parse_object(body: Any, *, strict: bool = False) -> Parsed:
         retention_days=numbers["spec.ttlDaysAfterCreated"],
         registries=tuple(registries),
         timeout_minutes=numbers["spec.buildingConfig.timeoutMinutes"],
+        refresh_seconds=refresh_seconds,
     )
     if not any(c.reason == "FieldValueTypeInvalid" for c in reader.causes):
         # Within the limits, so that the rest of the spec (name, image references) is

@@ -99,6 +99,14 @@ def openapi_schemas() -> dict[str, Any]:
                     maxItems=IMAGES_MAX,
                     minItems=1,
                 ),
+                "refreshInterval": _prop(
+                    "string",
+                    "imagedepot's extension: re-resolve the tags this often (10s to 365d, "
+                    "written 90s, 30m, 6h or 1d); a moved tag is built as the next generation, "
+                    "and the current one stays served until that is whole. May change on a "
+                    "built snapshot.",
+                    pattern=r"^[0-9]{1,6}(s|m|h|d)$",
+                ),
                 "registries": _prop(
                     "array",
                     f"Registries with their pull settings, at most {REGISTRIES_MAX}.",
@@ -201,6 +209,14 @@ def openapi_schemas() -> dict[str, Any]:
                 "image": _prop("string", "The image as the spec names it."),
                 "digest": _prop("string", "The manifest digest it resolved to."),
                 "sizeBytes": _prop("integer", "Bytes it takes.", format="int64"),
+                "lastCheckedTime": _prop(
+                    "string",
+                    "When the upstream was last asked what the tag stands for.",
+                    format="date-time",
+                ),
+                "movedFrom": _prop(
+                    "string", "The digest the tag stood for before the last refresh moved it."
+                ),
             },
         },
         f"{_META}ObjectMeta": {

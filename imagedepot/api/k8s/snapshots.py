@@ -292,6 +292,10 @@ def snapshot_routes(context: ApiContext) -> list[Route]:
                     pull_secrets=cache.spec.pull_secrets,
                 )
                 cache.change_spec(_validated(spec), clock.now())
+            elif parsed.spec.refresh_seconds != cache.spec.refresh_seconds:
+                # How often it refreshes may change on a built snapshot too: its content stays.
+                spec = replace(cache.spec, refresh_seconds=parsed.spec.refresh_seconds)
+                cache.change_spec(_validated(spec), clock.now())
             try:
                 cache.update_metadata(labels, annotations, clock.now(), parsed.finalizers)
             except InvalidInput as error:

@@ -1,6 +1,7 @@
 """The registries each project may pull through the registry port (pull-through is opt-in per
-project and per registry), with the mirrors, login and tag check policy of each; and each
-project's quota of stored bytes, under which its least recently pulled caches are evicted.
+project and per registry), with the mirrors, login and tag check policy of each; each
+project's quota of stored bytes, under which its least recently pulled caches are evicted;
+and when each cache with a refresh interval next has its tags re-resolved.
 
 Revision ID: 0011
 Revises: 0010
@@ -36,9 +37,13 @@ def upgrade() -> None:
 
     with op.batch_alter_table("projects") as batch:
         batch.add_column(sa.Column("stored_bytes_quota", sa.BigInteger()))
+    with op.batch_alter_table("caches") as batch:
+        batch.add_column(sa.Column("refresh_due_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("caches") as batch:
+        batch.drop_column("refresh_due_at")
     with op.batch_alter_table("projects") as batch:
         batch.drop_column("stored_bytes_quota")
     op.drop_table("upstreams")
