@@ -53,8 +53,10 @@ def test_the_python_client_creates_reads_lists_patches_and_deletes(
             "image": f"{registry.endpoint}/k8s/web:v1",
             "digest": pushed.manifest_digest,
             "sizeBytes": pushed.total_size + len(pushed.manifest),
+            "lastCheckedTime": done["status"]["images"][0]["lastCheckedTime"],
         }
     ]
+    assert done["status"]["images"][0]["lastCheckedTime"].endswith("Z")
     assert done["status"]["expireDateTime"]
 
     # The same object through the CCE dialect, and one made there is seen here.

@@ -407,6 +407,7 @@ def test_a_failed_or_building_snapshot_takes_a_new_spec_and_builds_it(
             "image": f"{registry.endpoint}/watch/fixed:v1",
             "digest": fixed.manifest_digest,
             "sizeBytes": built["status"]["images"][0]["sizeBytes"],
+            "lastCheckedTime": built["status"]["images"][0]["lastCheckedTime"],
         }
     ]
     with httpx.Client(base_url=service.url, headers={"X-Auth-Token": member}) as http:
