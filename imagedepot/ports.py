@@ -707,6 +707,12 @@ class RegistryClient(Protocol):
     ) -> FetchedManifest:
         """GET a manifest by tag or digest; a digest reference is verified against the bytes."""
 
+    async def fetch_referrers(
+        self, transport: Transport, image: ImageReference, digest: str
+    ) -> bytes | None:
+        """The upstream's referrers index for `digest` (an OCI index), or None when it has no
+        referrers API or cannot answer."""
+
     async def manifest_digest(
         self, transport: Transport, image: ImageReference, reference: str, seconds: float
     ) -> str:

@@ -40,6 +40,7 @@ from imagedepot.domain.errors import (
     Unauthenticated,
     UpstreamUnavailable,
 )
+from imagedepot.domain.manifests import OCI_INDEX
 from imagedepot.domain.served_names import served_name
 from imagedepot.services.identity import PROJECT_HEADER
 from imagedepot.services.pull_through import FollowedBlob
@@ -363,6 +364,21 @@ def routes(context: RegistryContext) -> list[BaseRoute]:
             raise BlobUnknown(f"blob {served.digest} is not known") from None
 
     @pull
+    async def referrers(request: Request, puller: Puller) -> Response:
+        artifact_type = request.query_params.get("artifactType") or None
+        body = await run_in_threadpool(
+            serving.referrers,
+            puller,
+            request.path_params["name"],
+            request.path_params["digest"],
+            artifact_type,
+        )
+        headers = dict(API_VERSION)
+        if artifact_type is not None:
+            headers["OCI-Filters-Applied"] = "artifactType"
+        return Response(body, media_type=OCI_INDEX, headers=headers)
+
+    @pull
     async def tags(request: Request, puller: Puller) -> Response:
         name = request.path_params["name"]
         page = await run_in_threadpool(
@@ -430,7 +446,7 @@ def routes(context: RegistryContext) -> list[BaseRoute]:
             return unsupported(request)
         return error_response(404, "UNSUPPORTED", f"no such endpoint {request.url.path}")
 
-    for endpoint in (version_check, catalog, manifest, blob, tags):
+    for endpoint in (version_check, catalog, manifest, blob, tags, referrers):
         endpoint.actions = dict.fromkeys(PULL_METHODS, PULL_ACTION)  # type: ignore[attr-defined]
     public(token)
     public(other)
@@ -440,6 +456,7 @@ def routes(context: RegistryContext) -> list[BaseRoute]:
         Route("/v2/{name:path}/manifests/{reference}", manifest, methods=EVERY_METHOD),
         Route("/v2/{name:path}/blobs/{digest}", blob, methods=EVERY_METHOD),
         Route("/v2/{name:path}/tags/list", tags, methods=EVERY_METHOD),
+        Route("/v2/{name:path}/referrers/{digest}", referrers, methods=EVERY_METHOD),
         Route("/token", token, methods=["GET", "POST"]),
         Route("/{rest:path}", other, methods=EVERY_METHOD),
     ]

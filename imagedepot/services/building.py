@@ -50,6 +50,7 @@ from imagedepot.ports import (
 from imagedepot.services.eviction import make_room
 from imagedepot.services.fetch_claims import FetchClaims
 from imagedepot.services.live_blobs import FollowedWriter, LiveBlob, SpoolMaker
+from imagedepot.services.referrers import fetch_attached
 
 CredentialsLookup = Callable[[str], RegistryCredentials | None]
 """Registry host -> the login the cache's pull secrets hold for it."""
@@ -97,6 +98,8 @@ class _ResolvedImage:
     top_digest: str
     manifests: list[FetchedManifest]
     blobs: list[Descriptor]
+    attached: dict[str, str] = field(default_factory=dict)
+    """Tags of artifacts attached to the image (cosign's, the referrers fallback) -> digest."""
 
     def digests(self) -> dict[str, int]:
         sizes = {m.digest: len(m.body) for m in self.manifests}
@@ -387,7 +390,7 @@ class CacheBuilder:
                     pulled_bytes=sum(min(done.get(d, 0), s) for d, s in image.digests().items()),
                 )
                 for image in resolved
-            ]
+            ] + [attached for image in resolved for attached in attached_progress(image)]
 
         for image in resolved:
             for manifest in image.manifests:
@@ -491,7 +494,16 @@ class CacheBuilder:
                 blobs = list(parsed.children)
         except ManifestError as error:
             raise BuildFailed(FailureReason.UPSTREAM, f"image {text}: {error}") from None
-        return _ResolvedImage(text, reference, transport, top.digest, manifests, blobs)
+        attached = await fetch_attached(self._registry, transport, reference, top.digest)
+        return _ResolvedImage(
+            text,
+            reference,
+            transport,
+            top.digest,
+            [*manifests, *attached.manifests],
+            [*blobs, *attached.blobs],
+            attached.tags,
+        )
 
     async def _first_manifest(
         self,
@@ -584,6 +596,20 @@ class CacheBuilder:
             for manifest in image.manifests:
                 if not self._blobs.has(manifest.digest):
                     self._blobs.put_bytes(manifest.digest, manifest.body)
+
+
+def attached_progress(image: _ResolvedImage) -> list[ImageProgress]:
+    """An entry per attached tag, so the registry port serves it by that tag."""
+    sizes = {manifest.digest: len(manifest.body) for manifest in image.manifests}
+    return [
+        ImageProgress(
+            image=f"{image.reference.registry}/{image.reference.repository}:{tag}",
+            digest=digest,
+            size_bytes=sizes.get(digest, 0),
+            pulled_bytes=sizes.get(digest, 0),
+        )
+        for tag, digest in image.attached.items()
+    ]
 
 
 def transports_for(

@@ -33,6 +33,7 @@ from imagedepot.domain.manifests import (
     select_platforms,
 )
 from imagedepot.domain.references import DIGEST_RE, TAG_RE, ImageReference, parse_reference
+from imagedepot.domain.referrers import referrer_descriptor, referrers_index
 from imagedepot.domain.served_names import ServedName, served_name
 from imagedepot.domain.upstreams import is_pull_through
 from imagedepot.ports import (
@@ -205,6 +206,41 @@ class ServingService:
         if recorded is None or size is None:
             raise BlobUnknown(f"blob {digest} is not known")
         return ServedBlob(digest, size, recorded.media_type, self._blobs)
+
+    def referrers(
+        self, puller: Puller, name: str, digest: str, artifact_type: str | None = None
+    ) -> bytes:
+        """The OCI referrers index of `digest`: every manifest a cache the puller may see holds
+        (with the subject) whose `subject` is `digest`, of `artifact_type` when one is given.
+        Empty when there are none, as the distribution spec wants."""
+        wanted = _served_name(name)
+        if not _is_digest(digest):
+            raise DigestInvalid(f"{digest!r} is not a sha256 digest", field="digest")
+        found: dict[str, dict[str, object]] = {}
+        with self._store.transaction(read_only=True) as uow:
+            caches = _unique_caches(self._holdings(uow, puller, wanted))
+            if not caches:
+                raise NameUnknown(f"repository {name} is not known")
+            holders = uow.blob_refs.owners_of(digest, [cache.id for cache in caches])
+            for cache in caches:
+                if cache.id not in holders:
+                    continue
+                for info in uow.blob_refs.refs_of(cache.id):
+                    if info.media_type not in MANIFEST_TYPES or info.digest in found:
+                        continue
+                    try:
+                        body = self._blobs.read_bytes(info.digest, MAX_MANIFEST_BYTES)
+                    except (FileNotFoundError, BlobCorrupt):
+                        continue
+                    descriptor = referrer_descriptor(body, info.media_type, info.digest, digest)
+                    if descriptor is not None:
+                        found[info.digest] = descriptor
+        chosen = [
+            descriptor
+            for descriptor in found.values()
+            if artifact_type is None or descriptor.get("artifactType") == artifact_type
+        ]
+        return referrers_index(chosen)
 
     def knows_name(self, puller: Puller, name: str) -> bool:
         """Whether a cache the puller may see serves `name`: an anonymous puller that may see

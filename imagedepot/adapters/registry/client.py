@@ -22,7 +22,12 @@ from typing import TypeVar
 
 import aiohttp
 
-from imagedepot.domain.manifests import ACCEPT_MANIFESTS, MANIFEST_TYPES, MAX_MANIFEST_BYTES
+from imagedepot.domain.manifests import (
+    ACCEPT_MANIFESTS,
+    MANIFEST_TYPES,
+    MAX_MANIFEST_BYTES,
+    OCI_INDEX,
+)
 from imagedepot.domain.references import DOCKER_HUB, ImageReference
 from imagedepot.ports import (
     BlobCorrupt,
@@ -157,6 +162,22 @@ class AiohttpRegistryClient:
                 "corrupt", f"manifest {name} has digest {digest}, not the one asked for"
             )
         return FetchedManifest(body=body, media_type=_media_type(content_type, body), digest=digest)
+
+    async def fetch_referrers(
+        self, transport: Transport, image: ImageReference, digest: str
+    ) -> bytes | None:
+        url = f"{_base_url(transport)}/v2/{image.repository}/referrers/{digest}"
+        headers = {"Accept": OCI_INDEX, "Accept-Encoding": "identity"}
+        try:
+            response = await self._send(transport, image, url, headers, self._manifest_timeout)
+            async with response:
+                if response.status != 200:
+                    return None  # no referrers API (registry 2.x answers 404), or none to say
+                return await _read_limited(
+                    response, MAX_MANIFEST_BYTES, f"referrers of {digest} in {image}"
+                )
+        except (RegistryError, aiohttp.ClientError, TimeoutError):
+            return None
 
     async def manifest_digest(
         self, transport: Transport, image: ImageReference, reference: str, seconds: float
