@@ -1,6 +1,6 @@
 """Benchmark: first pulls through imagedepot's registry port against a direct pull from the
-upstream docker-registry, and five concurrent first pulls against docker-registry in proxy
-mode (`proxy: remoteurl`) on the same upstream, in one run on one machine.
+upstream docker-registry and a first pull through docker-registry in proxy mode (`proxy:
+remoteurl`), and five concurrent first pulls against that proxy, in one run on one machine.
 
 Every imagedepot and proxy measurement starts from an empty server (a fresh data dir), so
 each is a true first pull. Both pull-through modes are timed: streaming (a client follows
@@ -108,6 +108,7 @@ def main() -> None:
             "direct": [],
             "imagedepot": [],
             "imagedepot verify-first": [],
+            "docker-registry proxy": [],
         }
         latency: dict[str, list[float]] = {"imagedepot": [], "imagedepot verify-first": []}
         five: dict[str, list[float]] = {"imagedepot": [], "docker-registry proxy": []}
@@ -131,6 +132,10 @@ def main() -> None:
                     service, token = fresh_imagedepot(upstream.endpoint, streaming)
                     with service:
                         latency[name].append(first_byte(service, token, largest))
+                with RegistryServer(proxy_remote=upstream.url) as mirror:
+                    single["docker-registry proxy"].append(
+                        skopeo_pull(f"{mirror.endpoint}/bench/through:v1", scratch / "proxy")
+                    )
                 print_round(round_number, single)
 
                 counted.clear()
@@ -158,7 +163,7 @@ def main() -> None:
                 print_round(round_number, five)
 
     best = print_summary(single, total_mb)
-    for name in ("imagedepot", "imagedepot verify-first"):
+    for name in ("imagedepot", "imagedepot verify-first", "docker-registry proxy"):
         print(f"{name} / direct = {best[name] / best['direct']:.2f}  (first pull; target <= 1.2)")
     print("time to the first byte of the largest layer, from the manifest request (best):")
     for name, times in latency.items():
