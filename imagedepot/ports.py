@@ -509,6 +509,9 @@ class BlobWriter(Protocol):
     def abort(self) -> None:
         """Throw away what is staged; safe to call after commit."""
 
+    def can_tap(self) -> bool:
+        """Whether `tap` gives a reader: the writer stages its bytes in a local file."""
+
     def tap(self) -> ByteReader | None:
         """A reader of the bytes written so far, when the writer stages them in a local file
         (clients can then follow the download without a second copy); None otherwise."""
@@ -552,6 +555,11 @@ class StoreUnavailable(Exception):
 
 class BlobCorrupt(Exception):
     """Bytes whose size or digest do not match what was promised."""
+
+
+class BlobStoreFull(Exception):
+    """The blob store has no room for the bytes being written (a full disk or quota); what
+    was staged is gone, and writes work again once there is room."""
 
 
 class BlobStoreUnavailable(Exception):
@@ -606,6 +614,12 @@ class BlobUpkeep(Protocol):
     def check(self, *, writable: bool = True) -> None:
         """Raise BlobStoreUnavailable unless the store answers (and, when `writable`, can be
         written: a probe worth making at start, not on every health check)."""
+
+    def leftovers(self) -> builtins.list[str]:
+        """What `clean_temporary` would remove now, each named (for `fsck`)."""
+
+    def free_bytes(self) -> int | None:
+        """Room left for blobs, when the store can tell (a local disk); None otherwise."""
 
     def clean_temporary(self) -> int:
         """Remove what writers that died left staged; the count removed."""

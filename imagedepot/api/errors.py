@@ -16,6 +16,7 @@ from imagedepot.domain.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    StorageFull,
     Unauthenticated,
     UpstreamUnavailable,
 )
@@ -30,6 +31,7 @@ HTTP_STATUS: Sequence[tuple[type[DomainError], int]] = (
     (PayloadTooLarge, 413),
     (RateLimited, 429),
     (UpstreamUnavailable, 503),
+    (StorageFull, 507),
 )
 
 

@@ -37,6 +37,7 @@ from imagedepot.domain.errors import (
     InvalidInput,
     NotFound,
     RateLimited,
+    StorageFull,
     Unauthenticated,
     UpstreamUnavailable,
 )
@@ -84,6 +85,7 @@ _ERRORS: list[tuple[type[DomainError], int, str]] = [
     (Forbidden, 403, "DENIED"),
     (NotFound, 404, "NAME_UNKNOWN"),
     (UpstreamUnavailable, 503, "UNAVAILABLE"),
+    (StorageFull, 503, "UNAVAILABLE"),
     (InvalidInput, 400, "UNSUPPORTED"),
     (DomainError, 500, "UNKNOWN"),
 ]

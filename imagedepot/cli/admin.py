@@ -278,6 +278,7 @@ def fsck(data_dir: str | None, as_json: bool, quick: bool) -> None:
                     "missing": report.missing,
                     "unreferenced": report.unreferenced,
                     "pending": report.pending,
+                    "leftovers": report.leftovers,
                 }
             )
         )
@@ -288,6 +289,7 @@ def fsck(data_dir: str | None, as_json: bool, quick: bool) -> None:
             ("missing", report.missing),
             ("unreferenced", report.unreferenced),
             ("pending (a build in progress is fetching it)", report.pending),
+            ("leftover (a dead writer's; the worker or gc removes it)", report.leftovers),
         ):
             for digest in digests:
                 click.echo(f"{label}: {digest}")
@@ -310,8 +312,9 @@ def gc(data_dir: str | None, grace: float | None) -> None:
         removed = core.blob_service.collect(
             grace=None if grace is None else timedelta(seconds=grace)
         )
-        change.target = f"blobs?removed={len(removed)}"
-    click.echo(f"removed {len(removed)} unreferenced blobs")
+        swept = core.blobs.clean_temporary()
+        change.target = f"blobs?removed={len(removed)}&leftovers={swept}"
+    click.echo(f"removed {len(removed)} unreferenced blobs and {swept} leftovers of dead writers")
 
 
 @click.command("migrate-store")

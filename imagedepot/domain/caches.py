@@ -54,6 +54,8 @@ class FailureReason(enum.StrEnum):
     SECRET_UNREADABLE = "PullSecretUnreadable"  # noqa: S105 - a reason, not a secret
     QUOTA = "QuotaExceeded"
     """The project's quota of stored bytes, with everything evictable evicted, is too small."""
+    STORAGE_FULL = "StorageFull"
+    """The blob store had no room for the images (a full disk); nothing partial is kept."""
     STORAGE = "BlobStoreUnavailable"
     """The blob store stayed unreachable past the client's retries (about a minute)."""
 

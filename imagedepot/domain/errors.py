@@ -64,3 +64,8 @@ class PayloadTooLarge(DomainError):
 class UpstreamUnavailable(DomainError):
     """A pull-through needs the upstream registry and it did not answer usably, with nothing
     cached to fall back on (HTTP 503: retry later)."""
+
+
+class StorageFull(DomainError):
+    """No room is left to store the bytes (HTTP 507; Glance answers 413, as it does when its
+    store is full). Nothing was kept; the same request works again once there is room."""

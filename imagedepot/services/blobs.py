@@ -29,6 +29,8 @@ class FsckReport:
     unreferenced: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     """Not stored yet, but only caches still being built use them: in flight, not lost."""
+    leftovers: list[str] = field(default_factory=list)
+    """What writers that died left staged (removed by the worker, or `gc`)."""
 
     @property
     def healthy(self) -> bool:
@@ -121,6 +123,7 @@ class BlobService:
         report.missing = sorted(absent & settled)
         report.pending = sorted(absent - settled)
         report.unreferenced = sorted(stored - referenced)
+        report.leftovers = self._blobs.leftovers()
         return report
 
     def _intact(self, digest: str) -> bool:

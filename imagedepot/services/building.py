@@ -37,6 +37,7 @@ from imagedepot.domain.references import ImageReference, is_loopback_host, parse
 from imagedepot.ports import (
     BlobInfo,
     BlobStore,
+    BlobStoreFull,
     BlobWriter,
     Clock,
     FetchedManifest,
@@ -247,7 +248,7 @@ class BlobFetcher:
                     await self._release(blob.digest)  # it landed while we claimed
                     continue
                 task = asyncio.ensure_future(
-                    self._download(transport, image, blob, on_progress, live)
+                    self._download(transport, image, blob, on_progress, live, keep)
                 )
                 started = self._inflight[blob.digest] = _Download(task, live, keep=keep)
                 task.add_done_callback(functools.partial(self._forget, blob.digest, started))
@@ -283,6 +284,7 @@ class BlobFetcher:
         blob: Descriptor,
         on_progress: Callable[[int], None],
         live: LiveBlob | None,
+        for_a_client: bool,
     ) -> None:
         renewing = asyncio.ensure_future(self._keep_claim(blob.digest))
         try:
@@ -290,7 +292,7 @@ class BlobFetcher:
                 stored = self._blobs.writer(blob.digest, blob.size)
                 writer: BlobWriter = stored
                 if live is not None:
-                    await asyncio.to_thread(self._attach, live, stored)
+                    await asyncio.to_thread(self._attach, live, stored, for_a_client)
                     writer = FollowedWriter(stored, live)
                 try:
                     await self._registry.fetch_blob(
@@ -303,15 +305,15 @@ class BlobFetcher:
             renewing.cancel()
             await self._release(blob.digest)
 
-    def _attach(self, live: LiveBlob, writer: BlobWriter) -> None:
-        """Followers read the writer's staged file, or a spool when it keeps none."""
+    def _attach(self, live: LiveBlob, writer: BlobWriter, for_a_client: bool) -> None:
+        """Followers read the writer's staged file (opened when one comes); a writer that
+        stages nothing locally (S3) feeds a spool, but only for a download a client started:
+        a build's download is not copied to local disk in case someone asks."""
         assert self._spools is not None
-        tapped = writer.tap()
-        if tapped is not None:
-            live.attach(tapped, None)
-        else:
-            spool = self._spools()
-            live.attach(spool, spool)
+        if writer.can_tap():
+            live.attach(open_reader=writer.tap)
+        elif for_a_client:
+            live.attach(spool=self._spools())
 
     async def _claim(self, digest: str) -> bool:
         """Whether this process may fetch `digest` (always, without claims)."""
@@ -377,7 +379,10 @@ class CacheBuilder:
         self._check_budget(cache, resolved)
         await asyncio.to_thread(self._record_references, cache, owner, resolved)
         proven = await asyncio.to_thread(self._held_by_project, cache.project_id, owner, resolved)
-        await asyncio.to_thread(self._store_manifests, resolved)
+        try:
+            await asyncio.to_thread(self._store_manifests, resolved)
+        except BlobStoreFull as error:
+            raise _store_full(error, resolved) from None
 
         done: dict[str, int] = {}
 
@@ -414,7 +419,10 @@ class CacheBuilder:
             while True:
                 finished, _ = await asyncio.wait({work}, timeout=self._policy.progress_interval)
                 if finished:
-                    work.result()
+                    try:
+                        work.result()
+                    except BlobStoreFull as error:
+                        raise _store_full(error, resolved) from None
                     break
                 if not await checkpoint(progress()):
                     raise BuildStopped(cache.id)
@@ -596,6 +604,18 @@ class CacheBuilder:
             for manifest in image.manifests:
                 if not self._blobs.has(manifest.digest):
                     self._blobs.put_bytes(manifest.digest, manifest.body)
+
+
+def _store_full(error: BlobStoreFull, resolved: list[_ResolvedImage]) -> BuildFailed:
+    sizes: dict[str, int] = {}
+    for image in resolved:
+        sizes.update(image.digests())
+    return BuildFailed(
+        FailureReason.STORAGE_FULL,
+        f"the blob store is full: {error}; the images need {sum(sizes.values())} bytes in all "
+        "(blobs other caches already hold included); nothing partial was kept, and creating "
+        "the cache again once there is room builds it",
+    )
 
 
 def attached_progress(image: _ResolvedImage) -> list[ImageProgress]:

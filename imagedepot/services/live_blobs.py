@@ -32,6 +32,7 @@ class LiveBlob:
     def __init__(self, size: int, loop: asyncio.AbstractEventLoop) -> None:
         self.size = size
         self._reader: ByteReader | None = None
+        self._open_reader: Callable[[], ByteReader | None] | None = None
         self._spool: Spool | None = None
         self._loop = loop
         self._lock = threading.Lock()
@@ -47,10 +48,29 @@ class LiveBlob:
         if self._reader is not None:
             self._reader.close()
 
-    def attach(self, reader: ByteReader, spool: Spool | None) -> None:
-        """Where followers read: the writer's own staged file, or `spool`, which the download
-        then feeds (before the download writes anything)."""
-        self._reader, self._spool = reader, spool
+    def attach(
+        self,
+        *,
+        spool: Spool | None = None,
+        open_reader: Callable[[], ByteReader | None] | None = None,
+    ) -> None:
+        """Where followers read (before the download writes anything): `spool`, which the
+        download then feeds, or what `open_reader` opens when the first follower comes (the
+        writer's own staged file: nothing is held open while nobody follows, so a download
+        that fails gives its space back at once). Neither: it cannot be followed."""
+        self._spool, self._reader, self._open_reader = spool, spool, open_reader
+
+    def _readable(self) -> ByteReader:
+        with self._lock:
+            if self._reader is None and self._open_reader is not None:
+                try:
+                    self._reader = self._open_reader()
+                except OSError:
+                    self._reader = None  # the staged file is gone: finished meanwhile
+                self._open_reader = None
+            if self._reader is None:
+                raise LiveBlobFailed("the download can no longer be followed")
+            return self._reader
 
     # --- the download's side (called from the writer's thread) -----------------------------
 
@@ -85,8 +105,9 @@ class LiveBlob:
 
     @property
     def followable(self) -> bool:
-        """Whether a new client can still follow it (not finished, spool usable)."""
-        return self._outcome is None and not self._broken
+        """Whether a new client can still follow it (not finished, something to read)."""
+        readable = self._reader is not None or self._open_reader is not None
+        return self._outcome is None and not self._broken and readable
 
     async def follow(self) -> AsyncIterator[bytes]:
         """The blob's bytes in order; LiveBlobFailed when the download fails or starts over
@@ -103,9 +124,9 @@ class LiveBlob:
             # The last byte only once the store holds the verified blob.
             limit = self._written if self._outcome else min(self._written, self.size - 1)
             if offset < limit:
-                assert self._reader is not None  # attached before the first byte
+                reader = await asyncio.to_thread(self._readable)
                 chunk = await asyncio.to_thread(
-                    self._reader.read, offset, min(limit - offset, FOLLOW_CHUNK)
+                    reader.read, offset, min(limit - offset, FOLLOW_CHUNK)
                 )
                 if restarts != self._restarts:
                     continue
@@ -143,6 +164,9 @@ class FollowedWriter:
 
     def abort(self) -> None:
         self._inner.abort()
+
+    def can_tap(self) -> bool:
+        return self._inner.can_tap()
 
     def tap(self) -> ByteReader | None:
         return self._inner.tap()

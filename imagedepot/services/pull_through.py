@@ -35,7 +35,12 @@ from imagedepot.domain.caches import (
     ImageProgress,
     RegistryAccess,
 )
-from imagedepot.domain.errors import InvalidInput, QuotaExceeded, UpstreamUnavailable
+from imagedepot.domain.errors import (
+    InvalidInput,
+    QuotaExceeded,
+    StorageFull,
+    UpstreamUnavailable,
+)
 from imagedepot.domain.eviction import NoRoom
 from imagedepot.domain.manifests import Descriptor, ManifestError, parse_manifest, select_platforms
 from imagedepot.domain.references import (
@@ -54,6 +59,7 @@ from imagedepot.domain.upstreams import (
 from imagedepot.ports import (
     BlobInfo,
     BlobStore,
+    BlobStoreFull,
     Clock,
     FetchedManifest,
     MetadataStore,
@@ -229,7 +235,10 @@ class PullThrough:
         manifests, blobs = await self._contents(transport, image, top)
         for manifest in manifests:
             if not await asyncio.to_thread(self._blobs.has, manifest.digest):
-                await asyncio.to_thread(self._blobs.put_bytes, manifest.digest, manifest.body)
+                try:
+                    await asyncio.to_thread(self._blobs.put_bytes, manifest.digest, manifest.body)
+                except BlobStoreFull as error:
+                    raise StorageFull(f"{image}: {error}") from None
         await asyncio.to_thread(self._record, upstream, image, manifests, blobs)
         self._notify_worker()
 
@@ -357,6 +366,8 @@ class PullThrough:
         for transport in await asyncio.to_thread(self._transports, upstream):
             try:
                 live = await self._fetcher.stream(transport, image, descriptor, proven=proven)
+            except BlobStoreFull as error:
+                raise StorageFull(f"blob {digest}: {error}") from None
             except RegistryError as error:
                 last_error = error
                 if error.kind in _FALLBACK_KINDS:

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from imagedepot.domain.diskformats import PREFIX_BYTES, TAIL_BYTES, HeaderView
 from imagedepot.domain.diskformats import inspect as inspect_disk
-from imagedepot.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from imagedepot.domain.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    StorageFull,
+)
 from imagedepot.domain.identity import Principal
 from imagedepot.domain.sharing import check_visibility_change
 from imagedepot.domain.vmimages import (
@@ -31,6 +38,7 @@ from imagedepot.ports import (
     BlobInfo,
     BlobSource,
     BlobStore,
+    BlobStoreFull,
     Clock,
     MetadataStore,
     UnitOfWork,
@@ -119,7 +127,8 @@ class ImageUpload:
             )
         self._digests.update(chunk)
         self._keep_header(chunk)
-        self._writer.write(chunk)
+        with _store_full_refused(self.image.id):
+            self._writer.write(chunk)
 
     def _keep_header(self, chunk: bytes) -> None:
         """Keep the first PREFIX_BYTES and the last TAIL_BYTES for the format inspector."""
@@ -140,15 +149,16 @@ class ImageUpload:
         view = HeaderView(bytes(self._prefix), bytes(self._tail), self._size)
         virtual_size = inspect_disk(view, self.image.disk_format or "")
         checksum, os_hash_value = self._digests.hexdigests()
-        image = self._service._finish_upload(
-            self._principal,
-            self.image.id,
-            self._writer,
-            size=self._size,
-            checksum=checksum,
-            os_hash_value=os_hash_value,
-            virtual_size=virtual_size,
-        )
+        with _store_full_refused(self.image.id):
+            image = self._service._finish_upload(
+                self._principal,
+                self.image.id,
+                self._writer,
+                size=self._size,
+                checksum=checksum,
+                os_hash_value=os_hash_value,
+                virtual_size=virtual_size,
+            )
         self._done = True
         return image
 
@@ -158,6 +168,17 @@ class ImageUpload:
         if not self._done:
             self._done = True
             self._service._abandon_upload(self._principal, self.image.id)
+
+
+@contextlib.contextmanager
+def _store_full_refused(image_id: str) -> Iterator[None]:
+    try:
+        yield
+    except BlobStoreFull as error:
+        raise StorageFull(
+            f"image {image_id}: the image store has no room for its data ({error}); the "
+            "image is back to queued and may be uploaded again once there is room"
+        ) from None
 
 
 def owned_image(uow: UnitOfWork, principal: Principal, image_id: str) -> VmImage:

@@ -318,6 +318,7 @@ def test_a_tap_reads_what_was_written_through_commit_or_abort(backend: Backend) 
     for finish in ("commit", "abort"):
         writer = store.writer(digest_of(data), len(data))
         tap = writer.tap()
+        assert writer.can_tap() == (tap is not None)
         if backend.engine is not None:
             assert tap is None
             writer.abort()

@@ -26,7 +26,7 @@ def test_the_last_byte_waits_for_the_commit(tmp_path: Path) -> None:
     async def scenario() -> None:
         spool = FileSpool(tmp_path)
         live = LiveBlob(6, asyncio.get_running_loop())
-        live.attach(spool, spool)
+        live.attach(spool=spool)
         received: list[bytes] = []
         follower = asyncio.ensure_future(collect(live, received))
         live.append(b"abc")
@@ -45,7 +45,7 @@ def test_a_failed_download_cuts_its_followers_short(tmp_path: Path) -> None:
     async def scenario() -> None:
         spool = FileSpool(tmp_path)
         live = LiveBlob(6, asyncio.get_running_loop())
-        live.attach(spool, spool)
+        live.attach(spool=spool)
         received: list[bytes] = []
         follower = asyncio.ensure_future(collect(live, received))
         live.append(b"abcdef")
@@ -64,7 +64,7 @@ def test_a_restart_is_followed_from_zero_but_cuts_a_follower_that_had_bytes(
     async def scenario() -> None:
         spool = FileSpool(tmp_path)
         live = LiveBlob(4, asyncio.get_running_loop())
-        live.attach(spool, spool)
+        live.attach(spool=spool)
         early: list[bytes] = []
         had_bytes = asyncio.ensure_future(collect(live, early))
         live.append(b"xx")

@@ -10,8 +10,10 @@ HTTP layer hands the file to `sendfile`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,13 @@ from typing import TYPE_CHECKING, BinaryIO
 from imagedepot.adapters.blobs.promises import Promise, Tally
 from imagedepot.adapters.processes import fsync_directory, process_alive
 from imagedepot.domain.references import DIGEST_RE
-from imagedepot.ports import BlobCorrupt, BlobStore, BlobStoreUnavailable, write_blob
+from imagedepot.ports import (
+    BlobCorrupt,
+    BlobStore,
+    BlobStoreFull,
+    BlobStoreUnavailable,
+    write_blob,
+)
 
 CHUNK = 1 << 20
 STALE_TEMP_SECONDS = 24 * 3600
@@ -44,10 +52,14 @@ class _HashedTempFile:
         return self._tally.written
 
     def _append(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-        if self._tapped:
-            self._file.flush()  # what a follower is told was written must be readable
+        with full_disk_as_store_full(self):
+            self._file.write(chunk)
+            if self._tapped:
+                self._file.flush()  # what a follower is told was written must be readable
         self._tally.add(chunk)
+
+    def can_tap(self) -> bool:
+        return True
 
     def tap(self) -> FileTap:
         """A reader of the temp file, valid after it is renamed into place or unlinked."""
@@ -57,8 +69,9 @@ class _HashedTempFile:
     def _make_durable(self) -> None:
         if self._closed:
             return
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        with full_disk_as_store_full(self):
+            self._file.flush()
+            os.fsync(self._file.fileno())
         self._file.close()
         self._closed = True
 
@@ -71,18 +84,37 @@ class _HashedTempFile:
             self._temp.unlink()
             self._placed = True
             return
-        final.parent.mkdir(parents=True, exist_ok=True)
+        with full_disk_as_store_full(self):
+            final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self._temp, final)
         fsync_directory(final.parent)
         self._placed = True
 
     def abort(self) -> None:
         if not self._closed:
-            self._file.close()
             self._closed = True
+            # Closing flushes the buffer, which fails on a full disk: the file goes anyway.
+            with contextlib.suppress(OSError):
+                self._file.close()
         if not self._placed:
             with contextlib.suppress(FileNotFoundError):
                 self._temp.unlink()
+
+
+@contextlib.contextmanager
+def full_disk_as_store_full(writer: _HashedTempFile) -> Iterator[None]:
+    """ENOSPC and EDQUOT as BlobStoreFull, with the staged bytes thrown away at once (a full
+    disk must not keep what cannot become a blob)."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        writer.abort()
+        free = shutil.disk_usage(writer._store.root).free
+        raise BlobStoreFull(
+            f"no room left on the blob store's disk ({writer._store.root}: {free} bytes free)"
+        ) from None
 
 
 class FileTap:
@@ -228,6 +260,23 @@ class FilesystemBlobStore:
     def clean_temporary(self) -> int:
         """Remove temp files of writers whose process is gone, or that are a day old."""
         removed = 0
+        for temp in self._dead_temporaries():
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+                removed += 1
+        return removed
+
+    def leftovers(self) -> list[str]:
+        found = []
+        for temp in self._dead_temporaries():
+            with contextlib.suppress(FileNotFoundError):
+                found.append(f"{temp} ({temp.stat().st_size} bytes)")
+        return found
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def _dead_temporaries(self) -> Iterator[Path]:
         now = time.time()
         for temp in self.temp_dir.iterdir():
             pid_text = temp.name.split("-", 1)[0]
@@ -237,10 +286,7 @@ class FilesystemBlobStore:
             except FileNotFoundError:
                 continue
             if not alive or stale:
-                with contextlib.suppress(FileNotFoundError):
-                    temp.unlink()
-                    removed += 1
-        return removed
+                yield temp
 
 
 if TYPE_CHECKING:

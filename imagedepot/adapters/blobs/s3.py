@@ -223,6 +223,9 @@ class S3BlobWriter(_HashedParts):
         self._promise.check_room(self._tally, len(chunk))
         self._append(chunk)
 
+    def can_tap(self) -> bool:
+        return False
+
     def tap(self) -> None:
         return None  # the parts go to the bucket: followers need a spool
 
@@ -469,28 +472,46 @@ class S3BlobStore:
     def clean_temporary(self) -> int:
         """Abort multipart uploads and remove staged objects older than `stale_after`: what
         writers that died (on any machine) left behind."""
+        removed = 0
+        for key, upload_id in self._stale_temporaries():
+            with contextlib.suppress(ClientError):
+                if upload_id is None:
+                    self.remove_key(key)
+                else:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.location.bucket, Key=key, UploadId=upload_id
+                    )
+                removed += 1
+        return removed
+
+    def leftovers(self) -> list[str]:
+        return [
+            f"s3://{self.location.bucket}/{key}" + (" (multipart upload)" if upload else "")
+            for key, upload in self._stale_temporaries()
+        ]
+
+    def free_bytes(self) -> None:
+        return None  # a bucket does not say
+
+    def _stale_temporaries(self) -> Iterator[tuple[str, str | None]]:
+        """(key, upload id) of multipart uploads and (key, None) of staged objects older than
+        `stale_after`."""
         cutoff = datetime.now(UTC) - self.tuning.stale_after
-        bucket, removed = self.location.bucket, 0
+        bucket = self.location.bucket
         uploads = self.client.get_paginator("list_multipart_uploads").paginate(
             Bucket=bucket, Prefix=self.location.prefix
         )
         for page in uploads:
             for upload in page.get("Uploads", []):
                 if upload["Initiated"] < cutoff:
-                    with contextlib.suppress(ClientError):
-                        self.client.abort_multipart_upload(
-                            Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                        )
-                        removed += 1
+                    yield upload["Key"], upload["UploadId"]
         staged = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=self.staging_key("")
         )
         for listing in staged:
             for item in listing.get("Contents", []):
                 if item["LastModified"] < cutoff:
-                    self.remove_key(item["Key"])
-                    removed += 1
-        return removed
+                    yield item["Key"], None
 
     # --- BlobDelivery -----------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from http import HTTPStatus
 from starlette.responses import JSONResponse, Response
 
 from imagedepot.api.errors import finish, http_status
-from imagedepot.domain.errors import DomainError, QuotaExceeded
+from imagedepot.domain.errors import DomainError, QuotaExceeded, StorageFull
 
 
 class UnsupportedMediaType(DomainError):
@@ -21,8 +21,10 @@ class UnsupportedMediaType(DomainError):
 _STATUS_OVERRIDES: list[tuple[type[DomainError], int]] = [
     (UnsupportedMediaType, 415),
     (QuotaExceeded, 413),
+    (StorageFull, 413),
 ]
-"""Glance answers an over-quota upload 413, and a wrong PATCH media type 415."""
+"""Glance answers an over-quota upload, and one its store has no room for, 413; a wrong
+PATCH media type 415."""
 
 
 def error_response(status: int, message: str) -> JSONResponse:
