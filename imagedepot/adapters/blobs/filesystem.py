@@ -45,7 +45,8 @@ class _HashedTempFile:
         self._tally = Tally()
         self._closed = False
         self._placed = False
-        self._tapped = False
+        self._final: Path | None = None
+        """Where the bytes went once placed (set before they move)."""
 
     @property
     def written(self) -> int:
@@ -54,17 +55,23 @@ class _HashedTempFile:
     def _append(self, chunk: bytes) -> None:
         with full_disk_as_store_full(self):
             self._file.write(chunk)
-            if self._tapped:
-                self._file.flush()  # what a follower is told was written must be readable
+            # In the file (not a buffer) before anyone is told it was written: a follower
+            # reads it from there.
+            self._file.flush()
         self._tally.add(chunk)
 
     def can_tap(self) -> bool:
         return True
 
     def tap(self) -> FileTap:
-        """A reader of the temp file, valid after it is renamed into place or unlinked."""
-        self._tapped = True
-        return FileTap(os.open(self._temp, os.O_RDONLY | os.O_CLOEXEC))
+        """A reader of the staged file, valid after it is renamed into place or unlinked;
+        once placed, of the blob it became (the same bytes)."""
+        try:
+            return FileTap(os.open(self._temp, os.O_RDONLY | os.O_CLOEXEC))
+        except FileNotFoundError:
+            if self._final is None:
+                raise  # thrown away: there is nothing to follow
+            return FileTap(os.open(self._final, os.O_RDONLY | os.O_CLOEXEC))
 
     def _make_durable(self) -> None:
         if self._closed:
@@ -80,6 +87,7 @@ class _HashedTempFile:
         final = self._store.path(digest)
         if self._placed:
             return
+        self._final = final
         if final.is_file():  # the same bytes, by their hash: keep the stored copy
             self._temp.unlink()
             self._placed = True
