@@ -453,7 +453,10 @@ def listening_socket(host: str, port: int, name: str) -> socket.socket:
     """A socket bound to host:port and listening; SystemExit with one line naming the address
     when that cannot be, so that a port in use stops `serve` before anything starts."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: accepted sockets inherit it, and asyncio turns Nagle off
+    # (TCP_NODELAY) only on sockets that say they are TCP. With Nagle on, every keep-alive
+    # response written in two parts waited ~40 ms for the client's delayed ACK.
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((host, port))
