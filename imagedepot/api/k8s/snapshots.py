@@ -87,11 +87,15 @@ def _check_list_version(request: Request, head: int) -> None:
         return
     version = resource_version_param(wanted)
     if version > head:
+        # Kubernetes answers 504 after waiting for a lagging cache; here nothing lags, so a
+        # version from the future is bad input: 400, with the cause client-go looks for.
         raise StatusError(
-            504,
+            400,
             f"Too large resource version: {version}, current: {head}",
-            reason="Timeout",
-            causes=[Cause("", "Too large resource version", "ResourceVersionTooLarge")],
+            reason="BadRequest",
+            causes=[
+                Cause("resourceVersion", "Too large resource version", "ResourceVersionTooLarge")
+            ],
         )
     if match == "Exact" and version != head:
         raise StatusError(
