@@ -55,8 +55,9 @@ def concurrent_pulls(pull: Callable[[Path], float], scratch: Path) -> float:
 
 
 def fresh_imagedepot(upstream: str, streaming: bool) -> tuple[Service, str]:
+    """A server not started yet (the caller's `with` starts and stops it), on a data dir
+    that already holds a project allowed to pull `upstream` through."""
     service = Service(env={"IMAGEDEPOT_PULL_THROUGH_STREAMING": "true" if streaming else "false"})
-    service.start()
     token = service.credential("bench-through")
     service.cli(
         "upstreams",
