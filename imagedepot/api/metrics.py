@@ -118,7 +118,8 @@ class Metrics:
         self.stale_serves = Counter(
             "imagedepot_pull_through_stale_serves_total",
             "Cached tags served because the upstream check failed, by reason (unreachable, "
-            "upstream: 5xx, 429 or a timeout; not_found; unauthorized).",
+            "upstream: 5xx, 429 or a timeout; not_found; unauthorized; moved_unavailable: "
+            "the tag moved but its new content could not be pulled).",
         )
         self.build_seconds = Histogram(
             "imagedepot_cache_build_seconds",

@@ -20,6 +20,7 @@ for pullers with a project credential only; an anonymous pull never creates anyt
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ from imagedepot.services.serving import (
     ServingService,
 )
 
+log = logging.getLogger(__name__)
 CHECK_TIMEOUT_SECONDS = 5.0
 """How long a tag check waits for the upstream before the cached copy is served."""
 CHECK_RECORD_INTERVAL = timedelta(seconds=30)
@@ -181,7 +183,15 @@ class PullThrough:
         if not moved:
             return hit
         tagged = ImageReference(cached.registry, cached.repository, cached.tag, None)
-        await self._pull_once(configured, tagged)
+        try:
+            await self._pull_once(configured, tagged)
+        except (ManifestUnknown, UpstreamUnavailable, StorageFull, QuotaExceeded) as error:
+            # The tag moved but its new content cannot be had: the cached copy still serves.
+            self._counters.stale("moved_unavailable")
+            log.warning(
+                "serving the cached %s: its moved tag cannot be pulled: %s", hit.image, error
+            )
+            return hit
         return await served()
 
     async def _check(self, upstream: Upstream, hit: ServedManifest, cached: ImageReference) -> bool:
