@@ -25,6 +25,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from imagedepot.domain.caches import (
     GIB,
@@ -84,6 +85,7 @@ from imagedepot.services.serving import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 CHECK_TIMEOUT_SECONDS = 5.0
 """How long a tag check waits for the upstream before the cached copy is served."""
 CHECK_RECORD_INTERVAL = timedelta(seconds=30)
@@ -205,27 +207,23 @@ class PullThrough:
         if not upstream.check.due(progress.checked_at, now):
             return False
         tag = cached.tag or cached.reference
-        last_error: RegistryError | None = None
-        for transport in await asyncio.to_thread(self._transports, upstream):
-            try:
-                digest = await self._registry.manifest_digest(
-                    transport, cached, tag, self._check_timeout
-                )
-            except RegistryError as error:
-                last_error = error
-                if error.kind in _FALLBACK_KINDS:
-                    continue
-                break
-            if progress.upstream_error or _record_due(progress.checked_at, now):
-                await asyncio.to_thread(self._note_check, cache.id, hit.image, None)
-            return digest != hit.tag_digest
-        assert last_error is not None
-        self._counters.stale(last_error.kind)
-        if progress.upstream_error != last_error.message or _record_due(
-            progress.upstream_error_at, now
-        ):
-            await asyncio.to_thread(self._note_check, cache.id, hit.image, last_error.message)
-        return False
+
+        def head(transport: Transport) -> Awaitable[str]:
+            return self._registry.manifest_digest(transport, cached, tag, self._check_timeout)
+
+        transports = await asyncio.to_thread(self._transports, upstream)
+        try:
+            digest = await _first_answer(transports, head)
+        except RegistryError as error:
+            self._counters.stale(error.kind)
+            if progress.upstream_error != error.message or _record_due(
+                progress.upstream_error_at, now
+            ):
+                await asyncio.to_thread(self._note_check, cache.id, hit.image, error.message)
+            return False
+        if progress.upstream_error or _record_due(progress.checked_at, now):
+            await asyncio.to_thread(self._note_check, cache.id, hit.image, None)
+        return digest != hit.tag_digest
 
     async def _pull_once(self, upstream: Upstream, image: ImageReference) -> None:
         """Resolve `image` through `upstream` and record its cache; concurrent calls for the
@@ -255,18 +253,13 @@ class PullThrough:
     async def _first_manifest(
         self, transports: list[Transport], image: ImageReference
     ) -> tuple[FetchedManifest, Transport]:
-        last_error: RegistryError | None = None
-        for transport in transports:
-            try:
-                fetched = await self._registry.fetch_manifest(transport, image, image.reference)
-            except RegistryError as error:
-                last_error = error
-                if error.kind in _FALLBACK_KINDS:
-                    continue
-                break
-            return fetched, transport
-        assert last_error is not None
-        raise _refusal(image, last_error)
+        async def fetch(transport: Transport) -> tuple[FetchedManifest, Transport]:
+            return await self._registry.fetch_manifest(transport, image, image.reference), transport
+
+        try:
+            return await _first_answer(transports, fetch)
+        except RegistryError as error:
+            raise _refusal(image, error) from None
 
     async def _contents(
         self, transport: Transport, image: ImageReference, top: FetchedManifest
@@ -372,24 +365,22 @@ class PullThrough:
         if upstream is None:
             raise BlobUnknown(f"blob {digest} is not known")
         descriptor = Descriptor(info.media_type, digest, info.size)
-        last_error: RegistryError | None = None
-        for transport in await asyncio.to_thread(self._transports, upstream):
-            try:
-                live = await self._fetcher.stream(transport, image, descriptor, proven=proven)
-            except BlobStoreFull as error:
-                raise StorageFull(f"blob {digest}: {error}") from None
-            except RegistryError as error:
-                last_error = error
-                if error.kind in _FALLBACK_KINDS:
-                    continue
-                break
-            if live is not None:
-                return FollowedBlob(digest, info.size, info.media_type, live)
-            return ServedBlob(digest, info.size, info.media_type, self._blobs)
-        assert last_error is not None
-        if last_error.kind in _FALLBACK_KINDS:
-            raise UpstreamUnavailable(f"blob {digest}: {last_error.message}")
-        raise BlobUnknown(f"blob {digest} is not known: {last_error.message}")
+
+        def follow(transport: Transport) -> Awaitable[LiveBlob | None]:
+            return self._fetcher.stream(transport, image, descriptor, proven=proven)
+
+        transports = await asyncio.to_thread(self._transports, upstream)
+        try:
+            live = await _first_answer(transports, follow)
+        except BlobStoreFull as error:
+            raise StorageFull(f"blob {digest}: {error}") from None
+        except RegistryError as error:
+            if error.kind in _FALLBACK_KINDS:
+                raise UpstreamUnavailable(f"blob {digest}: {error.message}") from None
+            raise BlobUnknown(f"blob {digest} is not known: {error.message}") from None
+        if live is not None:
+            return FollowedBlob(digest, info.size, info.media_type, live)
+        return ServedBlob(digest, info.size, info.media_type, self._blobs)
 
     def _pulling_ref(
         self, project_id: str, digest: str
@@ -465,6 +456,23 @@ class PullThrough:
             return self._secrets.credentials_for(upstream.project_id, secrets, host)
 
         return transports_for(upstream.registry, access, mirrors, login, self._policy)
+
+
+async def _first_answer(
+    transports: list[Transport], attempt: Callable[[Transport], Awaitable[T]]
+) -> T:
+    """What `attempt` gets from the first endpoint that answers (mirrors come first): on to
+    the next when one is unreachable or failing, not when it answers no (a 404 or a 401 is
+    an answer); the last RegistryError when none answers."""
+    last_error = RegistryError("unreachable", "no endpoint to ask")
+    for transport in transports:
+        try:
+            return await attempt(transport)
+        except RegistryError as error:
+            last_error = error
+            if error.kind not in _FALLBACK_KINDS:
+                break
+    raise last_error
 
 
 def _project(puller: Puller) -> str:

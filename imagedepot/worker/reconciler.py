@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from imagedepot.domain.caches import CacheStatus, FailureReason, ImageCache, ImageProgress
 from imagedepot.domain.errors import Unreadable
@@ -196,11 +197,7 @@ class Reconciler:
             return False
         with self._store.transaction(read_only=True) as uow:
             current = uow.caches.get(cache.id)
-        return (
-            current is not None
-            and current.status is CacheStatus.AVAILABLE
-            and current.generation == cache.generation
-        )
+        return _Target(cache.id, cache.generation).still(current, CacheStatus.AVAILABLE)
 
     def _note_refresh(self, cache: ImageCache, errors: dict[str, str | None]) -> None:
         def attempt(uow: UnitOfWork) -> bool | LostRace:
@@ -225,11 +222,7 @@ class Reconciler:
 
         def attempt(uow: UnitOfWork) -> list[str] | LostRace | None:
             current = uow.caches.get(cache.id)
-            if (
-                current is None
-                or current.status is not CacheStatus.AVAILABLE
-                or current.generation != cache.generation
-            ):
+            if not _Target(cache.id, cache.generation).still(current, CacheStatus.AVAILABLE):
                 return None
             previous = {info.digest for info in uow.blob_refs.refs_of(cache.id)}
             following = uow.blob_refs.refs_of(next_owner)
@@ -292,11 +285,7 @@ class Reconciler:
 
         def attempt(uow: UnitOfWork) -> bool | LostRace:
             cache = uow.caches.get(target.cache_id)
-            if (
-                cache is None
-                or cache.status is not CacheStatus.CREATING
-                or cache.generation != target.generation
-            ):
+            if not target.still(cache, CacheStatus.CREATING):
                 return False
             read_version = cache.resource_version
             change(cache)
@@ -311,3 +300,8 @@ class _Target:
 
     cache_id: str
     generation: int
+
+    def still(self, cache: ImageCache | None, status: CacheStatus) -> TypeGuard[ImageCache]:
+        """Whether `cache` (as read now) still wants this build: in `status`, at the same
+        generation (not deleted, respecified or moved on meanwhile)."""
+        return cache is not None and cache.status is status and cache.generation == self.generation
