@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 
 from bench.report import print_round, print_summary
+from bench.serve import skopeo_pull
 from tests.support.faultproxy import FaultProxy
 from tests.support.images import make_layer, push_image
 from tests.support.registry import RegistryServer
@@ -35,16 +34,6 @@ from tests.support.service import Service
 
 MB = 1024 * 1024
 CLIENTS = 5
-
-
-def skopeo_pull(source: str, layout: Path, creds: str | None = None) -> float:
-    shutil.rmtree(layout, ignore_errors=True)
-    command = ["skopeo", "copy", "--quiet", "--src-tls-verify=false"]
-    if creds:
-        command += ["--src-creds", creds]
-    started = time.perf_counter()
-    subprocess.run([*command, f"docker://{source}", f"oci:{layout}:bench"], check=True)
-    return time.perf_counter() - started
 
 
 def concurrent_pulls(pull: Callable[[Path], float], scratch: Path) -> float:
@@ -59,17 +48,7 @@ def fresh_imagedepot(upstream: str, streaming: bool) -> tuple[Service, str]:
     that already holds a project allowed to pull `upstream` through."""
     service = Service(env={"IMAGEDEPOT_PULL_THROUGH_STREAMING": "true" if streaming else "false"})
     token = service.credential("bench-through")
-    service.cli(
-        "upstreams",
-        "add",
-        "--data-dir",
-        str(service.data_dir),
-        "--project",
-        "bench-through",
-        "--registry",
-        upstream,
-        "--plain-http",
-    )
+    service.allow_pull_through("bench-through", upstream)
     return service, token
 
 

@@ -32,7 +32,7 @@ from tests.support.service import Service, wait_for_status
 MB = 1024 * 1024
 
 
-def skopeo_pull(source: str, layout: Path, creds: str | None) -> float:
+def skopeo_pull(source: str, layout: Path, creds: str | None = None) -> float:
     shutil.rmtree(layout, ignore_errors=True)
     command = ["skopeo", "copy", "--quiet", "--src-tls-verify=false"]
     if creds:

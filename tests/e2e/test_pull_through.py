@@ -69,18 +69,7 @@ def new_project(service: Service, upstream: str, *extra: str) -> tuple[str, str]
     """A project with a token, allowed to pull `upstream` through (plain HTTP)."""
     project = f"pt-{next(_projects)}"
     token = service.credential(project)
-    service.cli(
-        "upstreams",
-        "add",
-        "--data-dir",
-        str(service.data_dir),
-        "--project",
-        project,
-        "--registry",
-        upstream,
-        "--plain-http",
-        *extra,
-    )
+    service.allow_pull_through(project, upstream, *extra)
     return project, token
 
 

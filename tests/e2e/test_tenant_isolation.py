@@ -414,21 +414,6 @@ def test_waiting_on_another_machines_fetch_needs_the_same_check(
         postgres_cluster.drop_database(database)
 
 
-def allow_pull_through(service: Service, project: str, registry: str, *extra: str) -> None:
-    service.cli(
-        "upstreams",
-        "add",
-        "--data-dir",
-        str(service.data_dir),
-        "--project",
-        project,
-        "--registry",
-        registry,
-        "--plain-http",
-        *extra,
-    )
-
-
 def test_a_pull_through_in_flight_is_never_lent_to_another_project(
     private: RegistryServer,
 ) -> None:
@@ -447,8 +432,8 @@ def test_a_pull_through_in_flight_is_never_lent_to_another_project(
         proxy.throttle(f"/blobs/{layer}", 256 * KIB)
         service.add_pull_secret("iso-pt-a", "regcred", proxy.endpoint, "alice", USERS["alice"])
         token_a, token_b = service.credential("iso-pt-a"), service.credential("iso-pt-b")
-        allow_pull_through(service, "iso-pt-a", proxy.endpoint, "--pull-secret", "default:regcred")
-        allow_pull_through(service, "iso-pt-b", tiny.endpoint)
+        service.allow_pull_through("iso-pt-a", proxy.endpoint, "--pull-secret", "default:regcred")
+        service.allow_pull_through("iso-pt-b", tiny.endpoint)
         assert pull(service, token_a, "a/through/manifests/v1").status_code == 200
         received: list[int] = []
 

@@ -250,12 +250,12 @@ class FaultProxy:
         fault = self._take(request.method, request.path_qs, ("status",))
         if fault is not None:
             self._record(request, fault.code, fault)
-            headers = {"Content-Type": "application/json"}
+            answered = {"Content-Type": "application/json"}
             if fault.retry_after is not None:
-                headers["Retry-After"] = fault.retry_after
+                answered["Retry-After"] = fault.retry_after
             return web.Response(
                 status=fault.code,
-                headers=headers,
+                headers=answered,
                 text='{"errors":[{"code":"UNKNOWN","message":"injected fault"}]}',
             )
         assert self._session is not None

@@ -162,6 +162,22 @@ class Service(_Supervised):
             check=check,
         )
 
+    def allow_pull_through(self, project: str, registry: str, *extra: str) -> None:
+        """`upstreams add` on the data dir: `project` may pull `registry` through, over plain
+        HTTP (the test registries are loopback ones); `extra` adds options such as --check."""
+        self.cli(
+            "upstreams",
+            "add",
+            "--data-dir",
+            str(self.data_dir),
+            "--project",
+            project,
+            "--registry",
+            registry,
+            "--plain-http",
+            *extra,
+        )
+
     def add_pull_secret(
         self, project: str, name: str, server: str, username: str, password: str
     ) -> None:

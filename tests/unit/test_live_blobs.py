@@ -17,6 +17,13 @@ async def collect(live: LiveBlob, into: list[bytes]) -> None:
         into.append(chunk)
 
 
+def spooled(directory: Path, size: int) -> LiveBlob:
+    """A download of `size` bytes that feeds a spool (call it on the running loop)."""
+    live = LiveBlob(size, asyncio.get_running_loop())
+    live.attach(spool=FileSpool(directory))
+    return live
+
+
 async def settle() -> None:
     for _ in range(20):
         await asyncio.sleep(0.01)
@@ -24,9 +31,7 @@ async def settle() -> None:
 
 def test_the_last_byte_waits_for_the_commit(tmp_path: Path) -> None:
     async def scenario() -> None:
-        spool = FileSpool(tmp_path)
-        live = LiveBlob(6, asyncio.get_running_loop())
-        live.attach(spool=spool)
+        live = spooled(tmp_path, 6)
         received: list[bytes] = []
         follower = asyncio.ensure_future(collect(live, received))
         live.append(b"abc")
@@ -43,9 +48,7 @@ def test_the_last_byte_waits_for_the_commit(tmp_path: Path) -> None:
 
 def test_a_failed_download_cuts_its_followers_short(tmp_path: Path) -> None:
     async def scenario() -> None:
-        spool = FileSpool(tmp_path)
-        live = LiveBlob(6, asyncio.get_running_loop())
-        live.attach(spool=spool)
+        live = spooled(tmp_path, 6)
         received: list[bytes] = []
         follower = asyncio.ensure_future(collect(live, received))
         live.append(b"abcdef")
@@ -62,9 +65,7 @@ def test_a_restart_is_followed_from_zero_but_cuts_a_follower_that_had_bytes(
     tmp_path: Path,
 ) -> None:
     async def scenario() -> None:
-        spool = FileSpool(tmp_path)
-        live = LiveBlob(4, asyncio.get_running_loop())
-        live.attach(spool=spool)
+        live = spooled(tmp_path, 4)
         early: list[bytes] = []
         had_bytes = asyncio.ensure_future(collect(live, early))
         live.append(b"xx")
