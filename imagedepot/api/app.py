@@ -91,8 +91,12 @@ def dialect_error(request: Request, status: int, message: str) -> Response:
 
 
 async def http_error(request: Request, error: Exception) -> Response:
+    """Routing's own refusals (no such path, a method the path does not answer) in the
+    dialect's body, with the headers they carry (`Allow` on a 405)."""
     assert isinstance(error, HTTPException)
-    return dialect_error(request, error.status_code, str(error.detail))
+    response = dialect_error(request, error.status_code, str(error.detail))
+    response.headers.update(error.headers or {})
+    return response
 
 
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]

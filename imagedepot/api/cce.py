@@ -14,10 +14,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from imagedepot.api.cce_openapi import OPENAPI_PATH, openapi_document
 from imagedepot.api.context import ApiContext
 from imagedepot.api.errors import finish, http_status
+from imagedepot.api.openapi import document_route
 from imagedepot.api.wire import JSON_TYPE_NAMES, is_json_type, json_object, utc_timestamp
-from imagedepot.domain.caches import CacheSpec, ImageCache
+from imagedepot.domain.caches import NAME_MAX, NAME_RE, CacheSpec, ImageCache
 from imagedepot.domain.durations import format_duration, parse_duration
 from imagedepot.domain.errors import (
     DomainError,
@@ -184,6 +186,18 @@ def parse_upstream(raw: bytes, project_id: str) -> Upstream:
     )
 
 
+def _name_filter(name: str | None) -> str | None:
+    """The list's `name`, held to the seed's rule for names (a name no cache can have is a
+    mistake worth telling, not an empty list)."""
+    if name is not None and not (len(name) <= NAME_MAX and NAME_RE.match(name)):
+        raise InvalidInput(
+            f"name must be 1-{NAME_MAX} lowercase letters, digits and '-', starting with a "
+            f"letter and not ending with '-', got {name[:64]!r}",
+            field="name",
+        )
+    return name
+
+
 def render_error(error: DomainError) -> Response:
     return finish(error_response(http_status(error), error.message), error)
 
@@ -192,7 +206,7 @@ def routes(context: ApiContext) -> list[Route]:
     caches = context.caches
 
     def list_caches(request: Request, _: bytes, principal: Principal) -> Response:
-        name = request.query_params.get("name") or None
+        name = _name_filter(request.query_params.get("name") or None)
         return JSONResponse({"image_caches": [detail(c) for c in caches.list(principal, name)]})
 
     def create_cache(_: Request, raw: bytes, principal: Principal) -> Response:
@@ -222,6 +236,7 @@ def routes(context: ApiContext) -> list[Route]:
         "DELETE": ("cce:imageCache:delete", delete_cache),
     }
     return [
+        document_route(OPENAPI_PATH, openapi_document()),
         *upstream_routes(context),
         Route("/v5/imagecaches", gate.route(collection, render_error), methods=list(collection)),
         Route(

@@ -5,8 +5,6 @@ static document, so it lives apart from the code that serves the objects it desc
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -16,27 +14,23 @@ from starlette.routing import Route
 from imagedepot.api.auth import public
 from imagedepot.api.k8s.names import API_VERSION, GROUP, KIND, LIST_KIND, PLURAL, VERSION
 from imagedepot.api.k8s.objects import IMAGES_MAX, REGISTRIES_MAX
-from imagedepot.api.k8s.patches import JSON_PATCH, MERGE_PATCH
+from imagedepot.api.k8s.patches import APPLY_PATCH, JSON_PATCH, MERGE_PATCH
+from imagedepot.api.openapi import (
+    SECURITY,
+    SECURITY_SCHEMES,
+    encode,
+    error_codes,
+    error_responses,
+    prop,
+    ref,
+    response,
+    string_map,
+    strings,
+)
 from imagedepot.domain.caches import TIMEOUT_DEFAULT
 
 _SCHEMA_PREFIX = "io.cci.api.pkg.apis.versioned.cci.v2."
 _META = "io.k8s.apimachinery.pkg.apis.meta.v1."
-
-
-def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _prop(kind: str, description: str, **extra: Any) -> dict[str, Any]:
-    return {"type": kind, "description": description, **extra}
-
-
-def _strings(description: str) -> dict[str, Any]:
-    return _prop("array", description, items={"type": "string", "default": ""})
-
-
-def _string_map(description: str) -> dict[str, Any]:
-    return _prop("object", description, additionalProperties={"type": "string", "default": ""})
 
 
 def openapi_schemas() -> dict[str, Any]:
@@ -49,16 +43,16 @@ def openapi_schemas() -> dict[str, Any]:
             "description": "ImageSnapshot is a frozen set of container images, pre-pulled "
             "and served by imagedepot; the same object as a CCE v5 ImageCache.",
             "properties": {
-                "apiVersion": _prop("string", "APIVersion of this representation: cci/v2."),
-                "kind": _prop("string", "Kind of this object: ImageSnapshot."),
-                "metadata": {**_ref(f"{_META}ObjectMeta"), "description": "Standard metadata."},
+                "apiVersion": prop("string", "APIVersion of this representation: cci/v2."),
+                "kind": prop("string", "Kind of this object: ImageSnapshot."),
+                "metadata": {**ref(f"{_META}ObjectMeta"), "description": "Standard metadata."},
                 "spec": {
-                    **_ref(f"{p}ImageSnapshotSpec"),
+                    **ref(f"{p}ImageSnapshotSpec"),
                     "description": "What the snapshot holds; immutable once built (a "
                     "building or failed snapshot takes a new spec and builds it again).",
                 },
                 "status": {
-                    **_ref(f"{p}ImageSnapshotStatus"),
+                    **ref(f"{p}ImageSnapshotStatus"),
                     "description": "Most recently observed status. Read-only.",
                 },
             },
@@ -69,10 +63,10 @@ def openapi_schemas() -> dict[str, Any]:
             "description": "A list of ImageSnapshots.",
             "required": ["items"],
             "properties": {
-                "apiVersion": _prop("string", "cci/v2"),
-                "kind": _prop("string", "ImageSnapshotList"),
-                "items": {"type": "array", "items": _ref(f"{p}ImageSnapshot")},
-                "metadata": _ref(f"{_META}ListMeta"),
+                "apiVersion": prop("string", "cci/v2"),
+                "kind": prop("string", "ImageSnapshotList"),
+                "items": {"type": "array", "items": ref(f"{p}ImageSnapshot")},
+                "metadata": ref(f"{_META}ListMeta"),
             },
             "x-kubernetes-group-version-kind": [{**gvk[0], "kind": LIST_KIND}],
         },
@@ -81,10 +75,10 @@ def openapi_schemas() -> dict[str, Any]:
             "description": "Specification of the images to snapshot and how to pull them.",
             "properties": {
                 "buildingConfig": {
-                    **_ref(f"{p}BuildingConfig"),
+                    **ref(f"{p}BuildingConfig"),
                     "description": "How the snapshot is built.",
                 },
-                "imageSnapshotSize": _prop(
+                "imageSnapshotSize": prop(
                     "integer",
                     "Size budget of the snapshot in GiB (20-400).",
                     format="int32",
@@ -92,14 +86,14 @@ def openapi_schemas() -> dict[str, Any]:
                     maximum=400,
                     default=20,
                 ),
-                "images": _prop(
+                "images": prop(
                     "array",
                     f"Images to snapshot, at most {IMAGES_MAX}.",
-                    items=_ref(f"{p}ImageReference"),
+                    items=ref(f"{p}ImageReference"),
                     maxItems=IMAGES_MAX,
                     minItems=1,
                 ),
-                "refreshInterval": _prop(
+                "refreshInterval": prop(
                     "string",
                     "imagedepot's extension: re-resolve the tags this often (10s to 365d, "
                     "written 90s, 30m, 6h or 1d); a moved tag is built as the next generation, "
@@ -107,13 +101,13 @@ def openapi_schemas() -> dict[str, Any]:
                     "built snapshot.",
                     pattern=r"^[0-9]{1,6}(s|m|h|d)$",
                 ),
-                "registries": _prop(
+                "registries": prop(
                     "array",
                     f"Registries with their pull settings, at most {REGISTRIES_MAX}.",
-                    items=_ref(f"{p}Registry"),
+                    items=ref(f"{p}Registry"),
                     maxItems=REGISTRIES_MAX,
                 ),
-                "ttlDaysAfterCreated": _prop(
+                "ttlDaysAfterCreated": prop(
                     "integer",
                     "Days to keep the snapshot after creation; 0 keeps it forever.",
                     format="int32",
@@ -127,14 +121,14 @@ def openapi_schemas() -> dict[str, Any]:
             "type": "object",
             "description": "BuildingConfig defines the config of the job building the snapshot.",
             "properties": {
-                "autoCreateEIP": _prop("boolean", "Accepted and kept; not used here."),
-                "autoCreateEIPAttribute": _prop("object", "Accepted and kept; not used here."),
-                "dnsServers": _strings("DNS servers for pulling images; kept."),
-                "eipID": _prop("string", "Accepted and kept; not used here."),
-                "namespace": _prop(
+                "autoCreateEIP": prop("boolean", "Accepted and kept; not used here."),
+                "autoCreateEIPAttribute": prop("object", "Accepted and kept; not used here."),
+                "dnsServers": strings("DNS servers for pulling images; kept."),
+                "eipID": prop("string", "Accepted and kept; not used here."),
+                "namespace": prop(
                     "string", "Namespace of the registries' imagePullSecrets (default)."
                 ),
-                "timeoutMinutes": _prop(
+                "timeoutMinutes": prop(
                     "integer",
                     "Minutes the build may take (30-10080, default 1440).",
                     format="int32",
@@ -147,19 +141,19 @@ def openapi_schemas() -> dict[str, Any]:
         f"{p}ImageReference": {
             "type": "object",
             "description": "One image to snapshot.",
-            "properties": {"image": _prop("string", "Image reference, e.g. nginx:stable.")},
+            "properties": {"image": prop("string", "Image reference, e.g. nginx:stable.")},
             "required": ["image"],
         },
         f"{p}Registry": {
             "type": "object",
             "description": "How to reach one registry.",
             "properties": {
-                "imagePullSecret": _prop(
+                "imagePullSecret": prop(
                     "string", "A kubernetes.io/dockerconfigjson Secret holding the login."
                 ),
-                "insecureSkipVerify": _prop("boolean", "Skip TLS certificate verification."),
-                "plainHTTP": _prop("boolean", "The registry speaks plain HTTP."),
-                "server": _prop("string", "Registry host, e.g. registry.example.com:5000."),
+                "insecureSkipVerify": prop("boolean", "Skip TLS certificate verification."),
+                "plainHTTP": prop("boolean", "The registry speaks plain HTTP."),
+                "server": prop("string", "Registry host, e.g. registry.example.com:5000."),
             },
             "required": ["server"],
         },
@@ -167,21 +161,21 @@ def openapi_schemas() -> dict[str, Any]:
             "type": "object",
             "description": "Where the snapshot is in its lifecycle.",
             "properties": {
-                "expireDateTime": _prop("string", "When the TTL runs out.", format="date-time"),
-                "images": _prop("array", "The pulled images.", items=_ref(f"{p}PulledImage")),
-                "lastUpdatedTime": _prop("string", "Last status change.", format="date-time"),
-                "message": _prop("string", "Why the snapshot is in this phase."),
-                "phase": _prop("string", "Creating, Available, Unavailable, Failed or Deleting."),
-                "reason": _prop("string", "A CamelCase reason for a failure."),
-                "snapshotID": _prop("string", "The snapshot's id (metadata.uid)."),
-                "snapshotName": _prop("string", "The snapshot's name."),
-                "observedGeneration": _prop(
+                "expireDateTime": prop("string", "When the TTL runs out.", format="date-time"),
+                "images": prop("array", "The pulled images.", items=ref(f"{p}PulledImage")),
+                "lastUpdatedTime": prop("string", "Last status change.", format="date-time"),
+                "message": prop("string", "Why the snapshot is in this phase."),
+                "phase": prop("string", "Creating, Available, Unavailable, Failed or Deleting."),
+                "reason": prop("string", "A CamelCase reason for a failure."),
+                "snapshotID": prop("string", "The snapshot's id (metadata.uid)."),
+                "snapshotName": prop("string", "The snapshot's name."),
+                "observedGeneration": prop(
                     "integer", "The generation (spec) this status is about.", format="int64"
                 ),
-                "conditions": _prop(
+                "conditions": prop(
                     "array",
                     "Ready: True once the snapshot is available.",
-                    items=_ref(f"{p}Condition"),
+                    items=ref(f"{p}Condition"),
                 ),
             },
         },
@@ -189,14 +183,14 @@ def openapi_schemas() -> dict[str, Any]:
             "type": "object",
             "description": "One aspect of the snapshot's state.",
             "properties": {
-                "type": _prop("string", "Ready."),
-                "status": _prop("string", "True, False or Unknown."),
-                "reason": _prop("string", "CamelCase reason for the status."),
-                "message": _prop("string", "Details for humans."),
-                "lastTransitionTime": _prop(
+                "type": prop("string", "Ready."),
+                "status": prop("string", "True, False or Unknown."),
+                "reason": prop("string", "CamelCase reason for the status."),
+                "message": prop("string", "Details for humans."),
+                "lastTransitionTime": prop(
                     "string", "When the phase last changed.", format="date-time"
                 ),
-                "observedGeneration": _prop(
+                "observedGeneration": prop(
                     "integer", "The generation the condition is about.", format="int64"
                 ),
             },
@@ -206,15 +200,15 @@ def openapi_schemas() -> dict[str, Any]:
             "type": "object",
             "description": "One pulled image.",
             "properties": {
-                "image": _prop("string", "The image as the spec names it."),
-                "digest": _prop("string", "The manifest digest it resolved to."),
-                "sizeBytes": _prop("integer", "Bytes it takes.", format="int64"),
-                "lastCheckedTime": _prop(
+                "image": prop("string", "The image as the spec names it."),
+                "digest": prop("string", "The manifest digest it resolved to."),
+                "sizeBytes": prop("integer", "Bytes it takes.", format="int64"),
+                "lastCheckedTime": prop(
                     "string",
                     "When the upstream was last asked what the tag stands for.",
                     format="date-time",
                 ),
-                "movedFrom": _prop(
+                "movedFrom": prop(
                     "string", "The digest the tag stood for before the last refresh moved it."
                 ),
             },
@@ -223,75 +217,276 @@ def openapi_schemas() -> dict[str, Any]:
             "type": "object",
             "description": "Standard object metadata.",
             "properties": {
-                "annotations": _string_map("Unstructured key/value metadata."),
-                "creationTimestamp": _prop("string", "When it was created.", format="date-time"),
-                "deletionGracePeriodSeconds": _prop(
+                "annotations": string_map("Unstructured key/value metadata."),
+                "creationTimestamp": prop("string", "When it was created.", format="date-time"),
+                "deletionGracePeriodSeconds": prop(
                     "integer", "Grace period of a requested deletion.", format="int64"
                 ),
-                "deletionTimestamp": _prop(
+                "deletionTimestamp": prop(
                     "string", "When deletion was requested.", format="date-time"
                 ),
-                "finalizers": _strings("Must be empty before the object is removed."),
-                "generateName": _prop("string", "Prefix of a server-generated name."),
-                "generation": _prop("integer", "Generation of the spec.", format="int64"),
-                "labels": _string_map("Labels to select objects by."),
-                "managedFields": _prop(
+                "finalizers": strings("Must be empty before the object is removed."),
+                "generateName": prop("string", "Prefix of a server-generated name."),
+                "generation": prop("integer", "Generation of the spec.", format="int64"),
+                "labels": string_map("Labels to select objects by."),
+                "managedFields": prop(
                     "array", "Not tracked by this server.", items={"type": "object"}
                 ),
-                "name": _prop("string", "Unique within the project."),
-                "namespace": _prop("string", "Empty: ImageSnapshots are cluster-scoped."),
-                "ownerReferences": _prop(
+                "name": prop("string", "Unique within the project."),
+                "namespace": prop("string", "Empty: ImageSnapshots are cluster-scoped."),
+                "ownerReferences": prop(
                     "array", "Objects this one depends on; kept.", items={"type": "object"}
                 ),
-                "resourceVersion": _prop("string", "Opaque version for optimistic concurrency."),
-                "selfLink": _prop("string", "Deprecated; never set."),
-                "uid": _prop("string", "Unique id; the CCE image cache id."),
+                "resourceVersion": prop("string", "Opaque version for optimistic concurrency."),
+                "selfLink": prop("string", "Deprecated; never set."),
+                "uid": prop("string", "Unique id; the CCE image cache id."),
             },
         },
         f"{_META}ListMeta": {
             "type": "object",
             "description": "Standard list metadata.",
             "properties": {
-                "continue": _prop("string", "Token for the next page."),
-                "remainingItemCount": _prop("integer", "Items after this page.", format="int64"),
-                "resourceVersion": _prop("string", "Version of the list."),
-                "selfLink": _prop("string", "Deprecated; never set."),
+                "continue": prop("string", "Token for the next page."),
+                "remainingItemCount": prop("integer", "Items after this page.", format="int64"),
+                "resourceVersion": prop("string", "Version of the list."),
+                "selfLink": prop("string", "Deprecated; never set."),
             },
         },
     }
 
 
-def _operation(action: str, description: str, patch: bool = False) -> dict[str, Any]:
+_STATUS = f"{_META}Status"
+_QUERY_FOR_WRITES = (
+    {
+        "name": "dryRun",
+        "in": "query",
+        "description": "All: validate and answer, store nothing.",
+        "schema": {"type": "string", "enum": ["All"]},
+    },
+    {
+        "name": "fieldManager",
+        "in": "query",
+        "description": "Who makes the change (required by apply patches).",
+        "schema": {"type": "string", "maxLength": 128},
+    },
+    {
+        "name": "fieldValidation",
+        "in": "query",
+        "description": "Strict refuses unknown fields; Ignore and Warn (the default) drop them.",
+        "schema": {"type": "string", "enum": ["Ignore", "Warn", "Strict"]},
+    },
+)
+_QUERY_FOR_LIST = (
+    {
+        "name": "labelSelector",
+        "in": "query",
+        "description": "Only objects whose labels match, e.g. app=web,tier!=db.",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "fieldSelector",
+        "in": "query",
+        "description": "Only objects whose fields match; metadata.name is supported.",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "description": "At most this many items; 0 or none is all. The rest is under continue.",
+        "schema": {"type": "integer", "format": "int64", "minimum": 0},
+    },
+    {
+        "name": "continue",
+        "in": "query",
+        "description": "The token of a previous page's metadata.continue.",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "resourceVersion",
+        "in": "query",
+        "description": "A list is served at the newest version; a version beyond it is 400.",
+        "schema": {"type": "string", "pattern": "^[0-9]{0,19}$"},
+    },
+    {
+        "name": "resourceVersionMatch",
+        "in": "query",
+        "description": "Exact answers 410 unless resourceVersion is the newest.",
+        "schema": {"type": "string", "enum": ["NotOlderThan", "Exact"]},
+    },
+)
+_QUERY_FOR_DELETE = (
+    _QUERY_FOR_WRITES[0],
+    {
+        "name": "gracePeriodSeconds",
+        "in": "query",
+        "schema": {"type": "integer", "format": "int64", "minimum": 0},
+    },
+    {
+        "name": "propagationPolicy",
+        "in": "query",
+        "description": "Foreground answers 202, the others 200.",
+        "schema": {"type": "string", "enum": ["Orphan", "Background", "Foreground"]},
+    },
+)
+
+# What each action answers besides the errors of every gated route (`error_codes`).
+_EXTRA_ERRORS = {
+    "list": (406, 410),
+    "post": (409, 415, 422),
+    "get": (404, 406),
+    "put": (404, 409, 415, 422),
+    "patch": (404, 409, 415, 422),
+    "delete": (404, 409, 422),
+}
+_METHODS = {
+    "list": "GET",
+    "post": "POST",
+    "get": "GET",
+    "put": "PUT",
+    "patch": "PATCH",
+    "delete": "DELETE",
+}
+
+
+def _success(action: str) -> dict[str, Any]:
+    snapshot = ref(f"{_SCHEMA_PREFIX}ImageSnapshot")
+    if action == "list":
+        listed = "The snapshots (a Table when Accept asks for one with as=Table)."
+        return {"200": response(listed, ref(f"{_SCHEMA_PREFIX}ImageSnapshotList"))}
+    if action == "post":
+        return {"201": response("Created.", snapshot)}
+    if action == "patch":
+        return {
+            "200": response("Changed.", snapshot),
+            "201": response("Created (an apply patch of a snapshot that did not exist).", snapshot),
+        }
+    if action == "delete":
+        return {
+            "200": response("Deletion requested; shown until the worker released it.", snapshot),
+            "202": response("Deletion requested (propagationPolicy Foreground).", snapshot),
+        }
+    return {"200": response("OK.", snapshot)}
+
+
+def _operation(action: str, description: str) -> dict[str, Any]:
+    method = _METHODS[action]
     operation: dict[str, Any] = {
         "description": description,
         "operationId": f"{action}CciV2ImageSnapshot",
         "x-kubernetes-action": action,
         "x-kubernetes-group-version-kind": {"group": GROUP, "version": VERSION, "kind": KIND},
         "responses": {
-            "200": {
-                "description": "OK",
-                "content": {"application/json": {"schema": _ref(f"{_SCHEMA_PREFIX}ImageSnapshot")}},
-            }
+            **_success(action),
+            **error_responses(error_codes(method, *_EXTRA_ERRORS[action]), ref(_STATUS)),
         },
     }
-    if action in ("post", "put", "patch"):
-        types = [MERGE_PATCH, JSON_PATCH] if patch else ["application/json"]
+    snapshot = {"schema": ref(f"{_SCHEMA_PREFIX}ImageSnapshot")}
+    if action in ("post", "put"):
+        operation["requestBody"] = {"content": {"application/json": snapshot}, "required": True}
+        operation["parameters"] = list(_QUERY_FOR_WRITES)
+    elif action == "patch":
         operation["requestBody"] = {
             "content": {
-                media: {"schema": _ref(f"{_SCHEMA_PREFIX}ImageSnapshot")} for media in types
+                MERGE_PATCH: snapshot,
+                JSON_PATCH: {"schema": ref(f"{_META}Patch")},
+                APPLY_PATCH: snapshot,
             },
             "required": True,
         }
-        operation["parameters"] = [
-            {"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": True}}
-            for name in ("dryRun", "fieldManager", "fieldValidation")
-        ]
+        operation["parameters"] = list(_QUERY_FOR_WRITES)
+    elif action == "list":
+        operation["parameters"] = list(_QUERY_FOR_LIST)
+    elif action == "delete":
+        operation["requestBody"] = {
+            "content": {"application/json": {"schema": ref(f"{_META}DeleteOptions")}},
+            "required": False,
+        }
+        operation["parameters"] = list(_QUERY_FOR_DELETE)
     return operation
+
+
+def _meta_schemas() -> dict[str, Any]:
+    """Status (every error's body), the JSON patch and DeleteOptions."""
+    return {
+        _STATUS: {
+            "type": "object",
+            "description": "The body of every error: a Failure with its code and reason.",
+            "required": ["kind", "apiVersion", "status", "message", "reason", "code"],
+            "properties": {
+                "kind": {"type": "string", "enum": ["Status"]},
+                "apiVersion": {"type": "string", "enum": ["v1"]},
+                "metadata": {"type": "object"},
+                "status": {"type": "string", "enum": ["Failure"]},
+                "message": prop("string", "What went wrong, for humans."),
+                "reason": prop("string", "CamelCase: BadRequest, NotFound, Invalid, …"),
+                "code": prop("integer", "The HTTP status.", format="int32"),
+                "details": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "group": {"type": "string"},
+                        "kind": {"type": "string"},
+                        "causes": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["reason", "message", "field"],
+                                "properties": {
+                                    "reason": {"type": "string"},
+                                    "message": {"type": "string"},
+                                    "field": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        f"{_META}Patch": {
+            "type": "array",
+            "description": "An RFC 6902 JSON patch.",
+            "items": {
+                "type": "object",
+                "required": ["op", "path"],
+                "properties": {
+                    "op": {
+                        "type": "string",
+                        "enum": ["add", "remove", "replace", "move", "copy", "test"],
+                    },
+                    "path": {"type": "string"},
+                    "from": {"type": "string"},
+                    "value": {},
+                },
+            },
+        },
+        f"{_META}DeleteOptions": {
+            "type": "object",
+            "description": "How to delete; the query parameters of the same names also work.",
+            "properties": {
+                "apiVersion": {"type": "string"},
+                "kind": {"type": "string", "enum": ["DeleteOptions"]},
+                "dryRun": {"type": "array", "items": {"type": "string", "enum": ["All"]}},
+                "gracePeriodSeconds": {"type": "integer", "format": "int64", "minimum": 0},
+                "propagationPolicy": {
+                    "type": "string",
+                    "enum": ["Orphan", "Background", "Foreground"],
+                },
+                "preconditions": {
+                    "type": "object",
+                    "description": "Delete only this uid / resourceVersion (else 409).",
+                    "properties": {
+                        "uid": {"type": "string"},
+                        "resourceVersion": {"type": "string"},
+                    },
+                },
+            },
+        },
+    }
 
 
 def openapi_document() -> dict[str, Any]:
     base = f"/apis/{API_VERSION}/{PLURAL}"
-    schemas = openapi_schemas()
+    schemas = {**openapi_schemas(), **_meta_schemas()}
     schemas[f"{_SCHEMA_PREFIX}BuildingConfig"]["properties"]["autoCreateEIPAttribute"] = {
         "type": "object",
         "description": "Accepted and kept; not used here.",
@@ -299,7 +494,12 @@ def openapi_document() -> dict[str, Any]:
     }
     return {
         "openapi": "3.0.0",
-        "info": {"title": "imagedepot cci/v2", "version": "v2"},
+        "info": {
+            "title": "imagedepot cci/v2",
+            "version": "v2",
+            "description": "ImageSnapshots as kubectl and the kubernetes clients use them. "
+            "Lists also stream events with ?watch=true (not described here).",
+        },
         "paths": {
             base: {
                 "get": _operation("list", "list ImageSnapshots"),
@@ -308,21 +508,20 @@ def openapi_document() -> dict[str, Any]:
             f"{base}/{{name}}": {
                 "get": _operation("get", "read an ImageSnapshot"),
                 "put": _operation("put", "replace an ImageSnapshot"),
-                "patch": _operation("patch", "change an ImageSnapshot", patch=True),
+                "patch": _operation("patch", "change an ImageSnapshot"),
                 "delete": _operation("delete", "delete an ImageSnapshot"),
                 "parameters": [
                     {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
             },
         },
-        "components": {"schemas": schemas},
+        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
+        "security": SECURITY,
     }
 
 
 def openapi_routes() -> list[Route]:
-    document = openapi_document()
-    encoded = json.dumps(document, sort_keys=True).encode()
-    digest = hashlib.sha256(encoded).hexdigest()[:32].upper()
+    encoded, digest = encode(openapi_document())
     index = {
         "paths": {
             f"apis/{API_VERSION}": {
