@@ -8,6 +8,7 @@ pieces of request handling they share live here, below all of them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Callable
@@ -215,13 +216,29 @@ UPLOAD_BLOCK = 1 << 20
 
 async def stream_body(request: Request, write: Callable[[bytes], object]) -> None:
     """Hand the request body to `write` in blocks of about UPLOAD_BLOCK bytes, each written in
-    a worker thread (it may hash and write to disk), never holding the body whole."""
+    a worker thread (it may hash and write to disk), never holding the body whole.
+
+    The next block is received while one is being written: the server stops reading the
+    socket once 64 KiB wait unread, so awaiting each write before reading on left the network
+    idle for every write and made an upload's receiving and its hashing take turns. At most
+    one write is in flight and it has always returned when this does, even on an error, so
+    the caller may abort the writer at once.
+    """
+    in_flight: asyncio.Future[object] | None = None
     buffer = bytearray()
-    async for chunk in request.stream():
-        buffer += chunk
-        if len(buffer) >= UPLOAD_BLOCK:
-            block = bytes(buffer)
-            buffer.clear()
-            await run_in_threadpool(write, block)
-    if buffer:
-        await run_in_threadpool(write, bytes(buffer))
+    try:
+        async for chunk in request.stream():
+            buffer += chunk
+            if len(buffer) >= UPLOAD_BLOCK:
+                block = bytes(buffer)
+                buffer.clear()
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.ensure_future(run_in_threadpool(write, block))
+        if in_flight is not None:
+            await in_flight
+        if buffer:
+            await run_in_threadpool(write, bytes(buffer))
+    finally:
+        if in_flight is not None and not in_flight.done():
+            await asyncio.wait([in_flight])
