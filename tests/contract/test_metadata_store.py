@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import SAWarning, StatementError
 
 from imagedepot.adapters.db import tables
 from imagedepot.adapters.db.store import SCHEMA_HEAD, SqlMetadataStore, database_url, migrate
@@ -72,7 +73,24 @@ def test_processes_starting_together_migrate_once(metadata_url: str) -> None:
 def test_migrations_create_exactly_the_tables_module(store: SqlMetadataStore) -> None:
     with store.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
-        assert compare_metadata(context, tables.metadata) == []
+        with warnings.catch_warnings():
+            # SQLite's reflection skips expression indexes (with this warning), and alembic
+            # does not compare them; their names are compared below instead.
+            warnings.filterwarnings(
+                "ignore", "Skipped unsupported reflection of expression-based index", SAWarning
+            )
+            warnings.filterwarnings(
+                "ignore", "autogenerate skipping metadata-specified expression-based", UserWarning
+            )
+            assert compare_metadata(context, tables.metadata) == []
+        if connection.dialect.name == "sqlite":
+            listed = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = :table"
+        else:
+            listed = "SELECT indexname FROM pg_indexes WHERE tablename = :table"
+        for table in tables.metadata.sorted_tables:
+            made = set(connection.execute(text(listed), {"table": table.name}).scalars())
+            declared = {index.name for index in table.indexes}
+            assert declared <= made, table.name
 
 
 def test_sqlite_connections_use_wal_foreign_keys_and_busy_timeout(tmp_path: Path) -> None:

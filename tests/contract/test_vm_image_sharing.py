@@ -4,12 +4,14 @@ rows themselves."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from imagedepot.adapters.db.store import SqlMetadataStore
 from imagedepot.domain.errors import Conflict
 from imagedepot.domain.sharing import ImageMember, MemberStatus
-from imagedepot.domain.vmimages import ImageQuery, ImageStatus, Visibility, VmImage
+from imagedepot.domain.vmimages import ImageQuery, ImageStatus, SortKey, Visibility, VmImage
 from tests.support.vmimage_records import T0, add, image
 
 
@@ -103,3 +105,80 @@ def test_member_rows(store: SqlMetadataStore) -> None:
         assert uow.vm_images.remove_member(shared.id, "a") is True
         assert uow.vm_images.remove_member(shared.id, "a") is False
         assert uow.vm_images.members(shared.id) == [first]
+
+
+@pytest.mark.parametrize(
+    "sort",
+    [
+        (SortKey("created_at", True),),
+        (SortKey("name", False),),
+        (SortKey("name", True), SortKey("created_at", False)),
+        (SortKey("size", False),),
+    ],
+    ids=["default", "name", "mixed-directions", "size"],
+)
+def test_pages_merged_from_every_source_walk_each_visible_image_once(
+    store: SqlMetadataStore, sort: tuple[SortKey, ...]
+) -> None:
+    """A list reads owned, public and shared-with images as separate sources and merges them;
+    walked by marker or by offset, in any sort, it must give each visible image exactly once
+    and in the order one query over all of them would."""
+    made: list[VmImage] = []
+    for index in range(24):
+        owner = ("me", "owner", "other")[index % 3]
+        visibility = (Visibility.PRIVATE, Visibility.PUBLIC, Visibility.SHARED)[index % 4 % 3]
+        one = owned_by(owner, None if index % 5 == 0 else f"n{index % 6}", visibility)
+        one.created_at = one.updated_at = T0 + timedelta(seconds=index // 2)
+        one.size = None if index % 7 == 0 else index % 4
+        made.append(one)
+    add(store, *made)
+    with store.transaction() as uow:
+        for one in made:
+            if one.visibility is Visibility.SHARED and one.project_id == "owner":
+                member = ImageMember.invite(one, "me", T0)
+                member.status = MemberStatus.ACCEPTED
+                uow.vm_images.add_member(member)
+    visible = [
+        one
+        for one in made
+        if one.project_id == "me"
+        or one.visibility is Visibility.PUBLIC
+        or (one.visibility is Visibility.SHARED and one.project_id == "owner")
+    ]
+    keys = [*sort, SortKey("id", sort[-1].descending)]
+    expected = list(visible)
+    for key in reversed(keys):  # a stable sort per key, last key first
+        expected.sort(key=lambda one, k=key.key: _sort_value(one, k), reverse=key.descending)
+
+    by_marker: list[str] = []
+    by_offset: list[str] = []
+    marker: str | None = None
+    while True:
+        with store.transaction(read_only=True) as uow:
+            query = ImageQuery("me", include_visible=True, sort=sort, limit=5, marker=marker)
+            page = uow.vm_images.list(query)
+            by_offset += [
+                one.id
+                for one in uow.vm_images.list(
+                    ImageQuery(
+                        "me", include_visible=True, sort=sort, limit=5, offset=len(by_offset)
+                    )
+                )
+            ]
+        if not page:
+            break
+        by_marker += [one.id for one in page]
+        marker = page[-1].id
+    assert by_marker == [one.id for one in expected]
+    assert by_offset == by_marker
+    with store.transaction(read_only=True) as uow:
+        assert uow.vm_images.count(ImageQuery("me", include_visible=True)) == len(visible)
+
+
+def _sort_value(one: VmImage, key: str) -> object:
+    value = getattr(one, key)
+    if key == "name":
+        return value or ""
+    if key == "size":
+        return -1 if value is None else value
+    return value

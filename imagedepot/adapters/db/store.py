@@ -87,7 +87,7 @@ if TYPE_CHECKING:
     from imagedepot.ports import MetadataStore
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
-SCHEMA_HEAD: Final = "0011"
+SCHEMA_HEAD: Final = "0012"
 """The newest migration's revision; a test checks it against the migrations directory."""
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
 

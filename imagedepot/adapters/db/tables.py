@@ -26,6 +26,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    func,
+    literal_column,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
@@ -290,7 +292,20 @@ vm_images = Table(
     Index("ix_vm_images_project_id_status", "project_id", "status"),
     Index("ix_vm_images_project_id_updated_at", "project_id", "updated_at"),
     Index("ix_vm_images_project_id_region", "project_id", "region"),
+    # Others' public, community and shared images, for a Glance list's other sources
+    # (see vmimage_store._sources): in the default order and by name filter.
+    Index("ix_vm_images_visibility_created_at", "visibility", "created_at", "id"),
+    Index("ix_vm_images_visibility_name", "visibility", "name", "created_at", "id"),
 )
+# Name order from either source, as the list sorts it (NULL folded into '' so that keyset
+# markers compare exactly; the literal, not a bound '', lets the planners match the index).
+for _leading in ("project_id", "visibility"):
+    Index(
+        f"ix_vm_images_{_leading}_name_order",
+        vm_images.c[_leading],
+        func.coalesce(vm_images.c.name, literal_column("''")),
+        vm_images.c.id,
+    )
 
 vm_image_jobs = Table(
     "vm_image_jobs",

@@ -21,10 +21,14 @@ from sqlalchemy import (
     exists,
     false,
     func,
+    literal_column,
     or_,
     select,
+    tuple_,
+    union_all,
     update,
 )
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from imagedepot.adapters.db import tables
 from imagedepot.adapters.db.statements import chunks, insert_or_conflict, update_if_version
@@ -126,21 +130,32 @@ def _from_row(row: RowMapping, tags: list[str], properties: dict[str, str]) -> V
     )
 
 
-def _sort_expression(key: str) -> ColumnElement[Any]:
+_EMPTY_TEXT: ColumnElement[str] = literal_column("''")
+_NO_SIZE: ColumnElement[int] = literal_column("-1")
+
+
+def _sort_expression(columns: ReadOnlyColumnCollection[str, Any], key: str) -> ColumnElement[Any]:
     """The column a sort key orders by; NULLs folded into the lowest value so that keyset
-    comparisons (which NULL would defeat) stay exact."""
-    column = tables.vm_images.c[key]
+    comparisons (which NULL would defeat) stay exact. Literals, not bound parameters, so the
+    planners match the expression indexes on them."""
+    column: ColumnElement[Any] = columns[key]
     if key in _NULLABLE_TEXT_KEYS:
-        return func.coalesce(column, "")
+        return func.coalesce(column, _EMPTY_TEXT)
     if key == "size":
-        return func.coalesce(column, -1)
+        return func.coalesce(column, _NO_SIZE)
     return column
 
 
 def _after_marker(
     expressions: list[tuple[ColumnElement[Any], bool]], marker: tuple[Any, ...]
 ) -> ColumnElement[bool]:
-    """Rows strictly after the marker's values in the (mixed-direction) sort order."""
+    """Rows strictly after the marker's values in the sort order. One direction throughout
+    (the usual case) is a row-value comparison, a range an index serves; mixed directions
+    need the expanded OR."""
+    directions = {descending for _, descending in expressions}
+    if len(directions) == 1:
+        row = tuple_(*[expression for expression, _ in expressions])
+        return row < tuple_(*marker) if directions.pop() else row > tuple_(*marker)
     alternatives: list[ColumnElement[bool]] = []
     for index, (expression, descending) in enumerate(expressions):
         equal_before = [expressions[j][0] == marker[j] for j in range(index)]
@@ -152,10 +167,10 @@ def _after_marker(
 def _member_of(project_id: str, status: str | None) -> ColumnElement[bool]:
     """The image has `project_id` as a member (with `status`; any when "all")."""
     c, m = tables.vm_images.c, tables.vm_image_members.c
-    wanted = [m.image_id == c.id, m.member_id == project_id]
+    wanted = [m.member_id == project_id]
     if status != "all":
         wanted.append(m.status == (status or MemberStatus.ACCEPTED.value))
-    return exists().where(*wanted)
+    return c.id.in_(select(m.image_id).where(*wanted))
 
 
 def _visible_to(project_id: str) -> ColumnElement[bool]:
@@ -168,38 +183,47 @@ def _visible_to(project_id: str) -> ColumnElement[bool]:
     )
 
 
-def _listed_for(query: ImageQuery) -> ColumnElement[bool]:
-    """Which images a Glance list shows the project, by its `visibility` filter."""
+def _sources(query: ImageQuery) -> list[ColumnElement[bool]]:
+    """The images a list may show, as disjoint sources that an index each serves: the
+    project's own (by project_id), other projects' public or community ones (by visibility),
+    and those shared with it (through its memberships). One OR of the three, which no index
+    serves, made every page scan and sort the whole table; each source is read in order up
+    to the page's end and the pages merged."""
     c = tables.vm_images.c
-    owned = c.project_id == query.project_id
-    shared_with = and_(
-        c.visibility == Visibility.SHARED.value, _member_of(query.project_id, query.member_status)
-    )
-    public = c.visibility == Visibility.PUBLIC.value
-    community = c.visibility == Visibility.COMMUNITY.value
     chosen = query.visibility
+    owned = c.project_id == query.project_id
+    if not query.include_visible:
+        return [owned if chosen in (None, "all") else and_(owned, c.visibility == chosen)]
+    others = c.project_id != query.project_id
+
+    def others_with(visibility: Visibility) -> ColumnElement[bool]:
+        return and_(c.visibility == visibility.value, others)
+
+    shared_with = and_(
+        others_with(Visibility.SHARED), _member_of(query.project_id, query.member_status)
+    )
     if chosen is None:
-        return or_(owned, public, shared_with)
+        return [owned, others_with(Visibility.PUBLIC), shared_with]
     if chosen == "all":
-        return or_(owned, public, community, shared_with)
+        return [
+            owned,
+            others_with(Visibility.PUBLIC),
+            others_with(Visibility.COMMUNITY),
+            shared_with,
+        ]
     if chosen == Visibility.SHARED.value:
-        return and_(c.visibility == chosen, or_(owned, shared_with))
+        return [and_(owned, c.visibility == chosen), shared_with]
     if chosen in (Visibility.PUBLIC.value, Visibility.COMMUNITY.value):
-        return c.visibility == chosen
-    return and_(c.visibility == chosen, owned)
+        return [c.visibility == chosen]
+    return [and_(owned, c.visibility == chosen)]
 
 
 def _filters(query: ImageQuery) -> list[ColumnElement[bool]]:
+    """What a list asks of its images beyond where they come from (`_sources`)."""
     c = tables.vm_images.c
     conditions: list[ColumnElement[bool]] = []
-    if query.include_visible:
-        conditions.append(_listed_for(query))
-        if query.owner is not None:
-            conditions.append(c.project_id == query.owner)
-    else:
-        conditions.append(c.project_id == query.project_id)
-        if query.visibility is not None and query.visibility != "all":
-            conditions.append(c.visibility == query.visibility)
+    if query.include_visible and query.owner is not None:
+        conditions.append(c.project_id == query.owner)
     if query.changes_since is not None:
         conditions.append(c.updated_at >= query.changes_since)
     else:
@@ -402,39 +426,63 @@ class SqlVmImageRepository:
         return self._hydrate(builtins.list(self._connection.execute(query).mappings()))
 
     def list(self, query: ImageQuery) -> builtins.list[VmImage]:
-        c = tables.vm_images.c
+        images = tables.vm_images
         sort = [*query.sort]
         if not any(key.key == "id" for key in sort):
             sort.append(SortKey("id", sort[-1].descending if sort else False))
-        expressions = [(_sort_expression(key.key), key.descending) for key in sort]
+
+        def order(columns: ReadOnlyColumnCollection[str, Any]) -> list[ColumnElement[Any]]:
+            return [
+                _sort_expression(columns, key.key).desc()
+                if key.descending
+                else _sort_expression(columns, key.key).asc()
+                for key in sort
+            ]
+
+        sources = _sources(query)
         conditions = _filters(query)
         if query.marker is not None:
+            expressions = [(_sort_expression(images.c, key.key), key.descending) for key in sort]
             marker = self._connection.execute(
                 select(*[expression for expression, _ in expressions]).where(
-                    c.id == query.marker, *conditions
+                    images.c.id == query.marker, or_(*sources), *conditions
                 )
             ).first()
             if marker is None:
                 raise InvalidInput(f"marker {query.marker} could not be found", field="marker")
             conditions.append(_after_marker(expressions, tuple(marker)))
-        statement = (
-            select(tables.vm_images)
-            .where(*conditions)
-            .order_by(
+        if len(sources) == 1:
+            statement = select(images).where(sources[0], *conditions).order_by(*order(images.c))
+        else:
+            page_end = query.limit + query.offset
+            merged = union_all(
                 *[
-                    expression.desc() if descending else expression.asc()
-                    for expression, descending in expressions
+                    select(
+                        select(images)
+                        .where(source, *conditions)
+                        .order_by(*order(images.c))
+                        .limit(page_end)
+                        .subquery()
+                    )
+                    for source in sources
                 ]
-            )
-            .limit(query.limit)
-            .offset(query.offset)
+            ).subquery()
+            statement = select(merged).order_by(*order(merged.c))
+        rows = builtins.list(
+            self._connection.execute(statement.limit(query.limit).offset(query.offset)).mappings()
         )
-        rows = builtins.list(self._connection.execute(statement).mappings())
         return self._hydrate(rows) if rows else []
 
     def count(self, query: ImageQuery) -> int:
-        statement = select(func.count()).select_from(tables.vm_images).where(*_filters(query))
-        return int(self._connection.execute(statement).scalar_one())
+        conditions = _filters(query)
+        return sum(
+            int(
+                self._connection.execute(
+                    select(func.count()).select_from(tables.vm_images).where(source, *conditions)
+                ).scalar_one()
+            )
+            for source in _sources(query)
+        )
 
     def add_job(self, job: ImageJob) -> None:
         self._connection.execute(
