@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imagedepot.api import cce, didi, glance, k8s, oci, ui
+from imagedepot.api import cce, didi, didi_openapi, glance, k8s, oci, ui
 from imagedepot.api.auth import public
 from imagedepot.api.context import ApiContext, Readiness, RegistryContext
 from imagedepot.api.metrics import metrics_routes
@@ -158,6 +158,7 @@ def api_app(context: ApiContext) -> Starlette:
     ]
     if context.vm_images is not None:
         routes += [*glance.routes(context), *didi.routes(context)]
+        routes.append(didi_openapi.openapi_route(context.vm_images.regions))
     if context.metrics is not None and context.inventory is not None:
         routes += metrics_routes(context.metrics, context.inventory)
     routes += ui.routes(context)

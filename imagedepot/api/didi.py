@@ -46,6 +46,9 @@ from imagedepot.services.vmimages import ImageCopy
 LIST_LIMIT_MAX = 1000
 GIB = 1 << 30
 BATCH_MAX = 100
+START_MAX = 10**9
+TEXT_MAX = 255
+"""The longest name or description."""
 _ERRNO: list[tuple[type[DomainError], int]] = [
     (InvalidInput, 13),
     (Unauthenticated, 4),
@@ -173,9 +176,9 @@ def _text(entry: dict[str, Any], field: str, where: str, *, required: bool = Tru
     value = entry.get(field)
     if value is None and not required:
         return None
-    if not isinstance(value, str) or (required and not value.strip()) or len(value) > 255:
+    if not isinstance(value, str) or (required and not value.strip()) or len(value) > TEXT_MAX:
         raise InvalidInput(
-            f"{where} must be a non-empty string of up to 255 characters", field=where
+            f"{where} must be a non-empty string of up to {TEXT_MAX} characters", field=where
         )
     return value
 
@@ -202,12 +205,15 @@ def routes(context: ApiContext) -> list[Route]:
     def list_cimg(_: Request, raw: bytes, principal: Principal) -> Response:
         body = json_object(raw, allow_empty=True)
         region = region_of(body)
-        start = _integer(body, "start", 0, 0, 10**9)
+        start = _integer(body, "start", 0, 0, START_MAX)
         limit = _integer(body, "limit", 20, 1, LIST_LIMIT_MAX)
-        condition = body.get("condition") or {}
+        # Only null stands for "none": `{}`, `[]`, `0` and `""` are the wrong type.
+        condition = body.get("condition")
+        condition = {} if condition is None else condition
         if not isinstance(condition, dict):
             raise InvalidInput("condition must be an object", field="condition")
-        names = condition.get("names") or []
+        names = condition.get("names")
+        names = [] if names is None else names
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
             raise InvalidInput(
                 "condition.names must be an array of strings", field="condition.names"

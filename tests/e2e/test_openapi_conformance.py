@@ -29,12 +29,15 @@ import schemathesis
 from schemathesis import Case
 from schemathesis.openapi import from_dict
 
-from imagedepot.api import cce_openapi
+from imagedepot.api import cce_openapi, didi_openapi
+from imagedepot.api.glance import openapi as glance_openapi
 from imagedepot.api.k8s import openapi as k8s_openapi
 from tests.support.service import Service
 
 EXAMPLES = int(os.environ.get("IMAGEDEPOT_SCHEMATHESIS_EXAMPLES", "12"))
 SEED = int(os.environ.get("IMAGEDEPOT_SCHEMATHESIS_SEED", "20261207"))
+REGIONS = ("default", "north")
+"""The test server's regions, which the DiDi document names."""
 DOCUMENTS = {
     "cce": "/v5/openapi.json",
     "imagesnapshot": "/openapi/v3/apis/cci/v2",
@@ -43,9 +46,14 @@ DOCUMENTS = {
 }
 
 
-@schemathesis.serializer("application/apply-patch+yaml")
-def _apply_patch_as_json(ctx: Any, value: Any) -> bytes:
-    """A server-side apply body: JSON is YAML, and the server reads JSON only."""
+@schemathesis.serializer(
+    "application/apply-patch+yaml",
+    "application/openstack-images-v2.1-json-patch",
+    "application/openstack-images-v2.0-json-patch",
+)
+def _as_json(ctx: Any, value: Any) -> bytes:
+    """Bodies of media types that are JSON by another name: Glance's two json-patch types,
+    and a server-side apply (JSON is YAML, and the server reads JSON only)."""
     return json.dumps(value).encode()
 
 
@@ -53,7 +61,8 @@ def _apply_patch_as_json(ctx: Any, value: Any) -> bytes:
 def service() -> Iterator[Service]:
     """A server of its own with the per-credential rate limit off (schemathesis sends hundreds
     of requests a second from one credential)."""
-    with Service(env={"IMAGEDEPOT_RATE_LIMIT": "0"}) as running:
+    env = {"IMAGEDEPOT_RATE_LIMIT": "0", "IMAGEDEPOT_REGIONS": ",".join(REGIONS)}
+    with Service(env=env) as running:
         yield running
 
 
@@ -84,6 +93,8 @@ def configured(document: dict[str, Any]) -> Any:
 # schema when tests are collected, before any server runs.)
 cce = configured(cce_openapi.openapi_document())
 imagesnapshot = configured(k8s_openapi.openapi_document())
+glance = configured(glance_openapi.openapi_document())
+didi = configured(didi_openapi.openapi_document(REGIONS))
 
 
 @pytest.mark.parametrize(
@@ -91,6 +102,8 @@ imagesnapshot = configured(k8s_openapi.openapi_document())
     [
         ("cce", cce_openapi.openapi_document),
         ("imagesnapshot", k8s_openapi.openapi_document),
+        ("glance", glance_openapi.openapi_document),
+        ("didi", lambda: didi_openapi.openapi_document(REGIONS)),
     ],
 )
 def test_published_documents(
@@ -114,4 +127,14 @@ def test_cce_conforms(case: Case, service: Service, token: str) -> None:
 
 @imagesnapshot.parametrize()
 def test_imagesnapshot_conforms(case: Case, service: Service, token: str) -> None:
+    run(case, service, token)
+
+
+@glance.parametrize()
+def test_glance_conforms(case: Case, service: Service, token: str) -> None:
+    run(case, service, token)
+
+
+@didi.parametrize()
+def test_didi_conforms(case: Case, service: Service, token: str) -> None:
     run(case, service, token)

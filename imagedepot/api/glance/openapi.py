@@ -1,0 +1,601 @@
+"""The OpenAPI 3.0 description of the Glance v2 dialect, published at `/v2/openapi.json`.
+
+Glance publishes JSON Schemas of its objects (`/v2/schemas/…`, in `schemas`), which openstacksdk
+reads, but no description of its calls; this one lets users generate clients for what this
+server answers and lets the tests hold the server to it with schemathesis. It covers every
+route of the package: the version documents, the schemas, images (list with its filters and
+both sort spellings, create, show, both json-patch dialects, delete), image data (upload,
+staging, import, download with ranges), (de)activation, tags and members, with the bounds the
+domain enforces and every status code each answers in Glance's `{"error": {…}}` body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imagedepot.api.glance.images import PATCH_V20, PATCH_V21
+from imagedepot.api.openapi import (
+    SECURITY,
+    SECURITY_SCHEMES,
+    error_codes,
+    error_responses,
+    pattern,
+    prop,
+    ref,
+    response,
+)
+from imagedepot.api.wire import JSON_INTEGER_MAX
+from imagedepot.domain.sharing import MemberStatus
+from imagedepot.domain.vmimages import (
+    COMPARISONS,
+    CONTAINER_FORMATS,
+    DISK_FORMATS,
+    INTEGER_MAX,
+    NAME_MAX,
+    PROPERTY_VALUE_MAX,
+    SORT_KEYS,
+    TAG_MAX,
+    UUID_RE,
+    ImageStatus,
+    Visibility,
+)
+
+OPENAPI_PATH = "/v2/openapi.json"
+
+
+def _nullable(kind: str, description: str, **extra: Any) -> dict[str, Any]:
+    return prop(kind, description, nullable=True, **extra)
+
+
+def _image_properties() -> dict[str, Any]:
+    return {
+        "id": prop("string", "The image's UUID."),
+        "name": _nullable("string", "The image's name.", maxLength=NAME_MAX),
+        "status": prop("string", "Where the image is.", enum=[s.value for s in ImageStatus]),
+        "visibility": prop("string", "Who sees it.", enum=[v.value for v in Visibility]),
+        "protected": prop("boolean", "A protected image cannot be deleted."),
+        "os_hidden": prop("boolean", "Left out of lists unless asked for."),
+        "checksum": _nullable("string", "MD5 of the data."),
+        "os_hash_algo": _nullable("string", "sha512 once there is data."),
+        "os_hash_value": _nullable("string", "The data's hash."),
+        "owner": _nullable("string", "The owning project."),
+        "size": _nullable("integer", "Bytes of data.", format="int64"),
+        "virtual_size": _nullable("integer", "Bytes of the disk it holds.", format="int64"),
+        "min_ram": prop("integer", "MiB of RAM it needs.", format="int64"),
+        "min_disk": prop("integer", "GiB of disk it needs.", format="int64"),
+        "disk_format": _nullable("string", "The disk format."),
+        "container_format": _nullable("string", "The container format."),
+        "created_at": prop("string", "When it was created.", format="date-time"),
+        "updated_at": prop("string", "When it last changed.", format="date-time"),
+        "tags": prop("array", "Its tags.", items={"type": "string"}),
+        "self": prop("string", "Its path."),
+        "file": prop("string", "Its data's path."),
+        "schema": prop("string", "/v2/schemas/image."),
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    integer = {"type": "integer", "format": "int64", "minimum": 0, "maximum": INTEGER_MAX}
+    properties = _image_properties()
+    image = {
+        "type": "object",
+        "description": "An image; extra properties are strings.",
+        "required": list(properties),
+        "properties": properties,
+        "additionalProperties": {"type": "string"},
+    }
+    link = {
+        "type": "object",
+        "required": ["href", "rel"],
+        "properties": {
+            "href": {"type": "string"},
+            "rel": {"type": "string", "enum": ["self", "bookmark", "alternate"]},
+            "type": {"type": "string"},
+        },
+    }
+    listed = {
+        **image,
+        "required": [*properties, "links"],
+        "properties": {
+            **properties,
+            "links": prop("array", "The seed's (Nova's) links.", items=link),
+        },
+    }
+    member = {
+        "type": "object",
+        "required": ["created_at", "image_id", "member_id", "schema", "status", "updated_at"],
+        "properties": {
+            "created_at": {"type": "string", "format": "date-time"},
+            "image_id": {"type": "string"},
+            "member_id": {"type": "string"},
+            "schema": {"type": "string"},
+            "status": {"type": "string", "enum": [s.value for s in MemberStatus]},
+            "updated_at": {"type": "string", "format": "date-time"},
+        },
+    }
+    return {
+        "Image": image,
+        "ImageList": {
+            "type": "object",
+            "required": ["images", "first", "schema"],
+            "properties": {
+                "images": {"type": "array", "items": listed},
+                "first": prop("string", "The first page."),
+                "next": prop("string", "The next page, whenever this one is full."),
+                "schema": prop("string", "/v2/schemas/images."),
+            },
+        },
+        "ImageCreate": {
+            "type": "object",
+            "description": "What a create may set; any other key is a string property. "
+            "Read-only and reserved keys (status, size, owner, …) are refused with 403.",
+            "properties": {
+                "id": prop("string", "A UUID of the caller's choice.", pattern=pattern(UUID_RE)),
+                "name": _nullable("string", "A name.", maxLength=NAME_MAX),
+                "visibility": prop("string", "Who sees it.", enum=[v.value for v in Visibility]),
+                "protected": prop("boolean", "Cannot be deleted while true."),
+                "os_hidden": prop("boolean", "Left out of lists unless asked for."),
+                "min_ram": {**integer, "description": "MiB of RAM it needs."},
+                "min_disk": {**integer, "description": "GiB of disk it needs."},
+                "disk_format": _nullable("string", "The disk format.", enum=list(DISK_FORMATS)),
+                "container_format": _nullable(
+                    "string", "The container format.", enum=list(CONTAINER_FORMATS)
+                ),
+                "tags": prop(
+                    "array",
+                    "Tags.",
+                    items={"type": "string", "minLength": 1, "maxLength": TAG_MAX},
+                ),
+            },
+            "additionalProperties": {"type": "string", "maxLength": PROPERTY_VALUE_MAX},
+        },
+        "PatchV21": {
+            "type": "array",
+            "description": f"{PATCH_V21}: RFC 6902 operations on one attribute each.",
+            "items": {
+                "type": "object",
+                "required": ["op", "path"],
+                "properties": {
+                    "op": {"type": "string", "enum": ["add", "replace", "remove"]},
+                    "path": {"type": "string", "pattern": "^/[^/]+$"},
+                    "value": {},
+                },
+            },
+        },
+        "PatchV20": {
+            "type": "array",
+            "description": f"{PATCH_V20}: each operation names its path under its verb.",
+            "items": {
+                "type": "object",
+                "minProperties": 1,
+                "properties": {
+                    "add": {"type": "string", "pattern": "^/[^/]+$"},
+                    "replace": {"type": "string", "pattern": "^/[^/]+$"},
+                    "remove": {"type": "string", "pattern": "^/[^/]+$"},
+                    "value": {},
+                },
+            },
+        },
+        "Member": member,
+        "MemberList": {
+            "type": "object",
+            "required": ["members", "schema"],
+            "properties": {
+                "members": {"type": "array", "items": member},
+                "schema": {"type": "string"},
+            },
+        },
+        "VersionList": {
+            "type": "object",
+            "required": ["versions"],
+            "properties": {
+                "versions": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "status", "links"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "status": {"type": "string", "enum": ["CURRENT", "SUPPORTED"]},
+                            "links": {"type": "array", "items": link},
+                        },
+                    },
+                }
+            },
+        },
+        "Error": {
+            "type": "object",
+            "description": "The body of every error.",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "title", "message"],
+                    "properties": {
+                        "code": prop("integer", "The HTTP status."),
+                        "title": prop("string", "The status's phrase."),
+                        "message": prop("string", "What went wrong, naming the field."),
+                    },
+                }
+            },
+        },
+    }
+
+
+def _operation(
+    method: str,
+    summary: str,
+    operation_id: str,
+    success: dict[str, Any],
+    *extra_errors: int,
+    body: dict[str, Any] | None = None,
+    parameters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "operationId": operation_id,
+        "responses": {
+            **success,
+            **error_responses(error_codes(method, *extra_errors), ref("Error")),
+        },
+    }
+    if body is not None:
+        operation["requestBody"] = body
+    if parameters:
+        operation["parameters"] = parameters
+    return operation
+
+
+def _public(summary: str, operation_id: str, success: dict[str, Any]) -> dict[str, Any]:
+    """A document anyone may read: no credential, nothing refused but other methods."""
+    return {
+        "summary": summary,
+        "operationId": operation_id,
+        "security": [],
+        "responses": {**success, **error_responses([405], ref("Error"))},
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "description": description, "schema": schema}
+
+
+def _list_parameters() -> list[dict[str, Any]]:
+    count = {"type": "integer", "format": "int64", "minimum": 0, "maximum": JSON_INTEGER_MAX}
+    time_filter = {"type": "string", "pattern": f"^({'|'.join(COMPARISONS)}):.+$"}
+    in_list = "A value, or in:a,b,c for any of several."
+    sort_dir = {"type": "string", "enum": ["asc", "desc"]}
+    return [
+        _query("limit", "Items per page (25; more than 1000 is 1000).", count),
+        _query("marker", "The id of the last image of the previous page.", {"type": "string"}),
+        _query("sort_key", "Sort by this key (repeatable).", {"type": "string", "enum": SORT_KEYS}),
+        _query("sort_dir", "asc or desc (one, or one per sort_key).", sort_dir),
+        _query(
+            "sort-key", "The seed's spelling of sort_key.", {"type": "string", "enum": SORT_KEYS}
+        ),
+        _query("sort-dir", "The seed's spelling of sort_dir.", sort_dir),
+        _query(
+            "sort",
+            "key:dir,key:dir (not with sort_key / sort_dir).",
+            {"type": "string", "pattern": f"^({'|'.join(SORT_KEYS)})(:(asc|desc))?$"},
+        ),
+        _query("id", in_list, {"type": "string"}),
+        _query("name", in_list, {"type": "string"}),
+        _query("status", f"{in_list} Image statuses.", {"type": "string"}),
+        _query("disk_format", in_list, {"type": "string"}),
+        _query("container_format", in_list, {"type": "string"}),
+        _query("owner", "Only this project's images.", {"type": "string"}),
+        _query("tag", "Only images with this tag (repeatable: all of them).", {"type": "string"}),
+        _query(
+            "visibility",
+            "Only these; hidden and others' private images never show.",
+            {"type": "string", "enum": ["all", *[v.value for v in Visibility]]},
+        ),
+        _query("protected", "true or false.", {"type": "boolean"}),
+        _query("os_hidden", "true lists hidden images (else left out).", {"type": "boolean"}),
+        _query("size_min", "At least this many bytes.", count),
+        _query("size_max", "At most this many bytes.", count),
+        _query("created_at", "OPERATOR:ISO-8601-TIME.", time_filter),
+        _query("updated_at", "OPERATOR:ISO-8601-TIME.", time_filter),
+        _query("changes-since", "Changed since this ISO 8601 time (the seed).", {"type": "string"}),
+        _query(
+            "type",
+            "The seed's snapshot filter: snapshot (or server), image (or base), all.",
+            {"type": "string", "enum": ["snapshot", "server", "image", "base", "all"]},
+        ),
+        _query(
+            "member_status",
+            "Shared images by the caller's membership status.",
+            {"type": "string", "enum": ["all", *[s.value for s in MemberStatus]]},
+        ),
+    ]
+
+
+def openapi_document() -> dict[str, Any]:
+    image = response("The image.", ref("Image"))
+    no_content = {"204": response("Done.")}
+    image_id = {
+        "name": "image_id",
+        "in": "path",
+        "required": True,
+        "description": "The image's UUID.",
+        "schema": {"type": "string"},
+    }
+    member_id = {**image_id, "name": "member_id", "description": "The member's project id."}
+    tag = {**image_id, "name": "tag", "description": "A tag.", "schema": {"type": "string"}}
+    data = {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+    declared_size = {
+        "name": "X-OpenStack-Image-Size",
+        "in": "header",
+        "description": "The size of the data about to be sent; more or less is refused.",
+        "schema": {"type": "integer", "format": "int64", "minimum": 0},
+    }
+    data_errors = (404, 409, 413, 415)
+    member_body = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["member"],
+                    "properties": {"member": prop("string", "The project to share with.")},
+                }
+            }
+        },
+    }
+    status_body = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["status"],
+                    "properties": {
+                        "status": prop(
+                            "string",
+                            "The caller's answer to the share.",
+                            enum=[s.value for s in MemberStatus],
+                        )
+                    },
+                }
+            }
+        },
+    }
+    schema_document = {"type": "object", "required": ["name", "properties"]}
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "imagedepot Glance v2",
+            "version": "v2",
+            "description": "OpenStack Glance v2 images as openstacksdk and the seed's Nova-style "
+            "snapshot list use them. Every response carries X-Request-Id.",
+        },
+        "paths": {
+            "/": {
+                "get": _public(
+                    "The API versions (300 Multiple Choices, as Glance answers)",
+                    "ListVersionsAtRoot",
+                    {"300": response("The versions.", ref("VersionList"))},
+                )
+            },
+            "/versions": {
+                "get": _public(
+                    "The API versions",
+                    "ListVersions",
+                    {"200": response("The versions.", ref("VersionList"))},
+                )
+            },
+            **{
+                f"/v2/schemas/{name}": {
+                    "get": _public(
+                        f"The JSON Schema of {'a list of ' if name.endswith('s') else 'an '}"
+                        f"{name.rstrip('s')}",
+                        f"Show{name.capitalize()}Schema",
+                        {"200": response("A JSON Schema.", schema_document)},
+                    )
+                }
+                for name in ("image", "images", "member", "members")
+            },
+            "/v2/info/import": {
+                "get": _public(
+                    "The import methods",
+                    "ShowImportInfo",
+                    {"200": response("The methods.", {"type": "object"})},
+                )
+            },
+            "/v2/images": {
+                "get": _operation(
+                    "GET",
+                    "List the images the caller sees (its own, public, shared with it)",
+                    "ListImages",
+                    {"200": response("A page of images.", ref("ImageList"))},
+                    parameters=_list_parameters(),
+                ),
+                "post": _operation(
+                    "POST",
+                    "Create an image (queued, without data)",
+                    "CreateImage",
+                    {
+                        "201": response(
+                            "Created.",
+                            ref("Image"),
+                            headers={
+                                "Location": {"schema": {"type": "string"}, "required": True},
+                                "OpenStack-image-import-methods": {"schema": {"type": "string"}},
+                            },
+                        )
+                    },
+                    409,
+                    body={
+                        "required": False,
+                        "content": {"application/json": {"schema": ref("ImageCreate")}},
+                    },
+                ),
+            },
+            "/v2/images/{image_id}": {
+                "parameters": [image_id],
+                "get": _operation("GET", "Show an image", "ShowImage", {"200": image}, 404),
+                "patch": _operation(
+                    "PATCH",
+                    "Change an image with a json-patch (either of Glance's two media types)",
+                    "UpdateImage",
+                    {"200": image},
+                    404,
+                    409,
+                    415,
+                    body={
+                        "required": True,
+                        "content": {
+                            PATCH_V21: {"schema": ref("PatchV21")},
+                            PATCH_V20: {"schema": ref("PatchV20")},
+                        },
+                    },
+                ),
+                "delete": _operation(
+                    "DELETE",
+                    "Delete an image (403 when protected)",
+                    "DeleteImage",
+                    no_content,
+                    404,
+                    409,
+                ),
+            },
+            "/v2/images/{image_id}/file": {
+                "parameters": [image_id],
+                "get": _operation(
+                    "GET",
+                    "Download the image's data (a single Range is honoured)",
+                    "DownloadImage",
+                    {
+                        "200": response(
+                            "The data.",
+                            {"type": "string", "format": "binary"},
+                            media_type="application/octet-stream",
+                            headers={"Content-MD5": {"schema": {"type": "string"}}},
+                        ),
+                        "204": response("The image has no data."),
+                        "206": response(
+                            "The range asked for.",
+                            {"type": "string", "format": "binary"},
+                            media_type="application/octet-stream",
+                        ),
+                        "416": response("The range is outside the data."),
+                    },
+                    404,
+                ),
+                "put": _operation(
+                    "PUT",
+                    "Upload the image's data (once, while queued; it becomes active)",
+                    "UploadImage",
+                    no_content,
+                    *data_errors,
+                    body=data,
+                    parameters=[declared_size],
+                ),
+            },
+            "/v2/images/{image_id}/stage": {
+                "parameters": [image_id],
+                "put": _operation(
+                    "PUT",
+                    "Stage the image's data for a glance-direct import",
+                    "StageImage",
+                    no_content,
+                    *data_errors,
+                    body=data,
+                    parameters=[declared_size],
+                ),
+            },
+            "/v2/images/{image_id}/import": {
+                "parameters": [image_id],
+                "post": _operation(
+                    "POST",
+                    "Import the staged data (glance-direct)",
+                    "ImportImage",
+                    {"202": response("Accepted.")},
+                    404,
+                    409,
+                    body={
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "method": {
+                                            "type": "object",
+                                            "properties": {"name": {"type": "string"}},
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                ),
+            },
+            **{
+                f"/v2/images/{{image_id}}/actions/{verb}": {
+                    "parameters": [image_id],
+                    "post": _operation(
+                        "POST",
+                        f"{verb.capitalize()} an image",
+                        f"{verb.capitalize()}Image",
+                        no_content,
+                        404,
+                        409,
+                    ),
+                }
+                for verb in ("deactivate", "reactivate")
+            },
+            "/v2/images/{image_id}/tags/{tag}": {
+                "parameters": [image_id, tag],
+                "put": _operation("PUT", "Add a tag", "AddTag", no_content, 404, 409),
+                "delete": _operation("DELETE", "Remove a tag", "RemoveTag", no_content, 404, 409),
+            },
+            "/v2/images/{image_id}/members": {
+                "parameters": [image_id],
+                "get": _operation(
+                    "GET",
+                    "List an image's members",
+                    "ListMembers",
+                    {"200": response("The members.", ref("MemberList"))},
+                    404,
+                ),
+                "post": _operation(
+                    "POST",
+                    "Share an image with a project",
+                    "AddMember",
+                    {"200": response("The member, pending.", ref("Member"))},
+                    404,
+                    409,
+                    body=member_body,
+                ),
+            },
+            "/v2/images/{image_id}/members/{member_id}": {
+                "parameters": [image_id, member_id],
+                "get": _operation(
+                    "GET",
+                    "Show a member",
+                    "ShowMember",
+                    {"200": response("The member.", ref("Member"))},
+                    404,
+                ),
+                "put": _operation(
+                    "PUT",
+                    "Accept or reject a share (the member itself)",
+                    "UpdateMember",
+                    {"200": response("The member.", ref("Member"))},
+                    404,
+                    409,
+                    body=status_body,
+                ),
+                "delete": _operation(
+                    "DELETE", "Stop sharing with a project", "RemoveMember", no_content, 404, 409
+                ),
+            },
+        },
+        "components": {"schemas": _schemas(), "securitySchemes": SECURITY_SCHEMES},
+        "security": SECURITY,
+    }
