@@ -23,19 +23,22 @@ from imagedepot.domain.vmimages import ImageQuery, ImageStatus, SortKey, VmImage
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-def fill(store: SqlMetadataStore, count: int) -> None:
+def fill(store: SqlMetadataStore, count: int, start: int = 0) -> None:
+    """Images `start` up to `count` of the series (so a store can be grown in steps); another
+    project's image comes with the first step."""
     batch = 5000
-    for start in range(0, count, batch):
+    for first in range(start, count, batch):
         with store.transaction() as uow:
-            for index in range(start, min(start + batch, count)):
+            for index in range(first, min(first + batch, count)):
                 image = VmImage.new("bench", T0 + timedelta(seconds=index), region="default")
                 image.name = f"image-{index % 5000:05d}"
                 image.status = ImageStatus.ACTIVE if index % 3 else ImageStatus.QUEUED
                 image.size = index * 1024
                 image.tags = ["even"] if index % 2 == 0 else []
                 uow.vm_images.add(image)
-    with store.transaction() as uow:
-        uow.vm_images.add(VmImage.new("other", T0))
+    if start == 0:
+        with store.transaction() as uow:
+            uow.vm_images.add(VmImage.new("other", T0))
 
 
 def timed(store: SqlMetadataStore, label: str, query: ImageQuery, pages: int = 1) -> None:
