@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
+from hypothesis.configuration import set_hypothesis_home_dir
 from schemathesis import Case
 from schemathesis.openapi import from_dict
 
@@ -36,6 +39,10 @@ from tests.support.service import Service
 
 EXAMPLES = int(os.environ.get("IMAGEDEPOT_SCHEMATHESIS_EXAMPLES", "12"))
 SEED = int(os.environ.get("IMAGEDEPOT_SCHEMATHESIS_SEED", "20261207"))
+# Hypothesis keeps caches (of constants, of Unicode tables) in ./.hypothesis even with no
+# example database; they go to the temp dir instead, never into the repository.
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "imagedepot-hypothesis")
+
 REGIONS = ("default", "north")
 """The test server's regions, which the DiDi document names."""
 DOCUMENTS = {
