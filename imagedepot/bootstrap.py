@@ -33,6 +33,7 @@ from imagedepot.adapters.secretbox import (
     new_key,
     write_key_file,
 )
+from imagedepot.adapters.sibling_counts import SiblingCounts
 from imagedepot.api.metrics import Metrics
 from imagedepot.config import Settings
 from imagedepot.domain.errors import InvalidInput
@@ -449,9 +450,11 @@ def readiness(core: Core) -> str | None:
     return None
 
 
-def listening_socket(host: str, port: int, name: str) -> socket.socket:
+def listening_socket(host: str, port: int, name: str, *, shared: bool = False) -> socket.socket:
     """A socket bound to host:port and listening; SystemExit with one line naming the address
-    when that cannot be, so that a port in use stops `serve` before anything starts."""
+    when that cannot be, so that a port in use stops `serve` before anything starts.
+    `shared`: one of several sockets on the port (SO_REUSEPORT), among which the kernel
+    spreads new connections evenly."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP named, not 0: accepted sockets inherit it, and asyncio turns Nagle off
     # (TCP_NODELAY) only on sockets that say they are TCP. With Nagle on, every keep-alive
@@ -459,6 +462,8 @@ def listening_socket(host: str, port: int, name: str) -> socket.socket:
     listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listener.bind((host, port))
         listener.listen()
     except OSError as error:
@@ -468,6 +473,40 @@ def listening_socket(host: str, port: int, name: str) -> socket.socket:
             f"imagedepot: cannot listen on {address(host, port)} ({name} port): {reason.lower()}"
         ) from None
     return listener
+
+
+def bind_ports(settings: Settings, *, shared: bool = False) -> dict[str, socket.socket]:
+    """The API and registry ports, bound and listening (SystemExit naming one that is not)."""
+    listeners: dict[str, socket.socket] = {}
+    try:
+        for name, port in (("api", settings.port), ("registry", settings.registry_port)):
+            listeners[name] = listening_socket(settings.host, port, PORT_NAMES[name], shared=shared)
+    except BaseException:
+        for listener in listeners.values():
+            listener.close()
+        raise
+    return listeners
+
+
+async def share_counts(metrics: Metrics, counts: SiblingCounts, stop: asyncio.Event) -> None:
+    """Leave this process's counts for its siblings every second, and once more at the end;
+    read theirs at scrape time."""
+    metrics.siblings = counts.others
+    while True:
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(counts.write, metrics.snapshot())
+        if stop.is_set():
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+
+def take_wake_ups(channel: socket.socket, worker: WorkerLoop) -> None:
+    """Read every waiting wake-up datagram (they say only "look for work") and wake once."""
+    with contextlib.suppress(BlockingIOError, InterruptedError):
+        while channel.recv(64):
+            pass
+    worker.wake()
 
 
 def address(host: str, port: int) -> str:
@@ -505,8 +544,23 @@ def plain_http_protocol(base: Any, name: str) -> Any:
     return PlainHttpProtocol
 
 
-async def serve(settings: Settings, *, with_api: bool = True) -> None:
-    """Run the API port, the registry port and the worker in one process until SIGINT/SIGTERM.
+@dataclass(frozen=True)
+class Sibling:
+    """What a child process of `serve --processes N` (see `supervisor`) is handed: the two
+    listening sockets the supervisor bound (none for the worker), its end of the wake-up
+    channel (API processes send a datagram when they make work, the worker listens), and
+    where the processes leave their counts for each other's `/metrics`."""
+
+    listeners: dict[str, socket.socket]
+    wake: socket.socket
+    counts: SiblingCounts
+
+
+async def serve(
+    settings: Settings, *, with_api: bool = True, sibling: Sibling | None = None
+) -> None:
+    """Run the API port, the registry port and the worker in one process until SIGINT/SIGTERM
+    (a `sibling`: until SIGTERM, which its supervisor sends; SIGINT is the supervisor's).
 
     Both ports are bound before anything else happens: one that is in use ends the process
     (SystemExit, one line naming the address) before the database is opened or anything
@@ -533,11 +587,10 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
         def capture_signals(self) -> Iterator[None]:
             yield
 
-    listeners: dict[str, socket.socket] = {}
+    listeners: dict[str, socket.socket] = dict(sibling.listeners) if sibling else {}
     try:
-        if with_api:
-            for name, port in (("api", settings.port), ("registry", settings.registry_port)):
-                listeners[name] = listening_socket(settings.host, port, PORT_NAMES[name])
+        if with_api and sibling is None:
+            listeners = bind_ports(settings)
         core = await asyncio.to_thread(open_core, settings)
         try:
             await asyncio.to_thread(check_blob_store, core.blobs)
@@ -550,7 +603,7 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
         for listener in listeners.values():
             listener.close()
         raise
-    if core.admin_token_path is not None:
+    if core.admin_token_path is not None and sibling is None:
         log.warning("admin token is in %s", core.admin_token_path)
     registry = new_registry_client(settings)
     fetcher = blob_fetcher(core, registry)
@@ -567,12 +620,15 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
         for server, _ in servers:
             server.force_exit = True
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGTERM,) if sibling else (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal)
 
     def notify_worker() -> None:
         if worker is not None:
             loop.call_soon_threadsafe(worker.wake)
+        elif sibling is not None:
+            with contextlib.suppress(OSError):  # full: the worker has wake-ups waiting
+                sibling.wake.send(b"w")
 
     if with_api:
         # One count of failed authentications per address, whichever port they hit.
@@ -640,7 +696,13 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
     tasks.append(asyncio.create_task(keep_beating(core.liveness, stop)))
     if worker is not None:
         tasks.append(asyncio.create_task(worker.run(stop)))
-    if with_api:
+    if sibling is not None:
+        tasks.append(asyncio.create_task(share_counts(core.metrics, sibling.counts, stop)))
+        if worker is not None:
+            loop.add_reader(sibling.wake.fileno(), take_wake_ups, sibling.wake, worker)
+    if sibling is not None:
+        log.debug("%s process %d started", "API" if with_api else "worker", os.getpid())
+    elif with_api:
         scheme = "https" if settings.tls_cert else "http"
         log.info(
             "imagedepot serving API on %s://%s, registry on %s://%s",
@@ -659,6 +721,8 @@ async def serve(settings: Settings, *, with_api: bool = True) -> None:
                 raise task.exception()  # type: ignore[misc]
     finally:
         stop.set()
+        if sibling is not None and worker is not None:
+            loop.remove_reader(sibling.wake.fileno())
         for server, _ in servers:
             server.should_exit = True
         with contextlib.suppress(Exception):

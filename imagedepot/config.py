@@ -42,6 +42,10 @@ class Settings:
     worker_poll_seconds: float = 1.0
     lease_seconds: float = 30.0
     run_worker: bool = True
+    api_processes: int = 1
+    """Processes serving the two ports. Above 1, `serve` runs them and the worker as child
+    processes of its own (the kernel spreads connections over them; the worker's builds then
+    never wait on a request for the GIL); rate limits are kept per process."""
     rate_limit: float = 50.0
     """Requests per second per credential (0 turns the limit off)."""
     rate_burst: int = 100
@@ -121,6 +125,7 @@ _RANGES: dict[str, _Range] = {
     "port": _PORT,
     "registry_port": _PORT,
     "parallel_blobs": _Range(1),
+    "api_processes": _Range(1, 64),
     "max_retries": _Range(0),
     "retry_base_delay": _Range(0),
     "worker_poll_seconds": _POSITIVE,
@@ -213,6 +218,7 @@ def from_env(
         ("port", "PORT", int),
         ("registry_port", "REGISTRY_PORT", int),
         ("parallel_blobs", "PARALLEL_BLOBS", int),
+        ("api_processes", "API_PROCESSES", int),
         ("max_retries", "MAX_RETRIES", int),
         ("retry_base_delay", "RETRY_BASE_DELAY", float),
         ("lease_seconds", "LEASE_SECONDS", float),

@@ -2,8 +2,9 @@
 
 Counters and a histogram are kept in memory (the HTTP middleware below and the worker's
 build callback record into them) and rendered in the text exposition format (version
-0.0.4) together with gauges read from the store at scrape time. The page is public like
-`/healthz`: it shows counts over every project and this process's counters, never a name,
+0.0.4) together with gauges read from the store at scrape time; under `serve --processes N`
+each count is summed with the sibling processes' snapshots. The page is public like
+`/healthz`: it shows counts over every project and the processes' counters, never a name,
 an id or a secret.
 """
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -36,6 +38,10 @@ def _labels(labels: Labels, extra: Labels = ()) -> str:
     return "{" + ",".join(f'{name}="{_escape(value)}"' for name, value in pairs) + "}"
 
 
+def _labels_of(pairs: list[Any]) -> Labels:
+    return tuple((str(name), str(value)) for name, value in pairs)
+
+
 def _number(value: float) -> str:
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
@@ -53,11 +59,22 @@ class Counter:
         with self._lock:
             self._values[key] = self._values.get(key, 0) + amount
 
-    def render(self) -> list[str]:
+    def snapshot(self) -> list[Any]:
         with self._lock:
-            values = sorted(self._values.items())
+            return [[list(map(list, key)), value] for key, value in self._values.items()]
+
+    def render(self, siblings: Iterable[list[Any]] = ()) -> list[str]:
+        """This process's counts, plus those of sibling processes' snapshots."""
+        with self._lock:
+            merged = dict(self._values)
+        for snapshot in siblings:
+            for key, value in snapshot:
+                labels = _labels_of(key)
+                merged[labels] = merged.get(labels, 0) + float(value)
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
-        return lines + [f"{self.name}{_labels(key)} {_number(v)}" for key, v in values]
+        return lines + [
+            f"{self.name}{_labels(key)} {_number(v)}" for key, v in sorted(merged.items())
+        ]
 
 
 class Histogram:
@@ -76,9 +93,28 @@ class Histogram:
                     counts[index] += 1
             self._series[key] = (counts, total + value)
 
-    def render(self) -> list[str]:
+    def snapshot(self) -> list[Any]:
         with self._lock:
-            series = sorted((key, (list(c), t)) for key, (c, t) in self._series.items())
+            return [
+                [list(map(list, key)), counts, total]
+                for key, (counts, total) in self._series.items()
+            ]
+
+    def render(self, siblings: Iterable[list[Any]] = ()) -> list[str]:
+        """This process's observations, plus those of sibling processes' snapshots."""
+        with self._lock:
+            merged = {key: (list(c), t) for key, (c, t) in self._series.items()}
+        for snapshot in siblings:
+            for key, counts, total in snapshot:
+                labels = _labels_of(key)
+                mine, my_total = merged.get(labels, ([0] * len(self._bounds), 0.0))
+                if len(counts) != len(mine):
+                    continue  # written by a process with other buckets (an upgrade underway)
+                merged[labels] = (
+                    [a + int(b) for a, b in zip(mine, counts, strict=True)],
+                    my_total + float(total),
+                )
+        series = sorted(merged.items())
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
         for key, (counts, total) in series:
             for bound, count in zip(self._bounds, counts, strict=True):
@@ -126,19 +162,32 @@ class Metrics:
             "How long the cache builds this process finished took.",
             (1, 5, 15, 60, 300, 900, 3600, 14400),
         )
+        self.siblings: Callable[[], list[Any]] = list
+        """Snapshots of the other processes serving with this one (none when alone)."""
+
+    def _kept(self) -> dict[str, Counter | Histogram]:
+        return {
+            "http_requests": self.http_requests,
+            "registry_blob_bytes": self.registry_blob_bytes,
+            "builds": self.builds,
+            "build_seconds": self.build_seconds,
+            "pull_through_misses": self.pull_through_misses,
+            "stale_serves": self.stale_serves,
+        }
+
+    def snapshot(self) -> dict[str, list[Any]]:
+        """Everything this process counted, as JSON values a sibling process can add up."""
+        return {name: kept.snapshot() for name, kept in self._kept().items()}
 
     def render(self, gauges: Iterable[list[str]] = ()) -> str:
+        """The page: gauges, then each count summed over this process and its siblings (the
+        other processes of one `serve --processes N`: a scrape reaches any one of them)."""
+        siblings = [snapshot for snapshot in self.siblings() if isinstance(snapshot, dict)]
         lines: list[str] = []
-        for block in (
-            *gauges,
-            self.http_requests.render(),
-            self.registry_blob_bytes.render(),
-            self.builds.render(),
-            self.build_seconds.render(),
-            self.pull_through_misses.render(),
-            self.stale_serves.render(),
-        ):
+        for block in gauges:
             lines += block
+        for name, kept in self._kept().items():
+            lines += kept.render(snapshot.get(name, []) for snapshot in siblings)
         return "\n".join(lines) + "\n"
 
 

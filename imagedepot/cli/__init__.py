@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from imagedepot import bootstrap
-from imagedepot.cli import admin, upstreams
+from imagedepot.cli import admin, supervisor, upstreams
 from imagedepot.cli.caches import caches
 from imagedepot.cli.common import data_dir_option, settings_for
 from imagedepot.cli.images import images
@@ -46,6 +46,13 @@ def main(verbose: bool) -> None:
     "--no-worker", is_flag=True, help="Serve the APIs only; run `imagedepot worker` apart."
 )
 @click.option(
+    "--processes",
+    type=int,
+    default=None,
+    help="API processes sharing the ports, plus a worker process (or IMAGEDEPOT_API_PROCESSES; "
+    "default 1: everything in one process).",
+)
+@click.option(
     "--tls-cert",
     type=click.Path(dir_okay=False),
     default=None,
@@ -63,22 +70,28 @@ def serve(
     registry_port: int | None,
     data_dir: str | None,
     no_worker: bool,
+    processes: int | None,
     tls_cert: str | None,
     tls_key: str | None,
 ) -> None:
-    """Run the API port, the OCI registry port and the build worker in one process."""
+    """Run the API port, the OCI registry port and the build worker: in one process, or with
+    --processes N in N API processes and a worker process under a supervisor."""
     settings = settings_for(
         data_dir,
         host=host,
         port=port,
         registry_port=registry_port,
         run_worker=False if no_worker else None,
+        api_processes=processes,
         tls_cert=Path(tls_cert) if tls_cert else None,
         tls_key=Path(tls_key) if tls_key else None,
     )
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
-    asyncio.run(bootstrap.serve(settings))
+    if settings.api_processes > 1:
+        supervisor.supervise(settings)
+    else:
+        asyncio.run(bootstrap.serve(settings))
 
 
 @main.command()
