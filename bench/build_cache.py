@@ -143,11 +143,18 @@ def main() -> None:
         for round_number in range(args.rounds):
             with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
                 work = Path(scratch)
+                # Each run starts with nothing dirty in the page cache: the writes of the
+                # runs before it that do not fsync (skopeo, raw) would otherwise still be
+                # going to disk, in the way of the fsyncs of the run after them.
+                os.sync()
                 results["skopeo"].append(skopeo_copy(registry, refs, work / "layout"))
+                os.sync()
                 results["raw"].append(raw_limit(registry, blobs, work / "raw"))
+                os.sync()
                 results["raw+fsync"].append(
                     raw_limit(registry, blobs, work / "raw-durable", durable=True)
                 )
+                os.sync()
                 results["imagedepot"].append(imagedepot_build(registry, refs))
             print_round(round_number, results)
 
