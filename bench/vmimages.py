@@ -12,7 +12,8 @@ imagedepot / Glance (below 1: imagedepot takes less time).
 Then a flat-list check of imagedepot alone: a store filled directly through the repository
 (bench/vmimages_list.py's fill) to 2,000, 20,000 and 100,000 images, each page shape timed
 over HTTP at each size, on SQLite and, with `--database-url URL` (an empty database) or
-`--postgres` (a throwaway PostgreSQL 15 cluster), on PostgreSQL.
+`--postgres` (a throwaway PostgreSQL 15 cluster), on PostgreSQL (ANALYZEd after each fill,
+as autovacuum would have it).
 
 Glance is installed once into a virtualenv under `--cache-dir` (recipe:
 ../shared/reference/glance-peer.md) and reused after. Not a test: nothing is asserted.
@@ -41,6 +42,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+import psycopg
+from sqlalchemy.engine import make_url
 
 from bench.serve import cpu_seconds
 from bench.vmimages_list import T0, fill
@@ -274,6 +277,28 @@ def tree_cpu(root: int) -> float:
     return total
 
 
+def thread_ticks(root: int) -> dict[tuple[int, int], int]:
+    """CPU clock ticks (user + system) of every thread of a process tree, by (pid, tid)."""
+    ticks = {}
+    for pid in process_tree(root):
+        with suppress(OSError):
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with suppress(OSError):
+                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                    ticks[(pid, int(task.name))] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def busiest_threads(before: dict[tuple[int, int], int], root: int, top: int = 4) -> str:
+    """The CPU seconds of the threads that were busiest since `before`, as text."""
+    after = thread_ticks(root)
+    hertz = os.sysconf("SC_CLK_TCK")
+    spent = sorted(((after[key] - before.get(key, 0)) / hertz for key in after), reverse=True)
+    processes = len({pid for pid, _ in after})
+    busy = ", ".join(f"{seconds:.2f}" for seconds in spent[:top] if seconds > 0)
+    return f"{busy} s ({len(after)} threads in {processes} processes)"
+
+
 class PeakRss(threading.Thread):
     """Samples the RSS of a process tree every 20 ms until stopped; `peak` in MB."""
 
@@ -300,10 +325,11 @@ class PeakRss(threading.Thread):
 
 @contextmanager
 def py_spy(pid: int, out: Path) -> Iterator[None]:
-    """py-spy sampling `pid` (all threads, idle ones left out) while the block runs."""
+    """py-spy sampling `pid` while the block runs: the thread holding the GIL, if any (time in
+    C with the GIL released, such as hashing large buffers, is not seen)."""
     spy = Path(sys.executable).with_name("py-spy")
     process = subprocess.Popen(
-        [str(spy), "record", "--pid", str(pid), "--format", "raw", "--output", str(out)],
+        [str(spy), "record", "--gil", "--pid", str(pid), "--format", "raw", "--output", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -336,8 +362,7 @@ def print_profile(raw: Path, top: int = 10) -> None:
         for name in {name for name, own in frames if own}:
             inclusive[name] += int(count)
     total = sum(leaves.values()) or 1
-    print(f"  {total} samples (py-spy's idle detection misses threads parked in C)")
-    print("  self time:")
+    print(f"  {total} samples of the thread holding the GIL; self time:")
     for name, count in leaves.most_common(top):
         print(f"  {100 * count / total:5.1f}%  {name}")
     print("  inclusive, imagedepot's own functions:")
@@ -348,7 +373,8 @@ def print_profile(raw: Path, top: int = 10) -> None:
 def _frame(frame: str) -> tuple[str, bool]:
     """`function (path/file.py:line)` as `function (file.py:line)`, and whether it is ours."""
     function, _, where = frame.partition(" (")
-    return f"{function} ({where.rsplit('/', 1)[-1]}", "/imagedepot/" in where
+    ours = where.startswith("imagedepot/") or "/imagedepot/" in where
+    return f"{function} ({where.rsplit('/', 1)[-1]}", ours
 
 
 # --- the side-by-side part -----------------------------------------------------------------
@@ -414,8 +440,8 @@ def side_by_side(
 ) -> None:
     created = 0
     create_time = dict.fromkeys(SERVERS, 0.0)
-    for size in args.sizes:
-        order = SERVERS if size % 2 == 0 else tuple(reversed(SERVERS))
+    for step, size in enumerate(args.sizes):
+        order = SERVERS if step % 2 == 0 else tuple(reversed(SERVERS))
         for server in order:
             create_time[server] += create_images(clients[server], created, size)
         created = size
@@ -502,6 +528,7 @@ def transfers(
     before: dict[str, float] = {}
     cpu_up: dict[str, list[float]] = {server: [] for server in SERVERS}
     cpu_down: dict[str, list[float]] = {server: [] for server in SERVERS}
+    busiest: dict[str, str] = {}
     for round_number in range(args.rounds):
         for server in SERVERS if round_number % 2 == 0 else reversed(SERVERS):
             client = clients[server]
@@ -509,11 +536,13 @@ def transfers(
             assert response.status_code == 201, response.text[:300]
             image_id = response.json()["id"]
             cpu = tree_cpu(pids[server])
+            threads = thread_ticks(pids[server])
             with PeakRss(pids[server]) as rss:
                 started = time.perf_counter()
                 upload(client, image_id, source)
                 up[server].append(time.perf_counter() - started)
             cpu_up[server].append(tree_cpu(pids[server]) - cpu)
+            busiest[server] = busiest_threads(threads, pids[server])
             peak[server] = max(peak[server], rss.peak)
             before.setdefault(server, rss.start_mb)
             shown = get_ok(client, f"/v2/images/{image_id}")
@@ -533,6 +562,8 @@ def transfers(
             + ", ".join(f"{s} {down[s][-1]:.2f}s" for s in SERVERS),
             flush=True,
         )
+        for server in SERVERS:
+            print(f"  {server} upload CPU, busiest threads: {busiest[server]}", flush=True)
     best_up = {server: min(times) for server, times in up.items()}
     best_down = {server: min(times) for server, times in down.items()}
     report.add(f"upload {args.upload_mb} MB (PUT …/file, best)", "s", best_up)
@@ -557,12 +588,20 @@ def transfers(
             started = time.perf_counter()
             upload(client, image_id, source)
             took = time.perf_counter() - started
-        print(f"\nimagedepot upload under py-spy ({took:.2f}s, slower for the sampling):")
+        print(f"\nimagedepot upload under py-spy ({took:.2f}s, maybe slower for the sampling):")
         print_profile(raw)
         client.delete(f"/v2/images/{image_id}")
 
 
 # --- the flat-list part (imagedepot alone, stores filled through the repository) -------------
+
+
+def analyze(url: str) -> None:
+    """Table statistics now, as autovacuum would have them on a server up for a while (right
+    after a bulk fill PostgreSQL plans without any)."""
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(plain, autocommit=True) as connection:
+        connection.execute("ANALYZE")
 
 
 def flat_shapes(store: SqlMetadataStore, size: int) -> dict[str, tuple[str, dict[str, str]]]:
@@ -609,6 +648,8 @@ def flat_list(
             started = time.perf_counter()
             fill(store, size, start=filled)
             filled = size
+            if url:
+                analyze(url)
             print(f"{label}: filled to {size} in {time.perf_counter() - started:.1f}s", flush=True)
             shapes = flat_shapes(store, size)
             with Service(data_dir=data_dir, env=env) as service:
