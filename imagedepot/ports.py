@@ -90,8 +90,11 @@ class CacheRepository(Protocol):
     def expired(self, now: datetime) -> builtins.list[ImageCache]:
         """Available, Failed or Unavailable caches whose retention has run out."""
 
-    def available(self, project_ids: Sequence[str]) -> builtins.list[ImageCache]:
-        """The Available caches of these projects, newest (by creation) first."""
+    def available(
+        self, project_ids: Sequence[str], *, building_of: str | None = None
+    ) -> builtins.list[ImageCache]:
+        """The Available caches of these projects, newest (by creation) first; with
+        `building_of`, that project's caches being built (Creating) among them, in one read."""
 
     def building(self, project_id: str) -> builtins.list[ImageCache]:
         """The project's caches being built (Creating), newest first."""

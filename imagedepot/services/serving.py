@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
-from imagedepot.domain.caches import ImageCache, ImageProgress
+from imagedepot.domain.caches import CacheStatus, ImageCache, ImageProgress
 from imagedepot.domain.errors import InvalidInput, NotFound
 from imagedepot.domain.manifests import (
     IMAGE_TYPES,
@@ -309,15 +309,13 @@ class ServingService:
         A project's own pull-through caches count while they are built: their manifests came
         from its upstream when the pull-through made them (their blobs are served only once
         its upstream has shown them, see PullThrough)."""
-        caches = uow.caches.available(self._project_ids(uow, puller))
-        if puller.project_id is not None:
-            pulling = [
-                cache for cache in uow.caches.building(puller.project_id) if is_pull_through(cache)
-            ]
-            if pulling:
-                caches = sorted(
-                    [*caches, *pulling], key=lambda cache: cache.created_at, reverse=True
-                )
+        caches = [
+            cache
+            for cache in uow.caches.available(
+                self._project_ids(uow, puller), building_of=puller.project_id
+            )
+            if cache.status is CacheStatus.AVAILABLE or is_pull_through(cache)
+        ]
         holdings = [
             holding
             for cache in caches

@@ -608,6 +608,10 @@ def test_available_lists_the_projects_available_caches_newest_first(
         ]
         assert uow.caches.available([]) == []
         assert uow.caches.available(["nobody"]) == []
+        # With building_of, that project's caches in the making come in the same read.
+        assert uow.caches.available(["p1"], building_of="p1") == [building, newer, older]
+        assert uow.caches.available([], building_of="p1") == [building]
+        assert uow.caches.available(["p1"], building_of="p2") == [newer, older]
 
 
 def test_which_caches_hold_a_digest(store: SqlMetadataStore) -> None:

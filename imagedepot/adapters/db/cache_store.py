@@ -420,15 +420,17 @@ class SqlCacheRepository:
         )
         return [_cache_from_row(row) for row in self._connection.execute(query).mappings()]
 
-    def available(self, project_ids: Sequence[str]) -> builtins.list[ImageCache]:
-        if not project_ids:
-            return []
+    def available(
+        self, project_ids: Sequence[str], *, building_of: str | None = None
+    ) -> builtins.list[ImageCache]:
         c = tables.caches.c
-        query = (
-            select(*_CACHE_COLUMNS)
-            .where(c.project_id.in_(list(project_ids)), c.status == CacheStatus.AVAILABLE.value)
-            .order_by(c.created_at.desc(), c.id.desc())
-        )
+        wanted = and_(c.project_id.in_(list(project_ids)), c.status == CacheStatus.AVAILABLE.value)
+        if building_of is not None:
+            building = and_(c.project_id == building_of, c.status == CacheStatus.CREATING.value)
+            wanted = or_(wanted, building)
+        elif not project_ids:
+            return []
+        query = select(*_CACHE_COLUMNS).where(wanted).order_by(c.created_at.desc(), c.id.desc())
         return [_cache_from_row(row) for row in self._connection.execute(query).mappings()]
 
     def building(self, project_id: str) -> builtins.list[ImageCache]:
