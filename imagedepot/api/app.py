@@ -83,6 +83,8 @@ def dialect_error(request: Request, status: int, message: str) -> Response:
         return k8s.http_error(status, message)
     if path.startswith("/v2/"):
         return glance.error_response(status, message)
+    if path == "/ui" or path.startswith("/ui/"):
+        return ui.message_page(request, status, message)
     if path.startswith("/dicloud/"):
         body = json.loads(bytes(didi.envelope(None, errno=1, errmsg=message).body))
         body["requestId"] = getattr(request.state, "request_id", "")

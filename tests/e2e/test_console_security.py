@@ -244,6 +244,9 @@ def test_every_console_page_sends_the_policy_and_holds_nothing_inline(
     watch.page(page.goto(f"{service.url}/ui/caches/{cache_id}"))
     watch.page(page.goto(f"{service.url}/ui/caches/00000000-0000-0000-0000-000000000000"))
     expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+    # A path no console route serves: routing's 404, still a console page, not JSON.
+    watch.page(page.goto(f"{service.url}/ui/no-such-page"))
+    expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     watch.page(page.goto(f"{service.url}/ui/caches"))
     # A form the browser would not send as it is: the server's own 400 page.
     page.get_by_label("Name", exact=True).fill("too-small")
@@ -277,7 +280,7 @@ def test_every_console_page_sends_the_policy_and_holds_nothing_inline(
     # Chromium logs each page answered with an error status; nothing else may be logged.
     loads = "Failed to load resource: the server responded with a status of"
     assert [error for error in errors if not error.startswith(loads)] == []
-    assert sorted(int(error[len(loads) :].split()[0]) for error in errors) == [400, 401, 404]
+    assert sorted(int(error[len(loads) :].split()[0]) for error in errors) == [400, 401, 404, 404]
 
 
 class PolicyWatch:

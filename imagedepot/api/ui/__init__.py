@@ -15,7 +15,7 @@ from imagedepot.api.auth import public
 from imagedepot.api.context import ApiContext
 from imagedepot.api.ui.admin import admin_routes
 from imagedepot.api.ui.caches import cache_routes
-from imagedepot.api.ui.door import ConsoleDoor
+from imagedepot.api.ui.door import ConsoleDoor, message_page
 from imagedepot.api.ui.images import image_routes
 from imagedepot.api.ui.render import SECURITY_HEADERS
 from imagedepot.api.ui.signin import signin_routes
@@ -47,3 +47,6 @@ def routes(context: ApiContext) -> list[BaseRoute]:
         Mount("/static", app=static, name="console-static"),
     ]
     return [Mount("/ui", routes=console)]
+
+
+__all__ = ["message_page", "routes"]

@@ -234,6 +234,14 @@ def error_page(request: Request, error: DomainError, viewer: Viewer | None) -> R
     return response
 
 
+def message_page(request: Request, status: int, message: str) -> Response:
+    """A refusal or failure that reached no console handler (routing's 404 and 405, the
+    database away, an unhandled error) as a page of the console, not a JSON body."""
+    title = _TITLES.get(status, "Something went wrong")
+    values = {"viewer": None, "title": title, "error": {"message": message}}
+    return page(request, "message.html", values, status=status)
+
+
 _TITLES = {
     400: "That did not work",
     401: "Sign in first",
@@ -242,4 +250,5 @@ _TITLES = {
     409: "That changed meanwhile",
     413: "Too large",
     429: "Slow down",
+    503: "Try again shortly",
 }
