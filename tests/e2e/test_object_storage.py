@@ -96,6 +96,13 @@ def seaweed_deployment(
     yield from deployment_on(seaweedfs, postgres_cluster)
 
 
+@pytest.fixture
+def radosgw_deployment(
+    radosgw: S3Engine, postgres_cluster: PostgresCluster
+) -> Iterator[Deployment]:
+    yield from deployment_on(radosgw, postgres_cluster)
+
+
 def skopeo_copy(replica: Service, token: str, source: str, layout: Path) -> None:
     run_command(
         [
@@ -538,6 +545,37 @@ def test_the_bucket_going_away_mid_build_leaves_nothing_partial(
         layout = tmp_path / "pulled"
         skopeo_copy(replica, token, "team/outage:v1", layout)
         assert layout_digests(layout) == {pushed.manifest_digest, *pushed.blob_digests}
+
+
+def test_a_bucket_over_its_quota_fails_the_build_as_storage_full(
+    radosgw_deployment: Deployment, registry: RegistryServer, tmp_path: Path
+) -> None:
+    """radosgw refuses writes past a bucket quota (403 QuotaExceeded): the build says the
+    store is full, leaves no multipart upload or staged object, and the store still takes
+    what fits."""
+    deployment = radosgw_deployment
+    deployment.engine.limit_bucket(deployment.bucket, 8 * MiB)
+    big = push_image(registry.url, "team/quota-big", "v1", [make_layer(12 * MiB, seed=51)])
+    small = push_image(registry.url, "team/quota-small", "v1", [make_layer(MiB, seed=52)])
+    with deployment.replica(tmp_path, "r") as replica:
+        token = replica.credential("team", "admin")
+        ids = create_caches(
+            [replica],
+            token,
+            {"big": f"{registry.endpoint}/team/quota-big:v1"},
+        )
+        with replica.client(token) as client:
+            failed = wait_for_status(client, ids["big"], {"Available", "Failed"}, timeout=120)
+            assert failed["status"] == "Failed", failed
+            progress = client.get(f"/v5/imagecaches/{ids['big']}/progress").json()
+            assert progress["reason"] == "StorageFull", progress
+            assert "QuotaExceeded" in failed["message"], failed["message"]
+            assert deployment.bucket in failed["message"]
+        assert deployment.leftovers() == []
+        assert not set(big.blob_digests) & deployment.stored()
+        ids = create_caches([replica], token, {"small": f"{registry.endpoint}/team/quota-small:v1"})
+        wait_all_available(replica, token, list(ids.values()))
+        assert set(small.blob_digests) <= deployment.stored()
 
 
 def test_replicas_and_workers_ride_out_a_postgresql_restart(

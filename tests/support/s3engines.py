@@ -265,6 +265,12 @@ class S3Engine:
         """Resident memory of all the engine's processes (for measurements)."""
         return self._daemons.rss_bytes()
 
+    def limit_bucket(self, bucket: str, max_bytes: int) -> None:
+        """Give `bucket` a quota of `max_bytes`, which the engine enforces (radosgw only)."""
+        if not isinstance(self._daemons, _CephDaemons):
+            raise NotImplementedError(f"{self.name} has no bucket quota to set")
+        self._daemons.limit_bucket(bucket, max_bytes)
+
 
 def _wait_until_serving(engine: S3Engine, daemons: _DaemonSet, timeout: float) -> None:
     """Return once a bucket can be created and an object put, read back and deleted."""
@@ -464,6 +470,12 @@ class _CephDaemons(_DaemonSet):
 
     def _logs(self) -> str:
         return "\n".join(f"--- {d.name}:\n{d.log_tail(15)}" for d in self.daemons)
+
+    def limit_bucket(self, bucket: str, max_bytes: int) -> None:
+        scope = ("--quota-scope=bucket", f"--bucket={bucket}")
+        admin = ("radosgw-admin", "-n", "client.admin", "quota")
+        self._ceph(*admin, "set", *scope, f"--max-size={max_bytes}")
+        self._ceph(*admin, "enable", *scope)
 
     def create(self) -> None:
         """A new cluster on free ports: keyring, monmap, mon store, OSD, gateway user."""

@@ -33,7 +33,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from imagedepot.adapters.blobs.promises import Promise, Tally
 from imagedepot.domain.references import DIGEST_RE
-from imagedepot.ports import BlobCorrupt, BlobStore, BlobStoreUnavailable, write_blob
+from imagedepot.ports import BlobCorrupt, BlobStore, BlobStoreFull, BlobStoreUnavailable, write_blob
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -42,6 +42,9 @@ READ_CHUNK: Final = 1 << 20
 PARTS_PER_SIZE_STEP: Final = 1000
 """Every this many parts the part size doubles: 10,000 parts then hold petabytes."""
 _MISSING: Final = frozenset({"404", "NoSuchKey", "NotFound"})
+_FULL: Final = frozenset({"QuotaExceeded", "XMinioStorageFull", "XMinioAdminBucketQuotaExceeded"})
+"""Error codes that say the bucket has no room: Ceph radosgw's bucket and user quotas
+(403 QuotaExceeded), MinIO's full disks and bucket quotas; any engine's 507 too."""
 _AWS_HOST_SUFFIX: Final = ".amazonaws.com"
 
 
@@ -320,6 +323,9 @@ class S3BlobStore:
             if _missing(error):
                 raise
             message = error.response.get("Error", {}).get("Message") or _error_code(error)
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if _error_code(error) in _FULL or status == 507:
+                raise BlobStoreFull(f"no room in blob store {self}: {message}") from error
             raise BlobStoreUnavailable(f"blob store {self}: {message}") from error
         except BotoCoreError as error:
             raise BlobStoreUnavailable(f"blob store {self}: {error}") from error
