@@ -23,14 +23,21 @@ class UploadDigests:
         self._in_flight: list[Future[None]] = []
 
     def update(self, chunk: bytes) -> None:
+        """Hash `chunk`; one of a batch's size or more (an upload's blocks are) is handed to
+        the hashes as it is, with no copy into a batch."""
+        if not self._batch and len(chunk) >= BATCH:
+            self._hand_over(chunk)
+            return
         self._batch += chunk
         if len(self._batch) >= BATCH:
-            self._hand_over()
+            self._hand_over_batch()
 
-    def _hand_over(self) -> None:
+    def _hand_over_batch(self) -> None:
+        batch, self._batch = self._batch, bytearray()
+        self._hand_over(batch)
+
+    def _hand_over(self, batch: bytes | bytearray) -> None:
         self._settle()
-        batch = bytes(self._batch)
-        self._batch.clear()
         self._in_flight = [
             _POOL.submit(self._md5.update, batch),
             _POOL.submit(self._sha512.update, batch),
@@ -44,6 +51,6 @@ class UploadDigests:
     def hexdigests(self) -> tuple[str, str]:
         """(md5, sha512) of everything given, once the last batch is hashed."""
         if self._batch:
-            self._hand_over()
+            self._hand_over_batch()
         self._settle()
         return self._md5.hexdigest(), self._sha512.hexdigest()

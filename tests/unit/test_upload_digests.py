@@ -22,3 +22,17 @@ def test_the_digests_are_those_of_the_bytes(size: int, piece: int) -> None:
         hashlib.md5(data, usedforsecurity=False).hexdigest(),
         hashlib.sha512(data).hexdigest(),
     )
+
+
+def test_small_and_large_chunks_mixed_keep_their_order() -> None:
+    """Large chunks skip the batch; one arriving while small ones wait must not overtake."""
+    sizes = [1000, 2 * BATCH, 17, BATCH, BATCH - 1, 3 * BATCH, 5]
+    chunks = [os.urandom(size) for size in sizes]
+    digests = UploadDigests()
+    for chunk in chunks:
+        digests.update(chunk)
+    data = b"".join(chunks)
+    assert digests.hexdigests() == (
+        hashlib.md5(data, usedforsecurity=False).hexdigest(),
+        hashlib.sha512(data).hexdigest(),
+    )
