@@ -16,11 +16,12 @@ from typing import Any
 from imagedepot.api.openapi import (
     SECURITY,
     SECURITY_SCHEMES,
-    error_codes,
-    error_responses,
+    nullable,
+    operation,
     pattern,
     prop,
     ref,
+    required_json,
     response,
 )
 from imagedepot.domain.caches import (
@@ -44,10 +45,6 @@ NAME_PATTERN = pattern(NAME_RE)
 SECRET_REF_PATTERN = pattern(SECRET_REF_RE)
 DURATION_PATTERN = "^[0-9]{1,6}(s|m|h|d)$"
 CHECK_PATTERN = "^(always|never|(if-older-than|ifOlderThan)=[0-9]{1,6}(s|m|h|d))$"
-
-
-def _nullable(kind: str, description: str, **extra: Any) -> dict[str, Any]:
-    return prop(kind, description, nullable=True, **extra)
 
 
 def _schemas() -> dict[str, Any]:
@@ -155,9 +152,9 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "id": prop("string", "The cache's id."),
                 "status": prop("string", "As in ImageCacheDetail."),
-                "message": _nullable("string", "Why it failed or is unavailable."),
-                "reason": _nullable("string", "A CamelCase reason for a failure."),
-                "last_used_at": _nullable("string", "When the registry port last served it."),
+                "message": nullable("string", "Why it failed or is unavailable."),
+                "reason": nullable("string", "A CamelCase reason for a failure."),
+                "last_used_at": nullable("string", "When the registry port last served it."),
                 "images": {
                     "type": "array",
                     "items": {
@@ -165,11 +162,11 @@ def _schemas() -> dict[str, Any]:
                         "required": ["image", "size_bytes", "pulled_bytes"],
                         "properties": {
                             "image": prop("string", "The image as the cache names it."),
-                            "digest": _nullable("string", "The manifest digest it resolved to."),
+                            "digest": nullable("string", "The manifest digest it resolved to."),
                             "size_bytes": prop("integer", "Bytes it takes."),
                             "pulled_bytes": prop("integer", "Bytes pulled so far."),
-                            "checked_at": _nullable("string", "When its tag was last checked."),
-                            "moved_from": _nullable(
+                            "checked_at": nullable("string", "When its tag was last checked."),
+                            "moved_from": nullable(
                                 "string", "What the tag stood for before it last moved."
                             ),
                         },
@@ -192,11 +189,11 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "registry": prop("string", "The host images name (docker.io, host:5000)."),
                 "mirrors": prop("array", "Hosts tried first.", items={"type": "string"}),
-                "pull_secret": _nullable("string", "The login's secret, namespace:name."),
+                "pull_secret": nullable("string", "The login's secret, namespace:name."),
                 "plain_http": prop("boolean", "The registry speaks plain HTTP."),
                 "insecure_skip_verify": prop("boolean", "TLS without verification."),
                 "check": prop("string", "always, never or if-older-than=DURATION."),
-                "created_at": _nullable("string", "When it was added.", format="date-time"),
+                "created_at": nullable("string", "When it was added.", format="date-time"),
             },
         },
         "UpstreamRequestBody": {
@@ -239,33 +236,6 @@ def _schemas() -> dict[str, Any]:
             },
         },
     }
-
-
-def _operation(
-    method: str,
-    summary: str,
-    operation_id: str,
-    success: dict[str, Any],
-    *extra_errors: int,
-    body: str | None = None,
-    parameters: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    operation: dict[str, Any] = {
-        "summary": summary,
-        "operationId": operation_id,
-        "responses": {
-            **success,
-            **error_responses(error_codes(method, *extra_errors), ref("Error")),
-        },
-    }
-    if body is not None:
-        operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": ref(body)}},
-        }
-    if parameters:
-        operation["parameters"] = parameters
-    return operation
 
 
 def _wrapped(key: str, schema: str, array: bool = False) -> dict[str, Any]:
@@ -311,32 +281,32 @@ def openapi_document() -> dict[str, Any]:
         },
         "paths": {
             "/v5/imagecaches": {
-                "get": _operation(
+                "get": operation(
                     "GET",
                     "List the project's image caches",
                     "ListImageCaches",
                     {"200": response("OK.", _wrapped("image_caches", "ImageCacheDetail", True))},
                     parameters=[name_filter],
                 ),
-                "post": _operation(
+                "post": operation(
                     "POST",
                     "Create an image cache; the worker builds it",
                     "CreateImageCache",
                     {"201": response("Created, status Creating.", cache)},
                     409,
-                    body="CreateImageCacheRequestBody",
+                    body=required_json("CreateImageCacheRequestBody"),
                 ),
             },
             "/v5/imagecaches/{image_cache_id}": {
                 "parameters": [cache_id],
-                "get": _operation(
+                "get": operation(
                     "GET",
                     "Show an image cache",
                     "ShowImageCache",
                     {"200": response("OK.", cache)},
                     404,
                 ),
-                "delete": _operation(
+                "delete": operation(
                     "DELETE",
                     "Delete an image cache (asynchronous: 404 once it is gone)",
                     "DeleteImageCache",
@@ -346,7 +316,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v5/imagecaches/{image_cache_id}/progress": {
                 "parameters": [cache_id],
-                "get": _operation(
+                "get": operation(
                     "GET",
                     "Per-image progress of an image cache",
                     "ShowImageCacheProgress",
@@ -355,13 +325,13 @@ def openapi_document() -> dict[str, Any]:
                 ),
             },
             "/v5/upstreams": {
-                "get": _operation(
+                "get": operation(
                     "GET",
                     "List the registries the project may pull through",
                     "ListUpstreams",
                     {"200": response("OK.", _wrapped("upstreams", "Upstream", True))},
                 ),
-                "post": _operation(
+                "post": operation(
                     "POST",
                     "Add an upstream, or replace the one for the same registry",
                     "PutUpstream",
@@ -369,19 +339,19 @@ def openapi_document() -> dict[str, Any]:
                         "200": response("Replaced.", upstream),
                         "201": response("Added.", upstream),
                     },
-                    body="UpstreamRequestBody",
+                    body=required_json("UpstreamRequestBody"),
                 ),
             },
             "/v5/upstreams/{registry}": {
                 "parameters": [registry],
-                "get": _operation(
+                "get": operation(
                     "GET",
                     "Show an upstream",
                     "ShowUpstream",
                     {"200": response("OK.", upstream)},
                     404,
                 ),
-                "delete": _operation(
+                "delete": operation(
                     "DELETE",
                     "Remove an upstream",
                     "DeleteUpstream",

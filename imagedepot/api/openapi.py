@@ -34,6 +34,10 @@ def prop(kind: str, description: str, **extra: Any) -> dict[str, Any]:
     return {"type": kind, "description": description, **extra}
 
 
+def nullable(kind: str, description: str, **extra: Any) -> dict[str, Any]:
+    return prop(kind, description, nullable=True, **extra)
+
+
 def strings(description: str, **extra: Any) -> dict[str, Any]:
     return prop("array", description, items={"type": "string", "default": ""}, **extra)
 
@@ -128,6 +132,37 @@ def error_responses(codes: Iterable[int], schema: dict[str, Any]) -> dict[str, A
         phrase = HTTPStatus(code).phrase
         answers[str(code)] = response(f"{phrase}: {_WHY[code]}", schema, headers=headers)
     return answers
+
+
+def operation(
+    method: str,
+    summary: str,
+    operation_id: str,
+    success: dict[str, Any],
+    *extra_errors: int,
+    body: dict[str, Any] | None = None,
+    parameters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """An operation answering `success`, or the errors every `method` may get plus
+    `extra_errors`, each with the dialect's error body (its schema named `Error`)."""
+    described: dict[str, Any] = {
+        "summary": summary,
+        "operationId": operation_id,
+        "responses": {
+            **success,
+            **error_responses(error_codes(method, *extra_errors), ref("Error")),
+        },
+    }
+    if body is not None:
+        described["requestBody"] = body
+    if parameters:
+        described["parameters"] = parameters
+    return described
+
+
+def required_json(schema: str) -> dict[str, Any]:
+    """A request body that must be JSON of the named schema."""
+    return {"required": True, "content": {"application/json": {"schema": ref(schema)}}}
 
 
 SECURITY_SCHEMES: dict[str, Any] = {

@@ -17,8 +17,9 @@ from imagedepot.api.glance.images import PATCH_V20, PATCH_V21
 from imagedepot.api.openapi import (
     SECURITY,
     SECURITY_SCHEMES,
-    error_codes,
     error_responses,
+    nullable,
+    operation,
     pattern,
     prop,
     ref,
@@ -43,28 +44,24 @@ from imagedepot.domain.vmimages import (
 OPENAPI_PATH = "/v2/openapi.json"
 
 
-def _nullable(kind: str, description: str, **extra: Any) -> dict[str, Any]:
-    return prop(kind, description, nullable=True, **extra)
-
-
 def _image_properties() -> dict[str, Any]:
     return {
         "id": prop("string", "The image's UUID."),
-        "name": _nullable("string", "The image's name.", maxLength=NAME_MAX),
+        "name": nullable("string", "The image's name.", maxLength=NAME_MAX),
         "status": prop("string", "Where the image is.", enum=[s.value for s in ImageStatus]),
         "visibility": prop("string", "Who sees it.", enum=[v.value for v in Visibility]),
         "protected": prop("boolean", "A protected image cannot be deleted."),
         "os_hidden": prop("boolean", "Left out of lists unless asked for."),
-        "checksum": _nullable("string", "MD5 of the data."),
-        "os_hash_algo": _nullable("string", "sha512 once there is data."),
-        "os_hash_value": _nullable("string", "The data's hash."),
-        "owner": _nullable("string", "The owning project."),
-        "size": _nullable("integer", "Bytes of data.", format="int64"),
-        "virtual_size": _nullable("integer", "Bytes of the disk it holds.", format="int64"),
+        "checksum": nullable("string", "MD5 of the data."),
+        "os_hash_algo": nullable("string", "sha512 once there is data."),
+        "os_hash_value": nullable("string", "The data's hash."),
+        "owner": nullable("string", "The owning project."),
+        "size": nullable("integer", "Bytes of data.", format="int64"),
+        "virtual_size": nullable("integer", "Bytes of the disk it holds.", format="int64"),
         "min_ram": prop("integer", "MiB of RAM it needs.", format="int64"),
         "min_disk": prop("integer", "GiB of disk it needs.", format="int64"),
-        "disk_format": _nullable("string", "The disk format."),
-        "container_format": _nullable("string", "The container format."),
+        "disk_format": nullable("string", "The disk format."),
+        "container_format": nullable("string", "The container format."),
         "created_at": prop("string", "When it was created.", format="date-time"),
         "updated_at": prop("string", "When it last changed.", format="date-time"),
         "tags": prop("array", "Its tags.", items={"type": "string"}),
@@ -131,14 +128,14 @@ def _schemas() -> dict[str, Any]:
             "Read-only and reserved keys (status, size, owner, …) are refused with 403.",
             "properties": {
                 "id": prop("string", "A UUID of the caller's choice.", pattern=pattern(UUID_RE)),
-                "name": _nullable("string", "A name.", maxLength=NAME_MAX),
+                "name": nullable("string", "A name.", maxLength=NAME_MAX),
                 "visibility": prop("string", "Who sees it.", enum=[v.value for v in Visibility]),
                 "protected": prop("boolean", "Cannot be deleted while true."),
                 "os_hidden": prop("boolean", "Left out of lists unless asked for."),
                 "min_ram": {**integer, "description": "MiB of RAM it needs."},
                 "min_disk": {**integer, "description": "GiB of disk it needs."},
-                "disk_format": _nullable("string", "The disk format.", enum=list(DISK_FORMATS)),
-                "container_format": _nullable(
+                "disk_format": nullable("string", "The disk format.", enum=list(DISK_FORMATS)),
+                "container_format": nullable(
                     "string", "The container format.", enum=list(CONTAINER_FORMATS)
                 ),
                 "tags": prop(
@@ -220,30 +217,6 @@ def _schemas() -> dict[str, Any]:
             },
         },
     }
-
-
-def _operation(
-    method: str,
-    summary: str,
-    operation_id: str,
-    success: dict[str, Any],
-    *extra_errors: int,
-    body: dict[str, Any] | None = None,
-    parameters: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    operation: dict[str, Any] = {
-        "summary": summary,
-        "operationId": operation_id,
-        "responses": {
-            **success,
-            **error_responses(error_codes(method, *extra_errors), ref("Error")),
-        },
-    }
-    if body is not None:
-        operation["requestBody"] = body
-    if parameters:
-        operation["parameters"] = parameters
-    return operation
 
 
 def _public(summary: str, operation_id: str, success: dict[str, Any]) -> dict[str, Any]:
@@ -407,14 +380,14 @@ def openapi_document() -> dict[str, Any]:
                 )
             },
             "/v2/images": {
-                "get": _operation(
+                "get": operation(
                     "GET",
                     "List the images the caller sees (its own, public, shared with it)",
                     "ListImages",
                     {"200": response("A page of images.", ref("ImageList"))},
                     parameters=_list_parameters(),
                 ),
-                "post": _operation(
+                "post": operation(
                     "POST",
                     "Create an image (queued, without data)",
                     "CreateImage",
@@ -437,8 +410,8 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v2/images/{image_id}": {
                 "parameters": [image_id],
-                "get": _operation("GET", "Show an image", "ShowImage", {"200": image}, 404),
-                "patch": _operation(
+                "get": operation("GET", "Show an image", "ShowImage", {"200": image}, 404),
+                "patch": operation(
                     "PATCH",
                     "Change an image with a json-patch (either of Glance's two media types)",
                     "UpdateImage",
@@ -454,7 +427,7 @@ def openapi_document() -> dict[str, Any]:
                         },
                     },
                 ),
-                "delete": _operation(
+                "delete": operation(
                     "DELETE",
                     "Delete an image (403 when protected)",
                     "DeleteImage",
@@ -465,7 +438,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v2/images/{image_id}/file": {
                 "parameters": [image_id],
-                "get": _operation(
+                "get": operation(
                     "GET",
                     "Download the image's data (a single Range is honoured)",
                     "DownloadImage",
@@ -486,7 +459,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     404,
                 ),
-                "put": _operation(
+                "put": operation(
                     "PUT",
                     "Upload the image's data (once, while queued; it becomes active)",
                     "UploadImage",
@@ -498,7 +471,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v2/images/{image_id}/stage": {
                 "parameters": [image_id],
-                "put": _operation(
+                "put": operation(
                     "PUT",
                     "Stage the image's data for a glance-direct import",
                     "StageImage",
@@ -510,7 +483,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v2/images/{image_id}/import": {
                 "parameters": [image_id],
-                "post": _operation(
+                "post": operation(
                     "POST",
                     "Import the staged data (glance-direct)",
                     "ImportImage",
@@ -538,7 +511,7 @@ def openapi_document() -> dict[str, Any]:
             **{
                 f"/v2/images/{{image_id}}/actions/{verb}": {
                     "parameters": [image_id],
-                    "post": _operation(
+                    "post": operation(
                         "POST",
                         f"{verb.capitalize()} an image",
                         f"{verb.capitalize()}Image",
@@ -551,19 +524,19 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v2/images/{image_id}/tags/{tag}": {
                 "parameters": [image_id, tag],
-                "put": _operation("PUT", "Add a tag", "AddTag", no_content, 404, 409),
-                "delete": _operation("DELETE", "Remove a tag", "RemoveTag", no_content, 404, 409),
+                "put": operation("PUT", "Add a tag", "AddTag", no_content, 404, 409),
+                "delete": operation("DELETE", "Remove a tag", "RemoveTag", no_content, 404, 409),
             },
             "/v2/images/{image_id}/members": {
                 "parameters": [image_id],
-                "get": _operation(
+                "get": operation(
                     "GET",
                     "List an image's members",
                     "ListMembers",
                     {"200": response("The members.", ref("MemberList"))},
                     404,
                 ),
-                "post": _operation(
+                "post": operation(
                     "POST",
                     "Share an image with a project",
                     "AddMember",
@@ -575,14 +548,14 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v2/images/{image_id}/members/{member_id}": {
                 "parameters": [image_id, member_id],
-                "get": _operation(
+                "get": operation(
                     "GET",
                     "Show a member",
                     "ShowMember",
                     {"200": response("The member.", ref("Member"))},
                     404,
                 ),
-                "put": _operation(
+                "put": operation(
                     "PUT",
                     "Accept or reject a share (the member itself)",
                     "UpdateMember",
@@ -591,7 +564,7 @@ def openapi_document() -> dict[str, Any]:
                     409,
                     body=status_body,
                 ),
-                "delete": _operation(
+                "delete": operation(
                     "DELETE", "Stop sharing with a project", "RemoveMember", no_content, 404, 409
                 ),
             },
