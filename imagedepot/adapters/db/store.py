@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
 from sqlalchemy.sql import Subquery
 
@@ -90,6 +90,16 @@ MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 SCHEMA_HEAD: Final = "0012"
 """The newest migration's revision; a test checks it against the migrations directory."""
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+POOL_SIZE: Final = 32
+"""Connections a process keeps, and the most it opens: the API's threadpool (40 threads), the
+event loop's executor and the worker share them, and a thread past the 32nd waits for one.
+All of them stay open: a pool smaller than what is in use at once closed a connection at
+every return and opened one at the next checkout, which under load was a PostgreSQL backend
+started (or a SQLite file opened and set up) per transaction."""
+PING_AFTER_IDLE_SECONDS: Final = 1.0
+"""A pooled PostgreSQL connection unused for longer than this is pinged before it is handed
+out (and replaced when the ping fails, as after a server restart); a busy server's connections
+are never idle that long, so they skip the round trip that pinging every checkout cost."""
 
 # Read by the SQLite "begin" hook: which BEGIN this connection's next transaction uses.
 _SQLITE_BEGIN_OPTION: Final = "imagedepot_sqlite_begin"
@@ -152,6 +162,34 @@ def _on_sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql(_SQLITE_BEGIN[mode])
 
 
+_IDLE_SINCE: Final = "imagedepot_idle_since"
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """`pool_pre_ping` for connections that sat in the pool past PING_AFTER_IDLE_SECONDS only.
+
+    A connection the server dropped while it was in use fails its statement instead, which
+    SQLAlchemy takes as a disconnect: it discards every connection of the pool opened before,
+    so one failed transaction (StoreUnavailable, a 503) refreshes the pool."""
+
+    def returned(dbapi_connection: DBAPIConnection | None, record: ConnectionPoolEntry) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    def checked_out(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _: Any) -> None:
+        idle_since = record.info.pop(_IDLE_SINCE, None)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+            dbapi_connection.rollback()  # in case the ping began a transaction
+        except engine.dialect.loaded_dbapi.Error as error:
+            # The pool closes this connection and checks out another (a fresh one, unpinged).
+            raise DisconnectionError(str(error)) from error
+
+    event.listen(engine, "checkin", returned)
+    event.listen(engine, "checkout", checked_out)
+
+
 def create_engine_for(url: str | URL) -> Engine:
     """An engine configured for how the store uses it (threads, WAL, driver)."""
     parsed = database_url(url)
@@ -168,8 +206,8 @@ def create_engine_for(url: str | URL) -> Engine:
             engine = create_engine(
                 parsed,
                 poolclass=QueuePool,
-                pool_size=8,
-                max_overflow=24,
+                pool_size=POOL_SIZE,
+                max_overflow=0,
                 pool_timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
                 connect_args={"check_same_thread": False},
             )
@@ -177,7 +215,9 @@ def create_engine_for(url: str | URL) -> Engine:
         event.listen(engine, "begin", _on_sqlite_begin)
         return engine
     if backend == "postgresql":
-        return create_engine(parsed, pool_pre_ping=True, pool_size=8, max_overflow=24)
+        engine = create_engine(parsed, pool_size=POOL_SIZE, max_overflow=0)
+        _ping_when_idle(engine)
+        return engine
     raise ValueError(f"unsupported database {parsed.drivername!r}: use sqlite:/// or postgresql://")
 
 
