@@ -6,8 +6,9 @@ one worker of 8 threads, SQLite, the filesystem store, no Keystone). Timed on bo
 servers taking turns: image creates (sequential POST /v2/images), list pages at a few store
 sizes (the default page, a walk by marker, a `name=` filter, `sort_key=name`), GET of one
 image, the upload of a large image streamed from a file (PUT /v2/images/{id}/file) with each
-server's peak RSS and CPU time during it, and its download. Prints the figures and the ratios
-imagedepot / Glance (below 1: imagedepot takes less time).
+server's peak RSS and CPU time during it, and its download. Transfers are timed with curl as
+well as httpx: httpx tops out near 500 MB/s on this machine, so its downloads time the client.
+Prints the figures and the ratios imagedepot / Glance (below 1: imagedepot takes less time).
 
 Then a flat-list check of imagedepot alone: a store filled directly through the repository
 (bench/vmimages_list.py's fill) to 2,000, 20,000 and 100,000 images, each page shape timed
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -511,6 +513,57 @@ def download(client: httpx.Client, image_id: str) -> int:
     return received
 
 
+def curl(client: httpx.Client, image_id: str, *options: str) -> tuple[int, int]:
+    """curl on the image's file with the client's credential: (status, bytes received)."""
+    auth = (
+        [f"X-Auth-Token: {client.headers['X-Auth-Token']}"]
+        if "X-Auth-Token" in client.headers
+        else []
+    )
+    result = subprocess.run(
+        [
+            "curl",
+            "--silent",
+            "--output",
+            "/dev/null",
+            "--write-out",
+            "%{http_code} %{size_download}",
+            *(part for header in auth for part in ("--header", header)),
+            *options,
+            f"{str(client.base_url).rstrip('/')}/v2/images/{image_id}/file",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    status, received = result.stdout.split()
+    return int(status), int(received)
+
+
+def curl_upload(client: httpx.Client, image_id: str, path: Path) -> None:
+    status, _ = curl(
+        client,
+        image_id,
+        "--upload-file",
+        str(path),
+        "--header",
+        "Content-Type: application/octet-stream",
+        "--header",
+        "Expect:",  # no 100-continue round trip
+    )
+    assert status == 204, status
+
+
+def curl_download(client: httpx.Client, image_id: str) -> int:
+    status, received = curl(client, image_id)
+    assert status == 200, status
+    return received
+
+
+UPLOADS = {"curl": curl_upload, "httpx": upload}
+DOWNLOADS = {"curl": curl_download, "httpx": download}
+
+
 def transfers(
     args: argparse.Namespace,
     clients: dict[str, httpx.Client],
@@ -518,63 +571,77 @@ def transfers(
     scratch: Path,
     report: Report,
 ) -> None:
+    """Each round, each server: an upload with each client (peak RSS, server CPU and its
+    busiest threads sampled), both downloads of each image, then the image deleted."""
     source = scratch / "disk.raw"
     print(f"writing a {args.upload_mb} MB file to upload…", flush=True)
     md5, sha512 = make_file(source, args.upload_mb)
     size = args.upload_mb * MB
-    up: dict[str, list[float]] = {server: [] for server in SERVERS}
-    down: dict[str, list[float]] = {server: [] for server in SERVERS}
-    peak: dict[str, float] = {server: 0.0 for server in SERVERS}
+    kinds = [kind for kind in UPLOADS if kind != "curl" or shutil.which("curl")]
+    times: dict[str, dict[str, list[float]]] = {}
+    cpu_spent: dict[str, dict[str, list[float]]] = {}
+    peak = dict.fromkeys(SERVERS, 0.0)
     before: dict[str, float] = {}
-    cpu_up: dict[str, list[float]] = {server: [] for server in SERVERS}
-    cpu_down: dict[str, list[float]] = {server: [] for server in SERVERS}
-    busiest: dict[str, str] = {}
+
+    def timed(what: str, server: str, call: Callable[..., Any], *call_args: Any) -> Any:
+        cpu = tree_cpu(pids[server])
+        started = time.perf_counter()
+        result = call(*call_args)
+        times.setdefault(what, {s: [] for s in SERVERS})[server].append(
+            time.perf_counter() - started
+        )
+        cpu_spent.setdefault(what, {s: [] for s in SERVERS})[server].append(
+            tree_cpu(pids[server]) - cpu
+        )
+        return result
+
     for round_number in range(args.rounds):
+        busiest: dict[tuple[str, str], str] = {}
         for server in SERVERS if round_number % 2 == 0 else reversed(SERVERS):
             client = clients[server]
-            response = client.post("/v2/images", json={**BODY, "name": f"upload-{round_number}"})
-            assert response.status_code == 201, response.text[:300]
-            image_id = response.json()["id"]
-            cpu = tree_cpu(pids[server])
-            threads = thread_ticks(pids[server])
-            with PeakRss(pids[server]) as rss:
-                started = time.perf_counter()
-                upload(client, image_id, source)
-                up[server].append(time.perf_counter() - started)
-            cpu_up[server].append(tree_cpu(pids[server]) - cpu)
-            busiest[server] = busiest_threads(threads, pids[server])
-            peak[server] = max(peak[server], rss.peak)
-            before.setdefault(server, rss.start_mb)
-            shown = get_ok(client, f"/v2/images/{image_id}")
-            assert shown["status"] == "active", (server, shown["status"])
-            assert shown["size"] == size, (server, shown["size"])
-            assert (shown["checksum"], shown["os_hash_value"]) == (md5, sha512), server
-            cpu = tree_cpu(pids[server])
-            started = time.perf_counter()
-            assert download(client, image_id) == size, server
-            down[server].append(time.perf_counter() - started)
-            cpu_down[server].append(tree_cpu(pids[server]) - cpu)
-            assert client.delete(f"/v2/images/{image_id}").status_code == 204, server
+            for kind in kinds:
+                response = client.post("/v2/images", json={**BODY, "name": f"upload-{kind}"})
+                assert response.status_code == 201, response.text[:300]
+                image_id = response.json()["id"]
+                threads = thread_ticks(pids[server])
+                with PeakRss(pids[server]) as rss:
+                    timed(f"upload, {kind}", server, UPLOADS[kind], client, image_id, source)
+                busiest[(server, kind)] = busiest_threads(threads, pids[server])
+                peak[server] = max(peak[server], rss.peak)
+                before.setdefault(server, rss.start_mb)
+                shown = get_ok(client, f"/v2/images/{image_id}")
+                assert shown["status"] == "active", (server, shown["status"])
+                assert shown["size"] == size, (server, shown["size"])
+                assert (shown["checksum"], shown["os_hash_value"]) == (md5, sha512), server
+                for reader in kinds:
+                    received = timed(
+                        f"download, {reader}", server, DOWNLOADS[reader], client, image_id
+                    )
+                    assert received == size, (server, reader, received)
+                assert client.delete(f"/v2/images/{image_id}").status_code == 204, server
         print(
-            f"round {round_number + 1}: upload "
-            + ", ".join(f"{s} {up[s][-1]:.2f}s" for s in SERVERS)
-            + "; download "
-            + ", ".join(f"{s} {down[s][-1]:.2f}s" for s in SERVERS),
+            f"round {round_number + 1}: "
+            + "; ".join(
+                what + " " + ", ".join(f"{s} {by_server[s][-1]:.2f}s" for s in SERVERS)
+                for what, by_server in times.items()
+            ),
             flush=True,
         )
-        for server in SERVERS:
-            print(f"  {server} upload CPU, busiest threads: {busiest[server]}", flush=True)
-    best_up = {server: min(times) for server, times in up.items()}
-    best_down = {server: min(times) for server, times in down.items()}
-    report.add(f"upload {args.upload_mb} MB (PUT …/file, best)", "s", best_up)
-    report.add(f"download {args.upload_mb} MB (GET …/file, best)", "s", best_down)
-    report.add("server CPU during the upload (best)", "s", {s: min(cpu_up[s]) for s in SERVERS})
-    report.add("server CPU during the download", "s", {s: min(cpu_down[s]) for s in SERVERS})
+        for (server, kind), threads_text in busiest.items():
+            print(f"  {server} upload ({kind}), busiest threads: {threads_text}", flush=True)
+    order = sorted(times, key=lambda what: (not what.startswith("upload"), what))
+    for what in order:
+        by_server = times[what]
+        best = {server: min(values) for server, values in by_server.items()}
+        report.add(
+            f"{what.split(',')[0]} {args.upload_mb} MB ({what.split(', ')[1]}, best)", "s", best
+        )
+    for what in order:
+        by_server = cpu_spent[what]
+        least = {server: min(values) for server, values in by_server.items()}
+        report.add(f"server CPU during the {what} (least)", "s", least)
     report.add("peak RSS during the uploads", "MB", peak)
     report.add("RSS before the first upload", "MB", before)
-    for server in SERVERS:
-        rate = args.upload_mb / best_up[server], args.upload_mb / best_down[server]
-        print(f"  {server}: upload {rate[0]:.0f} MB/s, download {rate[1]:.0f} MB/s")
 
     if args.profile:
         spy = Path(sys.executable).with_name("py-spy")
