@@ -546,7 +546,7 @@ def plain_http_protocol(base: Any, name: str) -> Any:
 
 @dataclass(frozen=True)
 class Sibling:
-    """What a child process of `serve --processes N` (see `supervisor`) is handed: the two
+    """What a child process of `serve --processes N` (see `cli.supervisor`) is handed: the two
     listening sockets the supervisor bound (none for the worker), its end of the wake-up
     channel (API processes send a datagram when they make work, the worker listens), and
     where the processes leave their counts for each other's `/metrics`."""

@@ -3,10 +3,10 @@ children of a small supervisor that binds the ports, starts them, replaces one t
 stops them all on a signal.
 
 One process tops out at about one core: requests, the worker's hashing and the event loop
-all take turns on one GIL. The children share the listening sockets the supervisor bound
-(the kernel hands each new connection to one of them) and everything else through the
-database, as replicas on several machines do: leases, fetch claims and the change feed
-already work across processes. What a process would otherwise keep to itself is passed
+all take turns on one GIL. Each API child listens on sockets of its own that the supervisor
+bound on both ports (SO_REUSEPORT: the kernel spreads new connections over them) and shares
+everything else through the database, as replicas on several machines do: leases, fetch
+claims and the change feed already work across processes. What a process would otherwise keep to itself is passed
 explicitly: a datagram on a socket pair wakes the worker when an API process makes work
 (else it would wait for its next poll), and counts are shared for `/metrics`
 (`SiblingCounts`). Rate limits stay per process.
@@ -122,8 +122,9 @@ class _Children:
     def _on_signal(self, signum: int, _: FrameType | None) -> None:
         self._signals += 1
         for child in self._running.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid or 0, signal.SIGTERM)
+            if child.pid is not None:  # never 0: that would signal the whole process group
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGTERM)
 
     def _watch(self) -> None:
         while self._running or (self._due and not self._signals):
@@ -148,8 +149,9 @@ class _Children:
 
     def _schedule_restart(self, role: str, exitcode: int) -> None:
         lived = time.monotonic() - self._started_at[role]
-        delay = 0.0 if lived > RESTART_DELAY_MAX else max(1.0, 2 * self._delay.get(role, 0.5))
-        self._delay[role] = min(delay, RESTART_DELAY_MAX)
+        # 1 s, doubled each time it dies again within RESTART_DELAY_MAX of its start.
+        doubled = 2 * self._delay.get(role, 0.5)
+        self._delay[role] = 1.0 if lived > RESTART_DELAY_MAX else min(doubled, RESTART_DELAY_MAX)
         log.warning(
             "the %s process ended (exit code %s); starting another in %.0f s",
             role,
