@@ -454,11 +454,19 @@ class SqlVmImageRepository:
         if len(sources) == 1:
             statement = select(images).where(sources[0], *conditions).order_by(*order(images.c))
         else:
+            # Each source's page carries only the sort keys (id among them), and the merged page
+            # is joined back to its rows: SQLAlchemy builds a proxy of every selected column for
+            # each subquery and for the union, which for whole rows cost ~3 ms of CPU per list
+            # (most of a Glance list's time on the server, under load the GIL's).
             page_end = query.limit + query.offset
+            keys = [
+                _sort_expression(images.c, key.key).label(f"k{index}")
+                for index, key in enumerate(sort)
+            ]
             merged = union_all(
                 *[
                     select(
-                        select(images)
+                        select(*keys)
                         .where(source, *conditions)
                         .order_by(*order(images.c))
                         .limit(page_end)
@@ -467,7 +475,18 @@ class SqlVmImageRepository:
                     for source in sources
                 ]
             ).subquery()
-            statement = select(merged).order_by(*order(merged.c))
+            merged_keys = [merged.c[f"k{index}"] for index in range(len(sort))]
+            merged_id = merged_keys[next(i for i, key in enumerate(sort) if key.key == "id")]
+            statement = (
+                select(images)
+                .join_from(images, merged, images.c.id == merged_id)
+                .order_by(
+                    *[
+                        column.desc() if key.descending else column.asc()
+                        for column, key in zip(merged_keys, sort, strict=True)
+                    ]
+                )
+            )
         rows = builtins.list(
             self._connection.execute(statement.limit(query.limit).offset(query.offset)).mappings()
         )
