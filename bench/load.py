@@ -16,7 +16,7 @@ p50/p95/p99 latency, errors, the server's CPU (all its processes, from /proc) an
 build's time under load against alone; then PostgreSQL/SQLite throughput. `--processes N`
 passes IMAGEDEPOT_API_PROCESSES=N to the server. Not a test: nothing is asserted.
 Usage: python bench/load.py [--clients 50] [--duration 20] [--builds 3] [--build-mb 100]
-       [--stores sqlite,postgresql] [--processes N] [--py-spy DIR]
+       [--stores sqlite,postgresql] [--processes N] [--py-spy DIR [--gil]]
 """
 
 from __future__ import annotations
@@ -240,8 +240,9 @@ def latency_text(ordered: list[float]) -> str:
     )
 
 
-def py_spy(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
-    """py-spy sampling the server (and what it forked) in the collapsed-stack format."""
+def py_spy(pid: int, seconds: float, output: Path, gil: bool) -> subprocess.Popen[bytes]:
+    """py-spy sampling the server (and what it forked) in the collapsed-stack format; `gil`
+    samples only the thread holding the GIL (where a GIL-bound server's CPU goes)."""
     command = [str(PY_SPY), "record", "--pid", str(pid), "--duration", str(int(seconds))]
     command += [
         "--rate",
@@ -253,6 +254,8 @@ def py_spy(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
         "--output",
         str(output),
     ]
+    if gil:
+        command.append("--gil")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
@@ -303,7 +306,9 @@ def measure_store(
                     )
                     await asyncio.sleep(WARM_UP)
                     if args.py_spy:
-                        spy = py_spy(service.pid, args.duration, args.py_spy / f"{store}.txt")
+                        spy = py_spy(
+                            service.pid, args.duration, args.py_spy / f"{store}.txt", args.gil
+                        )
                     cpu_before = tree_cpu_seconds(service.pid)
                     counting.set()
                     loaded = [f"{registry.endpoint}/{name}:v1" for name in images.loaded]
@@ -364,6 +369,7 @@ def main() -> None:
     parser.add_argument("--stores", default=",".join(STORES), help="comma-separated")
     parser.add_argument("--processes", type=int, default=0, help="IMAGEDEPOT_API_PROCESSES")
     parser.add_argument("--py-spy", type=Path, help="write a py-spy profile per store here")
+    parser.add_argument("--gil", action="store_true", help="py-spy samples the GIL holder only")
     args = parser.parse_args()
     stores = [store.strip() for store in args.stores.split(",") if store.strip()]
     unknown = set(stores) - set(STORES)
