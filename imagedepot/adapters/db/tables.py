@@ -295,6 +295,8 @@ vm_images = Table(
     # Others' public, community and shared images, for a Glance list's other sources
     # (see vmimage_store._sources): in the default order and by name filter.
     Index("ix_vm_images_visibility_created_at", "visibility", "created_at", "id"),
+    # The project's own images of one visibility (`visibility=private`, `=shared`).
+    Index("ix_vm_images_project_id_visibility", "project_id", "visibility", "created_at", "id"),
     Index("ix_vm_images_visibility_name", "visibility", "name", "created_at", "id"),
 )
 # Name order from either source, as the list sorts it (NULL folded into '' so that keyset

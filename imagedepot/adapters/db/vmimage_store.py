@@ -25,7 +25,7 @@ from sqlalchemy import (
     or_,
     select,
     tuple_,
-    union_all,
+    union,
     update,
 )
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
@@ -155,7 +155,12 @@ def _after_marker(
     directions = {descending for _, descending in expressions}
     if len(directions) == 1:
         row = tuple_(*[expression for expression, _ in expressions])
-        return row < tuple_(*marker) if directions.pop() else row > tuple_(*marker)
+        first = expressions[0][0]
+        # The first key's own bound is what an index range starts from (SQLite does not
+        # start one from a row value over an expression); the row value is then exact.
+        if directions.pop():
+            return and_(first <= marker[0], row < tuple_(*marker))
+        return and_(first >= marker[0], row > tuple_(*marker))
     alternatives: list[ColumnElement[bool]] = []
     for index, (expression, descending) in enumerate(expressions):
         equal_before = [expressions[j][0] == marker[j] for j in range(index)]
@@ -183,34 +188,40 @@ def _visible_to(project_id: str) -> ColumnElement[bool]:
     )
 
 
-def _sources(query: ImageQuery) -> list[ColumnElement[bool]]:
-    """The images a list may show, as disjoint sources that an index each serves: the
-    project's own (by project_id), other projects' public or community ones (by visibility),
-    and those shared with it (through its memberships). One OR of the three, which no index
-    serves, made every page scan and sort the whole table; each source is read in order up
-    to the page's end and the pages merged."""
+def _sources(query: ImageQuery, *, disjoint: bool = False) -> list[ColumnElement[bool]]:
+    """The images a list may show, as sources that an index each serves: the project's own
+    (by project_id), public or community ones (by visibility), and those shared with it
+    (through its memberships). One OR of the three, which no index serves, made every page
+    scan and sort the whole table; each source is read in order up to the page's end and
+    the pages merged.
+
+    The sources overlap (a project's own public images are in two of them) unless
+    `disjoint`, which a count needs. A list takes them overlapping and merges with UNION:
+    leaving the project's own images out of the public source would walk the visibility
+    index past all of them (a project owning a public catalogue would wait for each page)."""
     c = tables.vm_images.c
     chosen = query.visibility
     owned = c.project_id == query.project_id
     if not query.include_visible:
         return [owned if chosen in (None, "all") else and_(owned, c.visibility == chosen)]
-    others = c.project_id != query.project_id
 
-    def others_with(visibility: Visibility) -> ColumnElement[bool]:
-        return and_(c.visibility == visibility.value, others)
+    def anyones(visibility: Visibility) -> ColumnElement[bool]:
+        if disjoint:
+            return and_(c.visibility == visibility.value, c.project_id != query.project_id)
+        return c.visibility == visibility.value
 
+    # Read through the memberships, never by walking the visibility index: the project's
+    # own shared images (Glance's default visibility) may be most of the table. Wrapped so
+    # that no index on visibility matches (visibility is never NULL; SQLite, without
+    # statistics, would otherwise walk that index in the sort order).
     shared_with = and_(
-        others_with(Visibility.SHARED), _member_of(query.project_id, query.member_status)
+        func.coalesce(c.visibility, _EMPTY_TEXT) == Visibility.SHARED.value,
+        _member_of(query.project_id, query.member_status),
     )
     if chosen is None:
-        return [owned, others_with(Visibility.PUBLIC), shared_with]
+        return [owned, anyones(Visibility.PUBLIC), shared_with]
     if chosen == "all":
-        return [
-            owned,
-            others_with(Visibility.PUBLIC),
-            others_with(Visibility.COMMUNITY),
-            shared_with,
-        ]
+        return [owned, anyones(Visibility.PUBLIC), anyones(Visibility.COMMUNITY), shared_with]
     if chosen == Visibility.SHARED.value:
         return [and_(owned, c.visibility == chosen), shared_with]
     if chosen in (Visibility.PUBLIC.value, Visibility.COMMUNITY.value):
@@ -454,8 +465,8 @@ class SqlVmImageRepository:
         if len(sources) == 1:
             statement = select(images).where(sources[0], *conditions).order_by(*order(images.c))
         else:
-            # Each source's page carries only the sort keys (id among them), and the merged page
-            # is joined back to its rows: SQLAlchemy builds a proxy of every selected column for
+            # Each source's page carries only the sort keys (id among them); UNION drops an
+            # image two sources gave; the merged page is joined back to its rows: SQLAlchemy builds a proxy of every selected column for
             # each subquery and for the union, which for whole rows cost ~3 ms of CPU per list
             # (most of a Glance list's time on the server, under load the GIL's).
             page_end = query.limit + query.offset
@@ -463,7 +474,7 @@ class SqlVmImageRepository:
                 _sort_expression(images.c, key.key).label(f"k{index}")
                 for index, key in enumerate(sort)
             ]
-            merged = union_all(
+            merged = union(
                 *[
                     select(
                         select(*keys)
@@ -500,7 +511,7 @@ class SqlVmImageRepository:
                     select(func.count()).select_from(tables.vm_images).where(source, *conditions)
                 ).scalar_one()
             )
-            for source in _sources(query)
+            for source in _sources(query, disjoint=True)
         )
 
     def add_job(self, job: ImageJob) -> None:
