@@ -612,16 +612,26 @@ async def serve(
     stop = asyncio.Event()
     servers: list[tuple[uvicorn.Server, socket.socket]] = []
 
-    def on_signal() -> None:
-        if not stop.is_set():
-            stop.set()  # drain: running requests get `shutdown_seconds` to finish
-            return
+    def stop_now() -> None:
         log.warning("a second signal: stopping now, without waiting for open requests")
         for server, _ in servers:
             server.force_exit = True
 
-    for signum in (signal.SIGTERM,) if sibling else (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal)
+    def on_signal() -> None:
+        if not stop.is_set():
+            stop.set()  # drain: running requests get `shutdown_seconds` to finish
+        elif sibling is None:
+            stop_now()
+
+    if sibling is None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal)
+    else:
+        # A child drains on SIGTERM however often it comes (systemd signals every process
+        # of the service, and the supervisor passes its own signal on); the supervisor says
+        # "now" with SIGQUIT.
+        loop.add_signal_handler(signal.SIGTERM, on_signal)
+        loop.add_signal_handler(signal.SIGQUIT, stop_now)
 
     def notify_worker() -> None:
         if worker is not None:

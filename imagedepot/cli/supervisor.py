@@ -41,12 +41,14 @@ RESTART_DELAY_MAX = 30.0
 """A child that keeps dying (the database away, say) is started again at most this often."""
 _PR_SET_PDEATHSIG = 1
 _HANDLED = {signal.SIGINT, signal.SIGTERM}
+_BLOCKED_ACROSS_FORK = {*_HANDLED, signal.SIGQUIT}
 
 
 def supervise(settings: Settings) -> None:
     """Serve with `settings.api_processes` API processes and a worker process until a
     signal: SIGTERM or SIGINT is passed on to every child as SIGTERM (they drain their open
-    requests for `shutdown_seconds`); a second one is passed on too, and stops them at once."""
+    requests for `shutdown_seconds`, however many SIGTERMs they get: systemd sends one to
+    each process of the service); a second one is passed on as SIGQUIT: stop at once."""
     api_roles = [f"api-{index}" for index in range(1, settings.api_processes + 1)]
     # A socket of its own per API process (SO_REUSEPORT): one shared socket lets whichever
     # process wakes first take every connection of a quiet spell; the kernel spreads
@@ -121,10 +123,11 @@ class _Children:
 
     def _on_signal(self, signum: int, _: FrameType | None) -> None:
         self._signals += 1
+        passed_on = signal.SIGTERM if self._signals == 1 else signal.SIGQUIT
         for child in self._running.values():
             if child.pid is not None:  # never 0: that would signal the whole process group
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGTERM)
+                    os.kill(child.pid, passed_on)
 
     def _watch(self) -> None:
         while self._running or (self._due and not self._signals):
@@ -168,11 +171,11 @@ class _Children:
         )
         # Blocked across the fork: until the child has set its own, a signal would run the
         # supervisor's handler in it (forwarding SIGTERM to the siblings it knows of).
-        signal.pthread_sigmask(signal.SIG_BLOCK, _HANDLED)
+        signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED_ACROSS_FORK)
         try:
             child.start()
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED_ACROSS_FORK)
         self._running[role] = child
         self._started_at[role] = time.monotonic()
 
@@ -183,9 +186,10 @@ def _child_main(
     # Ctrl-C reaches every process of the terminal's group; the supervisor passes it on as
     # SIGTERM, so a child that also took SIGINT would count two signals and stop at once.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Until `serve` drains on SIGTERM, SIGTERM ends a child that is still starting.
+    # Until `serve` handles them, SIGTERM and SIGQUIT end a child that is still starting.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HANDLED)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED_ACROSS_FORK)
     _end_with(supervisor_pid)
     is_worker = role == WORKER
     settings = replace(settings, run_worker=is_worker)

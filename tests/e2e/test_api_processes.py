@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.test_connections_and_shutdown import LIMITS, started_slow_upload
 from tests.support.images import make_layer, push_image
 from tests.support.registry import RegistryServer
 from tests.support.service import Service, wait_for_status
@@ -136,4 +137,31 @@ def test_sigterm_stops_every_process_and_kill_9_of_the_supervisor_leaves_none(
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{service.url}/healthz")
     finally:
+        service.stop()
+
+
+def test_sigterm_to_every_process_drains_and_a_second_signal_stops_at_once() -> None:
+    """As systemd stops a service: SIGTERM to each of its processes, not only the main one.
+    The children drain (however many SIGTERMs reach them) instead of taking the supervisor's
+    forwarded one as a second signal; a second signal to the supervisor stops them at once."""
+    env = {**LIMITS, "IMAGEDEPOT_SHUTDOWN_SECONDS": "60", "IMAGEDEPOT_API_PROCESSES": "2"}
+    service = Service(env=env).start()
+    uploader, stop, _ = started_slow_upload(service)
+    try:
+        process = service._process
+        assert process is not None
+        for pid in [service.pid, *children(service.pid)]:
+            subprocess.run(["kill", "-TERM", str(pid)], check=True)
+        time.sleep(2)
+        assert process.poll() is None, "still draining the slow upload"
+        assert "a second signal" not in service.log
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+        assert time.monotonic() - started < 5
+        assert "a second signal" in service.log
+        assert not children(service.pid)
+    finally:
+        stop.set()
+        uploader.join()
         service.stop()
