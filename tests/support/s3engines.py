@@ -265,11 +265,37 @@ class S3Engine:
         """Resident memory of all the engine's processes (for measurements)."""
         return self._daemons.rss_bytes()
 
-    def limit_bucket(self, bucket: str, max_bytes: int) -> None:
-        """Give `bucket` a quota of `max_bytes`, which the engine enforces (radosgw only)."""
+    def limit_bucket(self, bucket: str, max_bytes: int, timeout: float = 60) -> None:
+        """Give `bucket` a quota of `max_bytes` (radosgw only), and return once the gateway
+        enforces it: a multipart part one byte over the quota is refused. Parts are probed,
+        not objects, because parts count toward the bucket's (cached) usage only once an
+        upload completes, so the probes leave the usage at zero."""
         if not isinstance(self._daemons, _CephDaemons):
             raise NotImplementedError(f"{self.name} has no bucket quota to set")
         self._daemons.limit_bucket(bucket, max_bytes)
+        client = self.client()
+        deadline = time.monotonic() + timeout
+        while True:
+            upload = client.create_multipart_upload(Bucket=bucket, Key="quota-probe")
+            try:
+                client.upload_part(
+                    Bucket=bucket,
+                    Key="quota-probe",
+                    UploadId=upload["UploadId"],
+                    PartNumber=1,
+                    Body=b"q" * (max_bytes + 1),
+                )
+            except ClientError as error:
+                if error.response.get("Error", {}).get("Code") == "QuotaExceeded":
+                    return
+                raise
+            finally:
+                client.abort_multipart_upload(
+                    Bucket=bucket, Key="quota-probe", UploadId=upload["UploadId"]
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"radosgw does not enforce the quota on {bucket}")
+            time.sleep(1)
 
 
 def _wait_until_serving(engine: S3Engine, daemons: _DaemonSet, timeout: float) -> None:
