@@ -18,8 +18,10 @@ from imagedepot.api.openapi import (
     SECURITY_SCHEMES,
     nullable,
     operation,
+    path_parameter,
     pattern,
     prop,
+    query_parameter,
     ref,
     required_json,
     response,
@@ -246,30 +248,13 @@ def _wrapped(key: str, schema: str, array: bool = False) -> dict[str, Any]:
 def openapi_document() -> dict[str, Any]:
     cache = _wrapped("image_cache", "ImageCacheDetail")
     upstream = _wrapped("upstream", "Upstream")
-    cache_id = {
-        "name": "image_cache_id",
-        "in": "path",
-        "required": True,
-        "description": "The cache's id.",
-        "schema": {"type": "string"},
-    }
-    registry = {
-        "name": "registry",
-        "in": "path",
-        "required": True,
-        "description": "The upstream's registry host.",
-        "schema": {"type": "string"},
-    }
-    name_filter = {
-        "name": "name",
-        "in": "query",
-        "description": "Only the cache of this exact name (empty: no filter).",
-        "schema": {
-            "type": "string",
-            "maxLength": NAME_MAX,
-            "pattern": f"^(?:{NAME_PATTERN[1:-1]})?$",
-        },
-    }
+    cache_id = path_parameter("image_cache_id", "The cache's id.")
+    registry = path_parameter("registry", "The upstream's registry host.")
+    name_filter = query_parameter(
+        "name",
+        {"type": "string", "maxLength": NAME_MAX, "pattern": f"^(?:{NAME_PATTERN[1:-1]})?$"},
+        "Only the cache of this exact name (empty: no filter).",
+    )
     return {
         "openapi": "3.0.3",
         "info": {

@@ -25,6 +25,7 @@ from imagedepot.api.openapi import (
     error_codes,
     error_responses,
     prop,
+    query_parameter,
     ref,
     response,
 )
@@ -278,22 +279,18 @@ def openapi_document(regions: Sequence[str]) -> dict[str, Any]:
                     "summary": "The jobs of earlier calls",
                     "operationId": "ShowJobs",
                     "parameters": [
-                        {
-                            "name": "regionId",
-                            "in": "query",
-                            "required": True,
-                            "schema": {"type": "string", "enum": list(regions)},
-                        },
-                        {
-                            "name": "jobUuids",
-                            "in": "query",
-                            "required": True,
-                            "description": "Job uuids, comma-separated.",
-                            "schema": {
+                        query_parameter(
+                            "regionId", {"type": "string", "enum": list(regions)}, required=True
+                        ),
+                        query_parameter(
+                            "jobUuids",
+                            {
                                 "type": "string",
                                 "pattern": f"^{UUID_PATTERN[1:-1]}(,{UUID_PATTERN[1:-1]})*$",
                             },
-                        },
+                            "Job uuids, comma-separated.",
+                            required=True,
+                        ),
                     ],
                     "responses": {
                         "200": response("The jobs.", _envelope(jobs)),

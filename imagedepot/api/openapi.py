@@ -160,6 +160,30 @@ def operation(
     return described
 
 
+def query_parameter(
+    name: str, schema: dict[str, Any], description: str | None = None, *, required: bool = False
+) -> dict[str, Any]:
+    """A query parameter; `required` ones must be sent."""
+    return _parameter(name, "query", schema, description, required)
+
+
+def path_parameter(name: str, description: str | None = None) -> dict[str, Any]:
+    """A path segment naming an object (a string; path parameters are always required)."""
+    return _parameter(name, "path", {"type": "string"}, description, True)
+
+
+def _parameter(
+    name: str, located: str, schema: dict[str, Any], description: str | None, required: bool
+) -> dict[str, Any]:
+    described: dict[str, Any] = {"name": name, "in": located}
+    if required:
+        described["required"] = True
+    if description is not None:
+        described["description"] = description
+    described["schema"] = schema
+    return described
+
+
 def required_json(schema: str) -> dict[str, Any]:
     """A request body that must be JSON of the named schema."""
     return {"required": True, "content": {"application/json": {"schema": ref(schema)}}}

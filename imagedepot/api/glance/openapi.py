@@ -20,8 +20,10 @@ from imagedepot.api.openapi import (
     error_responses,
     nullable,
     operation,
+    path_parameter,
     pattern,
     prop,
+    query_parameter,
     ref,
     response,
 )
@@ -229,57 +231,63 @@ def _public(summary: str, operation_id: str, success: dict[str, Any]) -> dict[st
     }
 
 
-def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "query", "description": description, "schema": schema}
-
-
 def _list_parameters() -> list[dict[str, Any]]:
     count = {"type": "integer", "format": "int64", "minimum": 0, "maximum": JSON_INTEGER_MAX}
     time_filter = {"type": "string", "pattern": f"^({'|'.join(COMPARISONS)}):.+$"}
     in_list = "A value, or in:a,b,c for any of several."
     sort_dir = {"type": "string", "enum": ["asc", "desc"]}
     return [
-        _query("limit", "Items per page (25; more than 1000 is 1000).", count),
-        _query("marker", "The id of the last image of the previous page.", {"type": "string"}),
-        _query("sort_key", "Sort by this key (repeatable).", {"type": "string", "enum": SORT_KEYS}),
-        _query("sort_dir", "asc or desc (one, or one per sort_key).", sort_dir),
-        _query(
-            "sort-key", "The seed's spelling of sort_key.", {"type": "string", "enum": SORT_KEYS}
+        query_parameter("limit", count, "Items per page (25; more than 1000 is 1000)."),
+        query_parameter(
+            "marker", {"type": "string"}, "The id of the last image of the previous page."
         ),
-        _query("sort-dir", "The seed's spelling of sort_dir.", sort_dir),
-        _query(
+        query_parameter(
+            "sort_key", {"type": "string", "enum": SORT_KEYS}, "Sort by this key (repeatable)."
+        ),
+        query_parameter("sort_dir", sort_dir, "asc or desc (one, or one per sort_key)."),
+        query_parameter(
+            "sort-key", {"type": "string", "enum": SORT_KEYS}, "The seed's spelling of sort_key."
+        ),
+        query_parameter("sort-dir", sort_dir, "The seed's spelling of sort_dir."),
+        query_parameter(
             "sort",
-            "key:dir,key:dir (not with sort_key / sort_dir).",
             {"type": "string", "pattern": f"^({'|'.join(SORT_KEYS)})(:(asc|desc))?$"},
+            "key:dir,key:dir (not with sort_key / sort_dir).",
         ),
-        _query("id", in_list, {"type": "string"}),
-        _query("name", in_list, {"type": "string"}),
-        _query("status", f"{in_list} Image statuses.", {"type": "string"}),
-        _query("disk_format", in_list, {"type": "string"}),
-        _query("container_format", in_list, {"type": "string"}),
-        _query("owner", "Only this project's images.", {"type": "string"}),
-        _query("tag", "Only images with this tag (repeatable: all of them).", {"type": "string"}),
-        _query(
+        query_parameter("id", {"type": "string"}, in_list),
+        query_parameter("name", {"type": "string"}, in_list),
+        query_parameter("status", {"type": "string"}, f"{in_list} Image statuses."),
+        query_parameter("disk_format", {"type": "string"}, in_list),
+        query_parameter("container_format", {"type": "string"}, in_list),
+        query_parameter("owner", {"type": "string"}, "Only this project's images."),
+        query_parameter(
+            "tag", {"type": "string"}, "Only images with this tag (repeatable: all of them)."
+        ),
+        query_parameter(
             "visibility",
-            "Only these; hidden and others' private images never show.",
             {"type": "string", "enum": ["all", *[v.value for v in Visibility]]},
+            "Only these; hidden and others' private images never show.",
         ),
-        _query("protected", "true or false.", {"type": "boolean"}),
-        _query("os_hidden", "true lists hidden images (else left out).", {"type": "boolean"}),
-        _query("size_min", "At least this many bytes.", count),
-        _query("size_max", "At most this many bytes.", count),
-        _query("created_at", "OPERATOR:ISO-8601-TIME.", time_filter),
-        _query("updated_at", "OPERATOR:ISO-8601-TIME.", time_filter),
-        _query("changes-since", "Changed since this ISO 8601 time (the seed).", {"type": "string"}),
-        _query(
+        query_parameter("protected", {"type": "boolean"}, "true or false."),
+        query_parameter(
+            "os_hidden", {"type": "boolean"}, "true lists hidden images (else left out)."
+        ),
+        query_parameter("size_min", count, "At least this many bytes."),
+        query_parameter("size_max", count, "At most this many bytes."),
+        query_parameter("created_at", time_filter, "OPERATOR:ISO-8601-TIME."),
+        query_parameter("updated_at", time_filter, "OPERATOR:ISO-8601-TIME."),
+        query_parameter(
+            "changes-since", {"type": "string"}, "Changed since this ISO 8601 time (the seed)."
+        ),
+        query_parameter(
             "type",
-            "The seed's snapshot filter: snapshot (or server), image (or base), all.",
             {"type": "string", "enum": ["snapshot", "server", "image", "base", "all"]},
+            "The seed's snapshot filter: snapshot (or server), image (or base), all.",
         ),
-        _query(
+        query_parameter(
             "member_status",
-            "Shared images by the caller's membership status.",
             {"type": "string", "enum": ["all", *[s.value for s in MemberStatus]]},
+            "Shared images by the caller's membership status.",
         ),
     ]
 
@@ -287,15 +295,9 @@ def _list_parameters() -> list[dict[str, Any]]:
 def openapi_document() -> dict[str, Any]:
     image = response("The image.", ref("Image"))
     no_content = {"204": response("Done.")}
-    image_id = {
-        "name": "image_id",
-        "in": "path",
-        "required": True,
-        "description": "The image's UUID.",
-        "schema": {"type": "string"},
-    }
-    member_id = {**image_id, "name": "member_id", "description": "The member's project id."}
-    tag = {**image_id, "name": "tag", "description": "A tag.", "schema": {"type": "string"}}
+    image_id = path_parameter("image_id", "The image's UUID.")
+    member_id = path_parameter("member_id", "The member's project id.")
+    tag = path_parameter("tag", "A tag.")
     data = {
         "required": True,
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},

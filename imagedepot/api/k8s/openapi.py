@@ -21,7 +21,9 @@ from imagedepot.api.openapi import (
     encode,
     error_codes,
     error_responses,
+    path_parameter,
     prop,
+    query_parameter,
     ref,
     response,
     string_map,
@@ -257,76 +259,58 @@ def openapi_schemas() -> dict[str, Any]:
 
 _STATUS = f"{_META}Status"
 _QUERY_FOR_WRITES = (
-    {
-        "name": "dryRun",
-        "in": "query",
-        "description": "All: validate and answer, store nothing.",
-        "schema": {"type": "string", "enum": ["All"]},
-    },
-    {
-        "name": "fieldManager",
-        "in": "query",
-        "description": "Who makes the change (required by apply patches).",
-        "schema": {"type": "string", "maxLength": 128},
-    },
-    {
-        "name": "fieldValidation",
-        "in": "query",
-        "description": "Strict refuses unknown fields; Ignore and Warn (the default) drop them.",
-        "schema": {"type": "string", "enum": ["Ignore", "Warn", "Strict"]},
-    },
+    query_parameter(
+        "dryRun", {"type": "string", "enum": ["All"]}, "All: validate and answer, store nothing."
+    ),
+    query_parameter(
+        "fieldManager",
+        {"type": "string", "maxLength": 128},
+        "Who makes the change (required by apply patches).",
+    ),
+    query_parameter(
+        "fieldValidation",
+        {"type": "string", "enum": ["Ignore", "Warn", "Strict"]},
+        "Strict refuses unknown fields; Ignore and Warn (the default) drop them.",
+    ),
 )
 _QUERY_FOR_LIST = (
-    {
-        "name": "labelSelector",
-        "in": "query",
-        "description": "Only objects whose labels match, e.g. app=web,tier!=db.",
-        "schema": {"type": "string"},
-    },
-    {
-        "name": "fieldSelector",
-        "in": "query",
-        "description": "Only objects whose fields match; metadata.name is supported.",
-        "schema": {"type": "string"},
-    },
-    {
-        "name": "limit",
-        "in": "query",
-        "description": "At most this many items; 0 or none is all. The rest is under continue.",
-        "schema": {"type": "integer", "format": "int64", "minimum": 0},
-    },
-    {
-        "name": "continue",
-        "in": "query",
-        "description": "The token of a previous page's metadata.continue.",
-        "schema": {"type": "string"},
-    },
-    {
-        "name": "resourceVersion",
-        "in": "query",
-        "description": "A list is served at the newest version; a version beyond it is 400.",
-        "schema": {"type": "string", "pattern": "^[0-9]{0,19}$"},
-    },
-    {
-        "name": "resourceVersionMatch",
-        "in": "query",
-        "description": "Exact answers 410 unless resourceVersion is the newest.",
-        "schema": {"type": "string", "enum": ["NotOlderThan", "Exact"]},
-    },
+    query_parameter(
+        "labelSelector",
+        {"type": "string"},
+        "Only objects whose labels match, e.g. app=web,tier!=db.",
+    ),
+    query_parameter(
+        "fieldSelector",
+        {"type": "string"},
+        "Only objects whose fields match; metadata.name is supported.",
+    ),
+    query_parameter(
+        "limit",
+        {"type": "integer", "format": "int64", "minimum": 0},
+        "At most this many items; 0 or none is all. The rest is under continue.",
+    ),
+    query_parameter(
+        "continue", {"type": "string"}, "The token of a previous page's metadata.continue."
+    ),
+    query_parameter(
+        "resourceVersion",
+        {"type": "string", "pattern": "^[0-9]{0,19}$"},
+        "A list is served at the newest version; a version beyond it is 400.",
+    ),
+    query_parameter(
+        "resourceVersionMatch",
+        {"type": "string", "enum": ["NotOlderThan", "Exact"]},
+        "Exact answers 410 unless resourceVersion is the newest.",
+    ),
 )
 _QUERY_FOR_DELETE = (
     _QUERY_FOR_WRITES[0],
-    {
-        "name": "gracePeriodSeconds",
-        "in": "query",
-        "schema": {"type": "integer", "format": "int64", "minimum": 0},
-    },
-    {
-        "name": "propagationPolicy",
-        "in": "query",
-        "description": "Foreground answers 202, the others 200.",
-        "schema": {"type": "string", "enum": ["Orphan", "Background", "Foreground"]},
-    },
+    query_parameter("gracePeriodSeconds", {"type": "integer", "format": "int64", "minimum": 0}),
+    query_parameter(
+        "propagationPolicy",
+        {"type": "string", "enum": ["Orphan", "Background", "Foreground"]},
+        "Foreground answers 202, the others 200.",
+    ),
 )
 
 # What each action answers besides the errors of every gated route (`error_codes`).
@@ -510,9 +494,7 @@ def openapi_document() -> dict[str, Any]:
                 "put": _operation("put", "replace an ImageSnapshot"),
                 "patch": _operation("patch", "change an ImageSnapshot"),
                 "delete": _operation("delete", "delete an ImageSnapshot"),
-                "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
+                "parameters": [path_parameter("name")],
             },
         },
         "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
