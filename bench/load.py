@@ -42,7 +42,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.serve import cpu_seconds
+from bench.serve import tree_cpu_seconds
 from tests.support.images import KIB, OCI_MANIFEST, make_layer, push_image
 from tests.support.postgres import running_cluster
 from tests.support.registry import RegistryServer
@@ -86,33 +86,6 @@ def push_images(registry: RegistryServer, small: int, builds: int, build_mb: int
         push_image(registry.url, f"load/big{index}", "v1", [layer])
         big.append(f"load/big{index}")
     return Images([f"load/small{i}" for i in range(small)], big[:builds], big[builds:])
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and every process descending from it (API processes it forked, say)."""
-    parents: dict[int, list[int]] = defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(fields[1])].append(int(entry.name))
-    tree, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        tree.append(current)
-        pending.extend(parents.get(current, []))
-    return tree
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    total = 0.0
-    for member in process_tree(pid):
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # ended meanwhile
-            total += cpu_seconds(member)
-    return total
 
 
 @contextlib.contextmanager

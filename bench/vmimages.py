@@ -47,7 +47,7 @@ import httpx
 import psycopg
 from sqlalchemy.engine import make_url
 
-from bench.serve import cpu_seconds
+from bench.serve import process_tree, tree_cpu_seconds
 from bench.vmimages_list import T0, fill
 from imagedepot.adapters.db.store import SqlMetadataStore
 from imagedepot.domain.identity import Project
@@ -240,25 +240,6 @@ class GlancePeer(_Supervised):
 # --- processes, memory and CPU from /proc ----------------------------------------------------
 
 
-def process_tree(root: int) -> list[int]:
-    """`root` and its descendants, alive now."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, pending = [], [root]
-    while pending:
-        pid = pending.pop()
-        found.append(pid)
-        pending.extend(children.get(pid, []))
-    return found
-
-
 def rss_mb(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -269,14 +250,6 @@ def rss_mb(pids: list[int]) -> float:
         except OSError:
             pass
     return total / 1024
-
-
-def tree_cpu(root: int) -> float:
-    total = 0.0
-    for pid in process_tree(root):
-        with suppress(OSError):
-            total += cpu_seconds(pid)
-    return total
 
 
 def thread_ticks(root: int) -> dict[tuple[int, int], int]:
@@ -584,14 +557,14 @@ def transfers(
     before: dict[str, float] = {}
 
     def timed(what: str, server: str, call: Callable[..., Any], *call_args: Any) -> Any:
-        cpu = tree_cpu(pids[server])
+        cpu = tree_cpu_seconds(pids[server])
         started = time.perf_counter()
         result = call(*call_args)
         times.setdefault(what, {s: [] for s in SERVERS})[server].append(
             time.perf_counter() - started
         )
         cpu_spent.setdefault(what, {s: [] for s in SERVERS})[server].append(
-            tree_cpu(pids[server]) - cpu
+            tree_cpu_seconds(pids[server]) - cpu
         )
         return result
 
