@@ -139,7 +139,7 @@ class Service(_Supervised):
         value: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        super().__exit__(kind, value, tb)
         if self._own_dir and kind is None:  # kept when the block failed, for its log
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
