@@ -255,6 +255,19 @@ def open_core(settings: Settings) -> Core:
     )
 
 
+def checked_core(settings: Settings) -> Core:
+    """`open_core`, with the blob store and the secret key checked before anything is served
+    (SystemExit naming what is wrong; nothing left open then)."""
+    core = open_core(settings)
+    try:
+        check_blob_store(core.blobs)
+        check_secret_key(core)
+    except BaseException:
+        core.close()
+        raise
+    return core
+
+
 def rotate_secret_key(settings: Settings) -> int:
     """Seal every secret under a new key; the count re-sealed.
 
@@ -591,10 +604,8 @@ async def serve(
     try:
         if with_api and sibling is None:
             listeners = bind_ports(settings)
-        core = await asyncio.to_thread(open_core, settings)
+        core = await asyncio.to_thread(checked_core, settings)
         try:
-            await asyncio.to_thread(check_blob_store, core.blobs)
-            await asyncio.to_thread(check_secret_key, core)
             await asyncio.to_thread(core.liveness.beat)
         except BaseException:
             core.close()

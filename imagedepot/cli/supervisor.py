@@ -77,14 +77,10 @@ def supervise(settings: Settings) -> None:
 def _prepare(settings: Settings) -> None:
     """Migrate the store, check the blob store and the secret key, and make the admin token,
     once and before any child starts (SystemExit naming what is wrong)."""
-    core = bootstrap.open_core(settings)
-    try:
-        bootstrap.check_blob_store(core.blobs)
-        bootstrap.check_secret_key(core)
-        if core.admin_token_path is not None:
-            log.warning("admin token is in %s", core.admin_token_path)
-    finally:
-        core.close()
+    core = bootstrap.checked_core(settings)
+    if core.admin_token_path is not None:
+        log.warning("admin token is in %s", core.admin_token_path)
+    core.close()
 
 
 class _Children:
